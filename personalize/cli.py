@@ -1,0 +1,48 @@
+"""The ``personalize`` command line. Every command is a thin call into the library; heavy imports stay inside."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+app = typer.Typer(
+    help="Nightly personalization: listening history in, new music per listener out.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure the product against ground truth and baselines.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(eval_app, name="eval")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision (default: newest).")) -> None:
+    """Create or migrate the schema of PERSONALIZE_DATABASE_URL (default: SQLite under PERSONALIZE_DATA_DIR)."""
+    from personalize.config import get_settings
+    from personalize.db.session import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url, revision)
+    console.print(f"[green]schema at {revision}[/] on {_redact(settings.resolved_database_url)}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _register() -> None:
+    """Attach each domain's commands. Each module keeps its heavy imports inside its command functions."""
+    # Each domain adds its own line here (ingest, simulate, taste, generate, render, pipeline, api, ...).
+    return None
+
+
+_register()
+
+if __name__ == "__main__":
+    app()

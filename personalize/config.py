@@ -1,0 +1,93 @@
+"""Settings read from the environment (prefix ``PERSONALIZE_``), with defaults that run on one laptop."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Soundfonts in order of preference: FluidR3_GM (MIT, Debian fluid-soundfont-gm), then pretty_midi's TimGM6mb (GPL-2).
+SOUNDFONT_CANDIDATES = (
+    Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    Path("/usr/share/soundfonts/FluidR3_GM.sf2"),
+)
+
+
+class Settings(BaseSettings):
+    """Every knob of the product. Each field can be set as ``PERSONALIZE_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PERSONALIZE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Root for the SQLite file, storage and reports.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/personalize.db"
+    )
+    storage_url: str | None = Field(
+        default=None, description="fsspec URL for MIDI/audio/artifacts; default <data_dir>/storage"
+    )
+    soundfont: Path | None = Field(default=None, description="SF2 file; default FluidR3_GM, else TimGM6mb")
+    model_dir: Path = Field(default=REPO_ROOT / "models", description="Folder holding trained generators")
+    model_name: str = Field(default="transformer", description="Sub-folder of model_dir used to generate")
+
+    # Ingest
+    ingest_chunk_rows: int = 200_000
+    ms_played_slack_s: float = 30.0
+
+    # Taste profiles
+    profile_window_days: int = 28
+    profile_half_life_days: float = 14.0
+    profile_min_events: int = 5
+
+    # Planning and playlists
+    tracks_per_cluster_min: int = 4
+    tracks_per_cluster_max: int = 40
+    tracks_total: int = 200
+    playlist_size: int = 5
+    track_bars: int = 16
+
+    # Audio
+    sample_rate_hz: int = 44_100
+    target_lufs: float = -14.0
+    true_peak_max_dbtp: float = -1.0
+    render_timeout_s: float = 60.0
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'personalize.db').resolve()}"
+
+    @cached_property
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return str((self.data_dir / "storage").resolve())
+
+    @cached_property
+    def resolved_soundfont(self) -> Path:
+        if self.soundfont is not None:
+            if not self.soundfont.is_file():
+                raise FileNotFoundError(
+                    f"Soundfont {self.soundfont} does not exist: set PERSONALIZE_SOUNDFONT to an .sf2 file."
+                )
+            return self.soundfont
+        for candidate in SOUNDFONT_CANDIDATES:
+            if candidate.is_file():
+                return candidate
+        import pretty_midi
+
+        fallback = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+        if fallback.is_file():
+            return fallback
+        raise FileNotFoundError(
+            "No General MIDI soundfont found: install Debian's fluid-soundfont-gm or set PERSONALIZE_SOUNDFONT."
+        )
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with keyword overrides (tests and the CLI use these)."""
+    return Settings(**overrides)

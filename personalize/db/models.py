@@ -1,0 +1,112 @@
+"""Typed SQLAlchemy 2 models. The schema itself is created by Alembic migrations (``personalize db upgrade``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+EVENT_KINDS = ("play", "skip", "like", "dislike", "complete", "save")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}  # noqa: RUF012
+
+
+class Listener(Base):
+    __tablename__ = "listeners"
+
+    listener_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Track(Base):
+    """Catalog and generated tracks alike; generated ones also carry run/cluster/model and audio columns."""
+
+    __tablename__ = "tracks"
+
+    track_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(300))
+    source: Mapped[str] = mapped_column(String(16), default="catalog")  # catalog | generated
+    duration_s: Mapped[float] = mapped_column(Float)
+    tempo_bpm: Mapped[float] = mapped_column(Float)
+    key_pc: Mapped[int] = mapped_column(Integer)  # tonic pitch class, C=0 .. B=11
+    mode: Mapped[str] = mapped_column(String(5))  # major | minor
+    meter: Mapped[str] = mapped_column(String(8))  # e.g. "3/4"
+    programs: Mapped[str] = mapped_column(String(200))  # GM programs "0;33;drums"
+    density: Mapped[float | None] = mapped_column(Float)  # notes per second, all parts
+    # Generated tracks only
+    run_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
+    cluster_id: Mapped[int | None] = mapped_column(Integer)
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    conditioning: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the controls asked for
+    measured: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the verifier measured
+    midi_uri: Mapped[str | None] = mapped_column(String(500))
+    audio_uri: Mapped[str | None] = mapped_column(String(500))
+    audio_sha256: Mapped[str | None] = mapped_column(String(64))
+    audio_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    audio_codec: Mapped[str | None] = mapped_column(String(16))
+    loudness_lufs: Mapped[float | None] = mapped_column(Float)
+    true_peak_dbtp: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ListeningEvent(Base):
+    __tablename__ = "listening_events"
+    __table_args__ = (Index("ix_listening_events_listener_ts", "listener_id", "ts"),)
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    listener_id: Mapped[str] = mapped_column(ForeignKey("listeners.listener_id"))
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.track_id"))
+    ts: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)  # UTC
+    ms_played: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(10))  # one of EVENT_KINDS
+    source: Mapped[str | None] = mapped_column(String(300))  # file name or "api"
+
+
+class QuarantinedRow(Base):
+    """A row that could not be accepted, kept with where it came from and why, never dropped."""
+
+    __tablename__ = "quarantined_rows"
+    __table_args__ = (UniqueConstraint("source", "row_number", name="uq_quarantined_source_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(300))  # file path, "api", ...
+    row_number: Mapped[int] = mapped_column(BigInteger)  # 1-based data row (header not counted)
+    raw: Mapped[str] = mapped_column(Text)  # the row as read, JSON
+    reason: Mapped[str] = mapped_column(String(40), index=True)  # short code, e.g. unknown_track
+    detail: Mapped[str] = mapped_column(Text)  # what was wrong and what to do
+    run_date: Mapped[dt.date | None] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PipelineRun(Base):
+    """One row per stage and run date: status, counts and timing (rewritten on rerun)."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (UniqueConstraint("run_date", "stage", name="uq_pipeline_runs_date_stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_date: Mapped[dt.date] = mapped_column(Date)
+    stage: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))  # running | ok | failed
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    detail: Mapped[str | None] = mapped_column(Text)

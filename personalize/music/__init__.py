@@ -1,0 +1,1 @@
+"""Symbolic-music helpers shared by every stage: keys, General MIDI families and measurements of MIDI."""
