@@ -24,7 +24,7 @@ def _pg_reachable() -> str | None:
             conn.execute(text("select 1"))
         engine.dispose()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
@@ -34,7 +34,9 @@ def pg_available() -> bool:
     if problem is None:
         return True
     if REQUIRE_PG:
-        pytest.fail(f"PostgreSQL required (PERSONALIZE_REQUIRE_POSTGRES=1) but unreachable at {PG_ADMIN_URL}: {problem}")
+        pytest.fail(
+            f"PostgreSQL required (PERSONALIZE_REQUIRE_POSTGRES=1) but unreachable at {PG_ADMIN_URL}: {problem}"
+        )
     print(f"\n*** SKIPPING PostgreSQL tests: no server at {PG_ADMIN_URL} ({problem}) ***")
     return False
 

@@ -110,3 +110,89 @@ class PipelineRun(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+# --- Taste profiles and clusters (migration 0002) ---------------------------------------------------
+
+
+class TasteProfile(Base):
+    """One listener's taste on one run date: readable columns plus the standardized vector."""
+
+    __tablename__ = "taste_profiles"
+    __table_args__ = (UniqueConstraint("listener_id", "run_date", name="uq_taste_profiles_listener_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    listener_id: Mapped[str] = mapped_column(ForeignKey("listeners.listener_id"))
+    run_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    status: Mapped[str] = mapped_column(String(16))  # profiled | thin | cold
+    n_events: Mapped[int] = mapped_column(Integer)
+    tempo_bpm: Mapped[float | None] = mapped_column(Float)
+    tempo_spread: Mapped[float | None] = mapped_column(Float)  # std of log2(BPM), octaves
+    key_pc: Mapped[int | None] = mapped_column(Integer)
+    mode: Mapped[str | None] = mapped_column(String(5))
+    key_name: Mapped[str | None] = mapped_column(String(12))
+    major_share: Mapped[float | None] = mapped_column(Float)
+    top_families: Mapped[str | None] = mapped_column(String(200))
+    density: Mapped[float | None] = mapped_column(Float)
+    vector: Mapped[list[Any] | None] = mapped_column(JSON)
+    cluster_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class Cluster(Base):
+    """A taste cluster on one run date; ``cluster_id`` is stable from night to night."""
+
+    __tablename__ = "clusters"
+    __table_args__ = (UniqueConstraint("run_date", "cluster_id", name="uq_clusters_date_cluster"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    cluster_id: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)
+    tempo_bpm: Mapped[float] = mapped_column(Float)
+    key_pc: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(5))
+    key_name: Mapped[str] = mapped_column(String(12))
+    top_families: Mapped[str] = mapped_column(String(200))
+    density: Mapped[float] = mapped_column(Float)
+    centroid: Mapped[list[Any]] = mapped_column(JSON)  # in the taste-vector space
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # silhouette, criterion, k, ...
+
+
+# --- Playlists and API keys (migration 0003) -------------------------------------------------------
+
+
+class Playlist(Base):
+    """A listener's playlist for one run date; the app sees only ``published`` ones."""
+
+    __tablename__ = "playlists"
+    __table_args__ = (UniqueConstraint("listener_id", "run_date", name="uq_playlists_listener_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    listener_id: Mapped[str] = mapped_column(ForeignKey("listeners.listener_id"))
+    run_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    status: Mapped[str] = mapped_column(String(12))  # building | published
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PlaylistItem(Base):
+    __tablename__ = "playlist_items"
+
+    playlist_id: Mapped[int] = mapped_column(ForeignKey("playlists.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1-based
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.track_id"))
+    score: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(300))
+
+
+class ApiKey(Base):
+    """An app-backend key, stored only as a hash; revoked keys are kept for audit."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)  # shown to humans to tell keys apart
+    key_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
