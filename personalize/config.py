@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     true_peak_max_dbtp: float = -1.0
     render_timeout_s: float = 60.0
 
+    # App backend API
+    signing_secret: str | None = Field(
+        default=None,
+        description="HMAC key for signed audio and player URLs; default: generated once into <data_dir>/signing_secret",
+    )
+    audio_url_ttl_s: int = Field(default=6 * 3600, description="How long a signed audio URL stays valid")
+    player_url_ttl_s: int = Field(default=15 * 60, description="How long a signed web-player link stays valid")
+    events_batch_max: int = Field(default=5000, description="Most events one POST /v1/events may carry")
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -1,0 +1,91 @@
+"""``personalize serve`` and ``personalize apikey create|revoke|list``: thin calls into the API package."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+apikey_app = typer.Typer(
+    help="API keys for the app backend (shown once, stored hashed, revocable).", no_args_is_help=True
+)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, min=1, help="Worker processes (about one per CPU core)."),
+    log_level: str = typer.Option("warning", help="uvicorn log level: debug, info, warning, error."),
+) -> None:
+    """Run the app backend API (OpenAPI docs at /docs) on PERSONALIZE_DATABASE_URL and storage."""
+    import uvicorn
+
+    from personalize.api.signing import load_signing_secret
+    from personalize.config import get_settings
+
+    load_signing_secret(get_settings())  # create it once here, before the workers race to
+    console.print(f"[green]serving[/] http://{host}:{port}  (docs: /docs, workers: {workers})")
+    uvicorn.run(
+        "personalize.api.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: str = typer.Argument(..., help="Who or what uses the key, e.g. 'ios-app-backend'."),
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from personalize.api.keys import create_key
+    from personalize.context import make_context
+
+    created = create_key(make_context(), name)
+    console.print(
+        f"API key for [bold]{created.name}[/] (prefix {created.prefix}); store it now, it is not shown again:"
+    )
+    print(created.key)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    prefix: str = typer.Argument(..., help="The key's prefix as `apikey list` shows it."),
+) -> None:
+    """Revoke a key at once; requests with it are refused from now on."""
+    from personalize.api.keys import revoke_key
+    from personalize.context import make_context
+
+    try:
+        info = revoke_key(make_context(), prefix)
+    except (ValueError, LookupError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"revoked {info.prefix} ({info.name}) at {info.revoked_at:%Y-%m-%d %H:%M:%S}")
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """Every key with its name, prefix, creation and revocation time (never the key itself)."""
+    from personalize.api.keys import list_keys
+    from personalize.context import make_context
+
+    table = Table("prefix", "name", "created", "revoked")
+    for info in list_keys(make_context()):
+        table.add_row(
+            info.prefix,
+            info.name,
+            f"{info.created_at:%Y-%m-%d %H:%M}" if info.created_at else "",
+            f"{info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "",
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.add_typer(apikey_app, name="apikey")

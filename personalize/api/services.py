@@ -1,0 +1,254 @@
+"""What the API does, independent of HTTP: playlists with signed audio URLs, track details, audio lookup,
+event intake through the ingest stage, and web-player links."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection
+
+from personalize.api import queries
+from personalize.api.errors import ApiError
+from personalize.api.schemas import (
+    AudioInfoOut,
+    EventsOut,
+    PlaylistContextOut,
+    PlaylistHistoryOut,
+    PlaylistItemOut,
+    PlaylistOut,
+    PlaylistSummaryOut,
+    QuarantinedEventOut,
+    TrackOut,
+)
+from personalize.api.signing import Signer
+from personalize.context import Context
+from personalize.music.gm import family_of, parse_programs
+from personalize.music.keys import key_name
+
+EVENT_COLUMNS = ("event_id", "listener_id", "track_id", "ts", "ms_played", "kind")
+
+
+@dataclass(frozen=True)
+class Urls:
+    """Builds absolute signed URLs for one request's base URL."""
+
+    base_url: str
+    signer: Signer
+    audio_ttl_s: int
+    now: float
+
+    def audio(self, listener_id: str, track_id: str) -> str:
+        query = self.signer.audio_query(listener_id, track_id, self.audio_ttl_s, now=self.now)
+        return f"{self.base_url}/v1/tracks/{track_id}/audio?{query}"
+
+    @property
+    def audio_expires_at(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(int(self.now) + self.audio_ttl_s, dt.UTC)
+
+
+def instruments(programs: str) -> list[str]:
+    try:
+        families = [family_of(p) for p in parse_programs(programs)]
+    except ValueError:
+        return []
+    return list(dict.fromkeys(families))  # keep order, drop repeats
+
+
+def _unknown_listener(listener_id: str) -> ApiError:
+    return ApiError(404, "unknown_listener", f"Listener {listener_id} does not exist.")
+
+
+def require_listener(conn: Connection, listener_id: str) -> None:
+    if not queries.listener_exists(conn, listener_id):
+        raise _unknown_listener(listener_id)
+
+
+def playlist(
+    conn: Connection,
+    urls: Urls,
+    listener_id: str,
+    run_date: dt.date | None,
+    limit: int,
+    cursor: str | None,
+) -> PlaylistOut:
+    """One page of the listener's latest published playlist (or the one of ``run_date``)."""
+    head = queries.published_playlist(conn, listener_id, run_date)
+    if head is None:
+        if not queries.listener_exists(conn, listener_id):
+            raise _unknown_listener(listener_id)
+        when = f"for {run_date.isoformat()}" if run_date else "yet"
+        raise ApiError(
+            404, "no_playlist", f"Listener {listener_id} has no published playlist {when}; try another date."
+        )
+    after = int(cursor) if cursor else 0
+    rows = queries.playlist_items(conn, head.id, after, limit + 1)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    total = queries.playlist_size(conn, head.id) if (has_more or after) else len(rows)
+    items = [
+        PlaylistItemOut(
+            position=r.position,
+            track_id=r.track_id,
+            title=r.title,
+            score=r.score,
+            reason=r.reason,
+            duration_s=r.duration_s,
+            tempo_bpm=r.tempo_bpm,
+            key=key_name(r.key_pc, r.mode),
+            meter=r.meter,
+            instruments=instruments(r.programs),
+            audio_url=urls.audio(listener_id, r.track_id) if r.audio_uri else None,
+        )
+        for r in rows
+    ]
+    return PlaylistOut(
+        listener_id=listener_id,
+        run_date=head.run_date,
+        published_at=head.published_at,
+        total_items=total,
+        items=items,
+        next_cursor=str(rows[-1].position) if has_more and rows else None,
+        audio_urls_expire_at=urls.audio_expires_at,
+    )
+
+
+def playlist_history(
+    conn: Connection, listener_id: str, limit: int, cursor: str | None
+) -> PlaylistHistoryOut:
+    before = dt.date.fromisoformat(cursor) if cursor else None
+    rows = queries.published_history(conn, listener_id, before, limit + 1)
+    if not rows and before is None and not queries.listener_exists(conn, listener_id):
+        raise _unknown_listener(listener_id)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return PlaylistHistoryOut(
+        listener_id=listener_id,
+        playlists=[
+            PlaylistSummaryOut(run_date=r.run_date, published_at=r.published_at, n_items=r.n_items)
+            for r in rows
+        ],
+        next_cursor=rows[-1].run_date.isoformat() if has_more else None,
+    )
+
+
+def track_detail(conn: Connection, urls: Urls, track_id: str, listener_id: str | None) -> TrackOut:
+    from personalize.api.audio import media_type
+
+    row = queries.track(conn, track_id)
+    if row is None:
+        raise ApiError(404, "unknown_track", f"Track {track_id} does not exist.")
+    context = None
+    if listener_id is not None:
+        require_listener(conn, listener_id)
+        item = queries.latest_item_for(conn, listener_id, track_id)
+        if item is not None:
+            context = PlaylistContextOut(
+                listener_id=listener_id,
+                run_date=item.run_date,
+                position=item.position,
+                score=item.score,
+                reason=item.reason,
+                audio_url=urls.audio(listener_id, track_id) if row.audio_uri else None,
+            )
+    audio = None
+    if row.audio_uri:
+        audio = AudioInfoOut(
+            media_type=media_type(row.audio_codec, row.audio_uri),
+            n_bytes=row.audio_bytes,
+            sha256=row.audio_sha256,
+            loudness_lufs=row.loudness_lufs,
+            true_peak_dbtp=row.true_peak_dbtp,
+        )
+    return TrackOut(
+        track_id=row.track_id,
+        title=row.title,
+        source=row.source,
+        duration_s=row.duration_s,
+        tempo_bpm=row.tempo_bpm,
+        key_pc=row.key_pc,
+        mode=row.mode,
+        key=key_name(row.key_pc, row.mode),
+        meter=row.meter,
+        programs=row.programs,
+        instruments=instruments(row.programs),
+        density=row.density,
+        run_date=row.run_date,
+        cluster_id=row.cluster_id,
+        model_version=row.model_version,
+        controls=row.conditioning,
+        measured=row.measured,
+        audio=audio,
+        playlist_context=context,
+    )
+
+
+def audio_location(conn: Connection, track_id: str) -> Any:
+    """The audio row of a track; its ``audio_uri`` (from the DB only) is the one path the API ever opens."""
+    row = queries.track_audio(conn, track_id)
+    if row is None:
+        raise ApiError(404, "unknown_track", f"Track {track_id} does not exist.")
+    if not row.audio_uri:
+        raise ApiError(404, "no_audio", f"Track {track_id} has no rendered audio.")
+    return row
+
+
+def batch_source(key_prefix: str, events: list[dict[str, Any]]) -> str:
+    """A source name per distinct batch, so a retried POST maps onto the same quarantine rows."""
+    canonical = json.dumps(events, sort_keys=True, default=str, separators=(",", ":"))
+    return f"api:{key_prefix}:{hashlib.sha256(canonical.encode()).hexdigest()[:24]}"
+
+
+def ingest_events(ctx: Context, key_prefix: str, events: list[dict[str, Any]]) -> EventsOut:
+    """Store a batch of app events through the ingest stage's own checks; report what was quarantined."""
+    from personalize.ingest import ingest_events_frame
+
+    source = batch_source(key_prefix, events)
+    # Values go in as the client sent them, so ingest judges them exactly as it judges a file's cells.
+    frame = pd.DataFrame(
+        [{col: _as_cell(ev.get(col)) for col in EVENT_COLUMNS} for ev in events],
+        columns=list(EVENT_COLUMNS),
+        dtype=object,
+    )
+    report = ingest_events_frame(ctx, frame, source=source)
+    with ctx.engine.connect() as conn:
+        quarantined = queries.quarantined_for_source(conn, source)
+    return EventsOut(
+        received=len(events),
+        accepted=report.ingested,
+        duplicates=report.already_present,
+        quarantined=len(quarantined),
+        quarantined_events=[
+            QuarantinedEventOut(
+                index=int(q.row_number) - 1,
+                event_id=_event_id_at(events, int(q.row_number) - 1),
+                reason=q.reason,
+                detail=q.detail,
+            )
+            for q in quarantined
+        ],
+    )
+
+
+def _as_cell(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+def _event_id_at(events: list[dict[str, Any]], index: int) -> str | None:
+    if 0 <= index < len(events):
+        value = events[index].get("event_id")
+        return None if value is None else str(value)
+    return None
+
+
+def now_s() -> float:
+    return time.time()
