@@ -36,11 +36,27 @@ class Settings(BaseSettings):
     # Ingest
     ingest_chunk_rows: int = 200_000
     ms_played_slack_s: float = 30.0
+    midi_max_bytes: int = 8_000_000  # bigger MIDI files are quarantined (midi_too_large), not parsed
+    midi_parse_timeout_s: float = 30.0  # a file taking longer to parse and measure is quarantined (midi_timeout)
 
-    # Taste profiles
+    # Taste profiles: events in the window ending with the run date, weighted by engagement and recency
     profile_window_days: int = 28
     profile_half_life_days: float = 14.0
-    profile_min_events: int = 5
+    profile_min_events: int = 5  # fewer events in the window: "thin" (kept out of cluster fitting)
+    profile_early_skip_s: float = 30.0  # a play or skip shorter than this is an early skip
+    profile_skip_penalty: float = 0.5  # weight taken off a track for each early skip
+    profile_like_weight: float = 2.0
+    profile_save_weight: float = 1.5
+    profile_dislike_weight: float = 2.0  # taken off the track's weight
+
+    # Taste clusters
+    cluster_k_min: int = 2
+    cluster_k_max: int = 12
+    cluster_fit_sample: int = 20_000  # listeners used to choose k
+    cluster_silhouette_sample: int = 4_000
+    cluster_match_ratio: float = 0.5  # a match to yesterday's cluster must be closer than this x the
+    # smallest distance between two of today's centroids, else the cluster gets a new id
+    cluster_seed: int = 0
 
     # Planning and playlists
     tracks_per_cluster_min: int = 4
@@ -48,12 +64,25 @@ class Settings(BaseSettings):
     tracks_total: int = 200
     playlist_size: int = 5
     track_bars: int = 16
+    generate_max_attempts: int = 4  # tries per planned track before it is marked failed with the reason
+    generate_batch: int = 16  # control sets generated together in one batch
+    playlist_diversity: float = 0.3  # MMR trade-off: 0 = closest tracks only, 1 = most varied
+    playlist_history_days: int = 365  # tracks received within this many days are never offered again
+    stage_lock_timeout_s: float = 3 * 3600.0  # a stage claim left "running" this long is taken over
+    publish_crash_after: int | None = Field(
+        default=None, description="Fault injection for tests: publishing raises after this many listeners"
+    )
 
     # Audio
     sample_rate_hz: int = 44_100
     target_lufs: float = -14.0
     true_peak_max_dbtp: float = -1.0
     render_timeout_s: float = 60.0
+    render_max_duration_s: float = 600.0  # longer MIDI is cut here (a generated track is ~1 min)
+    render_min_lufs: float = -60.0  # quieter renders are rejected as silent, not amplified
+    render_fade_out_s: float = 0.5
+    render_codec: str = "ogg"  # ogg (Vorbis, 44.1 kHz) | opus (48 kHz)
+    render_workers: int | None = None  # processes for batch rendering; default one per core
 
     # App backend API
     signing_secret: str | None = Field(

@@ -1,0 +1,296 @@
+"""The catalog in: tracks from a CSV/Parquet file, or measured from a folder of MIDI files. Tracks whose
+track_id is already stored are left as they are (counted as already present); bad rows are quarantined."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from personalize.context import Context
+from personalize.ingest.events import ID_MAX_CHARS
+from personalize.ingest.midi import MidiMeasurer, find_midi_files, midi_track_id
+from personalize.ingest.read import Chunk, Quarantine, check_columns, raw_json, read_chunks
+from personalize.ingest.report import IngestFileError, IngestReport
+from personalize.ingest.store import insert_tracks, write_quarantine
+from personalize.ingest.validate import first_reason, number_column, text_column
+from personalize.music.gm import format_programs, parse_programs
+from personalize.music.keys import parse_key, parse_meter
+
+CATALOG_COLUMNS = ("track_id", "title", "duration_s", "tempo_bpm", "key", "meter", "programs")
+OPTIONAL_COLUMNS = ("density",)  # notes per second; NULL when the file has no such column
+TITLE_MAX_CHARS = 300
+PROGRAMS_MAX_CHARS = 200
+# Sensible bounds; a value outside is almost always a unit mistake (ms for s, beats per second for BPM).
+DURATION_S_RANGE = (0.5, 24 * 3600.0)
+TEMPO_BPM_RANGE = (10.0, 400.0)
+DENSITY_RANGE = (0.0, 1000.0)
+
+
+def _parse_each(values: pd.Series, missing: np.ndarray, parse) -> tuple[list[object], np.ndarray, list[str]]:  # type: ignore[no-untyped-def]
+    """Apply ``parse`` once per distinct value; returns parsed values, an error mask and error messages."""
+    cache: dict[str, tuple[object, str]] = {}
+    parsed: list[object] = []
+    errors: list[str] = []
+    bad = np.zeros(len(values), dtype=bool)
+    for i, text in enumerate(values.tolist()):
+        if missing[i]:
+            parsed.append(None)
+            errors.append("")
+            continue
+        if text not in cache:
+            try:
+                cache[text] = (parse(text), "")
+            except (ValueError, TypeError) as exc:
+                cache[text] = (None, str(exc))
+        value, error = cache[text]
+        parsed.append(value)
+        errors.append(error)
+        bad[i] = bool(error)
+    return parsed, bad, errors
+
+
+class CatalogIngest:
+    def __init__(self, ctx: Context, source: str) -> None:
+        self.ctx = ctx
+        self.source = source[-300:]
+        self.report = IngestReport(source=self.source)
+        self.seen: dict[str, int] = {}
+        self.run_date = pd.Timestamp.now(tz="UTC").date()
+
+    def add(self, chunk: Chunk, extra: dict[str, list[object]] | None = None) -> None:
+        part = IngestReport(source=self.source)
+        quarantined = list(chunk.quarantined)
+        part.rows_read = len(chunk.frame) + len(quarantined)
+        if len(chunk.frame):
+            tracks, refused = self._validate(chunk, extra or {})
+            quarantined.extend(refused)
+            part.ingested = insert_tracks(self.ctx, tracks)
+            part.already_present = len(tracks) - part.ingested
+        for q in quarantined:
+            part.add_quarantined(q.reason)
+        quarantined.sort(key=lambda q: q.row_number)
+        part.examples = [(q.row_number, q.reason, q.detail) for q in quarantined[:5]]
+        write_quarantine(self.ctx, self.source, quarantined, self.run_date)
+        self.report.merge(part)
+
+    def _validate(
+        self, chunk: Chunk, extra: dict[str, list[object]]
+    ) -> tuple[list[dict[str, object]], list[Quarantine]]:
+        frame = chunk.frame
+        n = len(frame)
+        track_id, id_missing = text_column(frame["track_id"])
+        title, title_missing = text_column(frame["title"])
+        duration_s, dur_missing, dur_bad = number_column(frame["duration_s"])
+        tempo_bpm, tempo_missing, tempo_bad = number_column(frame["tempo_bpm"])
+        key_text, key_missing = text_column(frame["key"])
+        meter_text, meter_missing = text_column(frame["meter"])
+        programs_text, programs_missing = text_column(frame["programs"])
+        keys, key_bad, key_err = _parse_each(key_text, key_missing, parse_key)
+        meters, meter_bad, meter_err = _parse_each(meter_text, meter_missing, parse_meter)
+        programs, programs_bad, programs_err = _parse_each(
+            programs_text, programs_missing, lambda t: format_programs(parse_programs(t))
+        )
+        if "density" in frame.columns:
+            density, _, density_bad = number_column(frame["density"])  # empty density is allowed: NULL
+        else:
+            density, density_bad = np.full(n, np.nan), np.zeros(n, dtype=bool)
+        missing = {
+            "track_id": id_missing,
+            "title": title_missing,
+            "duration_s": dur_missing,
+            "tempo_bpm": tempo_missing,
+            "key": key_missing,
+            "meter": meter_missing,
+            "programs": programs_missing,
+        }
+        too_long = {
+            "track_id": track_id.str.len().to_numpy() > ID_MAX_CHARS,
+            "title": title.str.len().to_numpy() > TITLE_MAX_CHARS,
+            "programs": np.array(
+                [p is not None and len(p) > PROGRAMS_MAX_CHARS for p in programs], dtype=bool
+            ),
+        }
+        unparseable = {
+            "duration_s": dur_bad | (~dur_missing & ~np.isfinite(np.nan_to_num(duration_s, nan=0.0))),
+            "tempo_bpm": tempo_bad | (~tempo_missing & ~np.isfinite(np.nan_to_num(tempo_bpm, nan=0.0))),
+            "density": density_bad,
+        }
+
+        def outside(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+            with np.errstate(invalid="ignore"):
+                return ~np.isnan(values) & ((values < bounds[0]) | (values > bounds[1]))
+
+        ranges = {
+            "duration_s": (outside(duration_s, DURATION_S_RANGE), DURATION_S_RANGE, "s"),
+            "tempo_bpm": (outside(tempo_bpm, TEMPO_BPM_RANGE), TEMPO_BPM_RANGE, "BPM"),
+            "density": (outside(density, DENSITY_RANGE), DENSITY_RANGE, "notes/s"),
+        }
+        dup_of = np.zeros(n, dtype=np.int64)
+        for i, t in enumerate(track_id.tolist()):
+            if id_missing[i] or chunk.bad_encoding[i]:
+                continue
+            if t in self.seen:
+                dup_of[i] = self.seen[t]
+            else:
+                self.seen[t] = int(chunk.row_numbers[i])
+        any_missing = np.logical_or.reduce(list(missing.values()))
+        any_unparseable = (
+            key_bad | meter_bad | programs_bad | np.logical_or.reduce(list(unparseable.values()))
+        ) | np.logical_or.reduce(list(too_long.values()))
+        reason = first_reason(
+            [
+                ("bad_encoding", chunk.bad_encoding),
+                ("missing_field", any_missing),
+                ("unparseable_field", any_unparseable),
+                ("out_of_range", np.logical_or.reduce([m for m, _, _ in ranges.values()])),
+                ("duplicate_track_id", dup_of > 0),
+            ],
+            n,
+        )
+        if chunk.truncated_at is not None:
+            reason[(chunk.row_numbers == chunk.truncated_at) & (reason != None)] = "truncated_row"  # noqa: E711
+        refused: list[Quarantine] = []
+        tracks: list[dict[str, object]] = []
+        records = frame.to_dict(orient="records") if (reason != None).any() else []  # noqa: E711
+        for i in range(n):
+            row_number = int(chunk.row_numbers[i])
+            where = f"{self.source} row {row_number}"
+            code = reason[i]
+            if code is None:
+                key_pc, mode = keys[i]  # type: ignore[misc]
+                num, den = meters[i]  # type: ignore[misc]
+                track = {
+                    "track_id": track_id.iat[i],
+                    "title": title.iat[i],
+                    "source": "catalog",
+                    "duration_s": float(duration_s[i]),
+                    "tempo_bpm": float(tempo_bpm[i]),
+                    "key_pc": int(key_pc),
+                    "mode": mode,
+                    "meter": f"{num}/{den}",
+                    "programs": programs[i],
+                    "density": None if np.isnan(density[i]) else float(density[i]),
+                }
+                for name, values in extra.items():
+                    track[name] = values[i]
+                tracks.append(track)
+                continue
+            if code == "bad_encoding":
+                detail = (
+                    f"{where} holds bytes that are not UTF-8. Save the file as UTF-8 and ingest it again."
+                )
+            elif code == "truncated_row":
+                detail = f"{where} is the file's last line, has no final newline and does not validate: the file was cut off. Re-export it."
+            elif code == "missing_field":
+                empty = [c for c, m in missing.items() if m[i]]
+                detail = f"{where}: {', '.join(empty)} empty or missing; every track needs {', '.join(CATALOG_COLUMNS)}."
+            elif code == "unparseable_field":
+                problems = [e for e in (key_err[i], meter_err[i], programs_err[i]) if e]
+                problems += [
+                    f"{c} {frame[c].iloc[i]!r} is not a number" for c, m in unparseable.items() if m[i]
+                ]
+                limits = {"track_id": ID_MAX_CHARS, "title": TITLE_MAX_CHARS, "programs": PROGRAMS_MAX_CHARS}
+                problems += [
+                    f"{c} is longer than {limits[c]} characters" for c, m in too_long.items() if m[i]
+                ]
+                detail = f"{where}: {'; '.join(problems)}. Correct the row and ingest the file again."
+            elif code == "out_of_range":
+                problems = [
+                    f"{c} {frame[c].iloc[i]} is outside {lo:g}..{hi:g} {unit}"
+                    for c, (m, (lo, hi), unit) in ranges.items()
+                    if m[i]
+                ]
+                detail = f"{where}: {'; '.join(problems)} (a unit mistake?). Correct the row and ingest the file again."
+            else:
+                detail = (
+                    f"{where}: track_id {track_id.iat[i]!r} already appeared at row {int(dup_of[i])} of this "
+                    "file; the first occurrence counts. Give each track its own id."
+                )
+            refused.append(Quarantine(row_number, raw_json(records[i]), str(code), detail))
+        return tracks, refused
+
+
+def _read_catalog_chunks(path: Path, chunk_rows: int):  # type: ignore[no-untyped-def]
+    return read_chunks(path, CATALOG_COLUMNS, chunk_rows)
+
+
+def ingest_catalog(ctx: Context, path: Path, *, source: str | None = None) -> IngestReport:
+    """Ingest a CSV or Parquet catalog (track_id, title, duration_s, tempo_bpm, key, meter, programs and an
+    optional density). Raises :class:`~personalize.ingest.IngestFileError` when the file cannot be read."""
+    path = Path(path)
+    started = time.perf_counter()
+    job = CatalogIngest(ctx, source or str(path.resolve()))
+    for chunk in _read_catalog_chunks(path, ctx.settings.ingest_chunk_rows):
+        job.add(chunk)
+    job.report.elapsed_s = time.perf_counter() - started
+    return job.report
+
+
+def ingest_catalog_frame(ctx: Context, frame: pd.DataFrame, *, source: str) -> IngestReport:
+    """Ingest catalog rows held in a DataFrame, validated exactly like a file."""
+    from personalize.ingest.events import _frame_chunks
+
+    started = time.perf_counter()
+    check_columns(Path(source), [str(c).strip().lower() for c in frame.columns], CATALOG_COLUMNS)
+    job = CatalogIngest(ctx, source)
+    for chunk in _frame_chunks(frame, 1, ctx.settings.ingest_chunk_rows):
+        job.add(chunk)
+    job.report.elapsed_s = time.perf_counter() - started
+    return job.report
+
+
+def ingest_catalog_midi(ctx: Context, directory: Path, *, progress: bool = False) -> IngestReport:
+    """Measure every MIDI file under ``directory`` (tempo, key by key-finding, meter, programs, duration,
+    note density) and ingest them as catalog tracks. track_id is the slug of the file's path relative to
+    ``directory`` (see :func:`~personalize.ingest.midi.midi_track_id`); the file itself goes to storage
+    (``midi_uri``). Files that cannot be used are quarantined with a ``midi_*`` reason."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise IngestFileError(f"{directory}: not a folder. Give the folder that holds the .mid files.")
+    started = time.perf_counter()
+    files = find_midi_files(directory)
+    job = CatalogIngest(ctx, str(directory.resolve()))
+    rows: list[dict[str, object]] = []
+    refused: list[Quarantine] = []
+    uris: list[object] = []
+    settings = ctx.settings
+    with MidiMeasurer(settings.midi_parse_timeout_s, settings.midi_max_bytes) as measurer:
+        iterator = files
+        bar = None
+        if progress and files:
+            from rich.progress import Progress
+
+            bar = Progress(transient=True)
+            bar.start()
+            task = bar.add_task("measure MIDI", total=len(files))
+        try:
+            for number, path in enumerate(iterator, start=1):
+                relative = path.relative_to(directory)
+                outcome = measurer.measure(path)
+                if bar is not None:
+                    bar.advance(task)
+                if outcome.features is None:
+                    raw = raw_json({"file": str(relative), "bytes": path.stat().st_size})
+                    detail = f"{relative}: {outcome.detail}"
+                    refused.append(Quarantine(number, raw, str(outcome.reason), detail))
+                    continue
+                stored = ctx.storage.put_bytes("midi", path.read_bytes(), ".mid")
+                rows.append({"track_id": midi_track_id(relative), "title": path.stem, **outcome.features})
+                uris.append(stored.uri)
+                rows[-1]["_row"] = number
+        finally:
+            if bar is not None:
+                bar.stop()
+    frame = pd.DataFrame(rows, columns=[*CATALOG_COLUMNS, *OPTIONAL_COLUMNS, "_row"])
+    chunk = Chunk(
+        frame=frame.drop(columns="_row"),
+        row_numbers=frame["_row"].to_numpy(dtype=np.int64),
+        bad_encoding=np.zeros(len(frame), dtype=bool),
+        quarantined=refused,
+    )
+    job.add(chunk, extra={"midi_uri": uris})
+    job.report.elapsed_s = time.perf_counter() - started
+    return job.report

@@ -1,0 +1,107 @@
+"""``personalize ingest ...``: load a catalog or listening events from a file and print what happened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    help="Load the catalog and listening history (CSV or Parquet; MIDI folders).", no_args_is_help=True
+)
+
+EVENTS_HELP = """Ingest listening events from a CSV or Parquet FILE.
+
+\b
+Columns (header row required, extra columns ignored):
+  event_id     unique id of the event (text, up to 64 characters)
+  listener_id  who listened (text, up to 64); new listeners are created
+  track_id     a track already in the catalog (text, up to 64)
+  ts           ISO 8601 timestamp, e.g. 2026-11-20T18:04:05Z (UTC when no offset)
+  ms_played    whole milliseconds played, 0 .. track length + slack
+  kind         play, skip, like, dislike, complete or save
+
+\b
+Bad rows are kept in quarantined_rows with a reason code and what to fix; the rest is ingested.
+Re-ingesting the same file adds nothing. Exit 0 when the file was read (even with quarantined rows),
+2 when it could not be read at all."""
+
+CATALOG_HELP = """Ingest the catalog from a CSV or Parquet FILE, or measure it from a folder of MIDI files (--midi DIR).
+
+\b
+Columns (header row required, extra columns ignored):
+  track_id    unique id (text, up to 64 characters)
+  title       text, up to 300 characters
+  duration_s  seconds (0.5 .. 86400)
+  tempo_bpm   beats per minute (10 .. 400)
+  key         e.g. "D minor", "F# major", "Bb"
+  meter       e.g. "3/4", "6/8"
+  programs    General MIDI programs separated by ';', drums as "drums", e.g. "0;33;drums"
+  density     optional: notes per second (empty = unknown)
+
+\b
+With --midi, every .mid/.midi file under DIR is measured (tempo, key by key-finding, meter, programs,
+duration, density) in a worker with a time limit and a size cap; track_id is "midi-" plus the slug of the
+file's path relative to DIR. Files that cannot be used are quarantined with a midi_* reason."""
+
+
+def _show(report, verbose_examples: bool = True) -> None:  # type: ignore[no-untyped-def]
+    console.print(report.to_table())
+    if report.quarantined and verbose_examples:
+        console.print("[yellow]First quarantined rows:[/]")
+        for row_number, reason, detail in report.examples:
+            console.print(f"  row {row_number} [bold]{reason}[/]: {detail}", highlight=False, soft_wrap=True)
+        console.print(
+            f"All of them: SELECT row_number, reason, detail FROM quarantined_rows WHERE source = '{report.source}'",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command("events", help=EVENTS_HELP)
+def events(
+    file: Path = typer.Argument(..., help="CSV or Parquet file of listening events."),
+    source: str | None = typer.Option(
+        None, help="Name recorded as the source (default: the file's absolute path)."
+    ),
+) -> None:
+    from personalize.context import make_context
+    from personalize.ingest import IngestFileError, ingest_events
+
+    ctx = make_context()
+    try:
+        report = ingest_events(ctx, file, source=source, progress=True)
+    except IngestFileError as exc:
+        err_console.print(f"[red]cannot ingest:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        ctx.engine.dispose()
+    _show(report)
+
+
+@app.command("catalog", help=CATALOG_HELP)
+def catalog(
+    file: Path | None = typer.Argument(None, help="CSV or Parquet catalog file."),
+    midi: Path | None = typer.Option(
+        None, "--midi", help="Folder of MIDI files to measure instead of a file."
+    ),
+) -> None:
+    from personalize.context import make_context
+    from personalize.ingest import IngestFileError, ingest_catalog, ingest_catalog_midi
+
+    if (file is None) == (midi is None):
+        err_console.print("[red]give either a catalog FILE or --midi DIR[/] (see --help)")
+        raise typer.Exit(2)
+    ctx = make_context()
+    try:
+        report = ingest_catalog_midi(ctx, midi, progress=True) if midi else ingest_catalog(ctx, file)  # type: ignore[arg-type]
+    except IngestFileError as exc:
+        err_console.print(f"[red]cannot ingest:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        ctx.engine.dispose()
+    _show(report)

@@ -1,0 +1,276 @@
+"""Read CSV or Parquet files in chunks, keeping each data row's 1-based number and flagging rows that are
+broken at the byte level (bad encoding, wrong field count, a last row cut off) before any validation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from personalize.ingest.report import IngestFileError
+
+PARQUET_MAGIC = b"PAR1"
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+@dataclass
+class Quarantine:
+    """One row that will not be ingested: where it came from, the raw row as JSON, and why."""
+
+    row_number: int
+    raw: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class Chunk:
+    """Rows of one file slice. ``frame`` holds the rows that reached validation; ``bad_encoding`` marks those
+    holding undecodable bytes; ``truncated_at`` is the row number of a last row that may be cut off."""
+
+    frame: pd.DataFrame
+    row_numbers: np.ndarray
+    bad_encoding: np.ndarray
+    quarantined: list[Quarantine] = field(default_factory=list)
+    truncated_at: int | None = None
+    bytes_done: int = 0
+
+
+def raw_json(record: dict[str, object]) -> str:
+    """The row as JSON text; undecodable bytes appear as ``\\udcXX`` escapes so the raw row is never lost."""
+
+    def _plain(value: object) -> object:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return None
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, pd.Timestamp):
+            return value.isoformat()
+        return value
+
+    return json.dumps({str(k): _plain(v) for k, v in record.items()}, default=str, ensure_ascii=True)
+
+
+def file_format(path: Path) -> str:
+    """``"parquet"`` or ``"csv"``, from the suffix, else from the file's first bytes."""
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".csv", ".tsv", ".txt"):
+        return "csv"
+    with path.open("rb") as fh:
+        return "parquet" if fh.read(4) == PARQUET_MAGIC else "csv"
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise IngestFileError(f"{path}: no such file. Check the path.")
+    if not path.is_file():
+        raise IngestFileError(f"{path}: not a file. Give a CSV or Parquet file.")
+    if path.stat().st_size == 0:
+        raise IngestFileError(f"{path}: the file is empty (not even a header row).")
+
+
+def check_columns(path: Path, columns: list[str], required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise IngestFileError(
+            f"{path}: missing column(s) {', '.join(missing)}. The file has {', '.join(columns) or 'no columns'}; "
+            f"it needs {', '.join(required)}."
+        )
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows in a Parquet file from its footer; None for CSV (the progress bar counts bytes instead)."""
+    if file_format(path) != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception:
+        return None
+
+
+def read_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
+    """Chunks of ``path`` (CSV or Parquet). Raises :class:`IngestFileError` when the file cannot be read."""
+    _check_readable(path)
+    if file_format(path) == "parquet":
+        yield from _parquet_chunks(path, required, chunk_rows)
+    else:
+        yield from _csv_chunks(path, required, chunk_rows)
+
+
+def _parquet_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pfile = pq.ParquetFile(path)
+    except Exception as exc:
+        raise IngestFileError(
+            f"{path}: not a readable Parquet file ({exc}). It may be truncated; write it again."
+        ) from exc
+    columns = [str(c).strip().lower() for c in pfile.schema_arrow.names]
+    check_columns(path, columns, required)
+    next_row = 1
+    try:
+        for batch in pfile.iter_batches(batch_size=chunk_rows):
+            # Binary (not string) columns may hold bytes that are not UTF-8: decode them, marking bad rows.
+            bad = np.zeros(batch.num_rows, dtype=bool)
+            arrays = []
+            for col in batch.columns:
+                if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+                    values = [
+                        None if v is None else v.decode("utf-8", "surrogateescape") for v in col.to_pylist()
+                    ]
+                    bad |= np.array([v is not None and not _encodable(v) for v in values], dtype=bool)
+                    arrays.append(pa.array(values, type=pa.string()))
+                else:
+                    arrays.append(col)
+            table = pa.Table.from_arrays(arrays, names=columns)
+            frame = table.to_pandas()
+            n = len(frame)
+            yield Chunk(
+                frame=frame,
+                row_numbers=np.arange(next_row, next_row + n, dtype=np.int64),
+                bad_encoding=bad,
+                bytes_done=n,
+            )
+            next_row += n
+    except IngestFileError:
+        raise
+    except Exception as exc:
+        raise IngestFileError(
+            f"{path}: Parquet data unreadable after row {next_row - 1} ({exc}). The rows before were kept; "
+            "write the file again and re-ingest it (rows already in are skipped)."
+        ) from exc
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _escape_bytes(text: str) -> str:
+    """Undecodable bytes (held as lone surrogates) written as ``\\xNN`` so the row can be stored and shown."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, io.SEEK_END)
+        return fh.read(1) in (b"\n", b"\r")
+
+
+def _csv_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
+    may_be_truncated = not _ends_with_newline(path)
+    binary = path.open("rb")
+    # surrogateescape keeps undecodable bytes (as lone surrogates) so the row is flagged, not lost.
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    try:
+        sample = text.read(64 * 1024)
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        if path.suffix.lower() not in (".csv", ".tsv"):
+            try:
+                delimiter = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t|").delimiter
+            except csv.Error:
+                delimiter = ","
+        text.seek(0)
+        reader = csv.reader(text, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise IngestFileError(f"{path}: no header row.") from None
+        except csv.Error as exc:
+            raise IngestFileError(f"{path}: not readable as CSV ({exc}).") from exc
+        columns = [h.strip().lower() for h in header]
+        if "\x00" in sample or (sample and not _encodable("".join(header))):
+            raise IngestFileError(
+                f"{path}: the header is not UTF-8 text; is this a CSV file? Save it as UTF-8 CSV."
+            )
+        check_columns(path, columns, required)
+        width = len(columns)
+        row_number = 0
+        pending: Chunk | None = None
+        while True:
+            good: list[list[str]] = []
+            numbers: list[int] = []
+            quarantined: list[Quarantine] = []
+            last_partial: tuple[int, list[str]] | None = None
+            try:
+                for record in reader:
+                    row_number += 1
+                    if not record:
+                        continue  # a blank line carries no data
+                    if len(record) == width:
+                        good.append(record)
+                        numbers.append(row_number)
+                    else:
+                        last_partial = (row_number, record)
+                        quarantined.append(
+                            Quarantine(
+                                row_number,
+                                raw_json({f"field_{i + 1}": v for i, v in enumerate(record)}),
+                                "malformed_row",
+                                f"{path} row {row_number} has {len(record)} field(s) but the header has {width} "
+                                f"({', '.join(columns)}); fix the row's commas or quoting.",
+                            )
+                        )
+                    if len(good) >= chunk_rows:
+                        break
+            except csv.Error as exc:
+                raise IngestFileError(
+                    f"{path}: CSV unreadable at row {row_number} ({exc}). Rows before it were kept."
+                ) from exc
+            bad = np.zeros(len(good), dtype=bool)
+            if good and not _encodable("\x1f".join("\x1f".join(r) for r in good)):
+                bad = np.fromiter((not _encodable("\x1f".join(r)) for r in good), dtype=bool, count=len(good))
+                for i in np.flatnonzero(bad):
+                    good[i] = [_escape_bytes(v) for v in good[i]]
+            chunk = Chunk(
+                frame=pd.DataFrame(good, columns=columns, dtype=object)
+                if good
+                else pd.DataFrame(columns=columns, dtype=object),
+                row_numbers=np.asarray(numbers, dtype=np.int64),
+                bad_encoding=bad,
+                quarantined=quarantined,
+                bytes_done=binary.tell(),
+            )
+            finished = len(good) < chunk_rows
+            if may_be_truncated and finished:
+                # The file does not end with a newline: its last row may have been cut off mid-way.
+                last = row_number
+                if last_partial is not None and last_partial[0] == last:
+                    chunk.quarantined[-1].reason = "truncated_row"
+                    chunk.quarantined[-1].detail = (
+                        f"{path} row {last} is the file's last line and ends early ({len(last_partial[1])} of {width} "
+                        "fields, no final newline): the file was cut off. Re-export the whole file."
+                    )
+                else:
+                    chunk.truncated_at = last
+            if pending is not None:
+                if finished and not len(chunk.frame) and not chunk.quarantined:
+                    # Nothing after the previous chunk: it holds the last row, so hand it the truncation flag.
+                    pending.truncated_at = chunk.truncated_at
+                    yield pending
+                    pending = None
+                    break
+                yield pending
+            pending = chunk
+            if finished:
+                break
+        if pending is not None:
+            yield pending
+    finally:
+        text.close()
