@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Float,
@@ -116,7 +117,13 @@ class PipelineRun(Base):
 
 
 class TasteProfile(Base):
-    """One listener's taste on one run date: readable columns plus the standardized vector."""
+    """One listener's taste on one run date: readable columns plus the raw taste vector.
+
+    ``vector`` is in the units of ``personalize.features.vector.FEATURE_NAMES`` (not standardized); the
+    run date's scaler lives in ``taste_runs``. ``status``: profiled (enough events, used to fit clusters),
+    thin (some evidence, assigned to the nearest cluster), cold (no usable evidence: vector NULL, assigned
+    to the default cluster).
+    """
 
     __tablename__ = "taste_profiles"
     __table_args__ = (UniqueConstraint("listener_id", "run_date", name="uq_taste_profiles_listener_date"),)
@@ -125,17 +132,22 @@ class TasteProfile(Base):
     listener_id: Mapped[str] = mapped_column(ForeignKey("listeners.listener_id"))
     run_date: Mapped[dt.date] = mapped_column(Date, index=True)
     status: Mapped[str] = mapped_column(String(16))  # profiled | thin | cold
-    n_events: Mapped[int] = mapped_column(Integer)
-    tempo_bpm: Mapped[float | None] = mapped_column(Float)
+    n_events: Mapped[int] = mapped_column(Integer)  # events in the window, all kinds
+    weight_total: Mapped[float] = mapped_column(Float)  # engagement x recency weight behind the profile
+    tempo_bpm: Mapped[float | None] = mapped_column(Float)  # geometric mean
     tempo_spread: Mapped[float | None] = mapped_column(Float)  # std of log2(BPM), octaves
-    key_pc: Mapped[int | None] = mapped_column(Integer)
+    key_pc: Mapped[int | None] = mapped_column(Integer)  # preferred key: weighted argmax over 24 keys
     mode: Mapped[str | None] = mapped_column(String(5))
     key_name: Mapped[str | None] = mapped_column(String(12))
     major_share: Mapped[float | None] = mapped_column(Float)
-    top_families: Mapped[str | None] = mapped_column(String(200))
-    density: Mapped[float | None] = mapped_column(Float)
+    top_families: Mapped[str | None] = mapped_column(String(200))  # "strings;piano;bass", largest first
+    density: Mapped[float | None] = mapped_column(Float)  # notes per second, geometric mean
+    density_spread: Mapped[float | None] = mapped_column(Float)  # std of log2(notes/s)
     vector: Mapped[list[Any] | None] = mapped_column(JSON)
-    cluster_id: Mapped[int | None] = mapped_column(Integer)
+    key_weights: Mapped[list[Any] | None] = mapped_column(JSON)  # 24 shares: index pc (major), 12+pc (minor)
+    program_weights: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # GM program -> share (top 12)
+    meter_weights: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # "3/4" -> share
+    cluster_id: Mapped[int | None] = mapped_column(Integer)  # set by the cluster stage
 
 
 class Cluster(Base):
@@ -147,15 +159,41 @@ class Cluster(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_date: Mapped[dt.date] = mapped_column(Date, index=True)
     cluster_id: Mapped[int] = mapped_column(Integer)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)  # all listeners assigned (profiled + thin + cold)
+    n_profiled: Mapped[int] = mapped_column(Integer)  # members that fitted the clusters
     tempo_bpm: Mapped[float] = mapped_column(Float)
     key_pc: Mapped[int] = mapped_column(Integer)
     mode: Mapped[str] = mapped_column(String(5))
     key_name: Mapped[str] = mapped_column(String(12))
     top_families: Mapped[str] = mapped_column(String(200))
-    density: Mapped[float] = mapped_column(Float)
-    centroid: Mapped[list[Any]] = mapped_column(JSON)  # in the taste-vector space
-    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # silhouette, criterion, k, ...
+    density: Mapped[float] = mapped_column(Float)  # notes per second
+    silhouette: Mapped[float | None] = mapped_column(Float)  # mean over a sample of members
+    is_new: Mapped[bool] = mapped_column(Boolean)  # no match among the previous date's clusters
+    match_distance: Mapped[float | None] = mapped_column(Float)  # to the matched previous centroid
+    centroid: Mapped[list[Any]] = mapped_column(JSON)  # raw taste-vector units (FEATURE_NAMES)
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # spread, previous date, ...
+
+
+class TasteRun(Base):
+    """One row per run date of the cluster stage: the scaler of the taste space and how k was chosen."""
+
+    __tablename__ = "taste_runs"
+
+    run_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    feature_names: Mapped[list[Any]] = mapped_column(JSON)
+    scaler_mean: Mapped[list[Any]] = mapped_column(JSON)  # per feature, raw units
+    scaler_scale: Mapped[list[Any]] = mapped_column(JSON)  # per feature std, raw units
+    feature_weights: Mapped[list[Any]] = mapped_column(JSON)  # applied after standardizing
+    k: Mapped[int] = mapped_column(Integer)
+    k_criterion: Mapped[str] = mapped_column(String(40))
+    k_scores: Mapped[dict[str, Any]] = mapped_column(JSON)  # k -> criterion value
+    n_listeners: Mapped[int] = mapped_column(Integer)
+    n_profiled: Mapped[int] = mapped_column(Integer)
+    n_thin: Mapped[int] = mapped_column(Integer)
+    n_cold: Mapped[int] = mapped_column(Integer)
+    previous_date: Mapped[dt.date | None] = mapped_column(Date)
+    n_new_clusters: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 # --- Playlists and API keys (migration 0003) -------------------------------------------------------

@@ -1,0 +1,88 @@
+"""Fitting taste clusters: a scikit-learn pipeline (standardize, weight, k-means) and the choice of k.
+
+k is chosen over ``[cluster_k_min, cluster_k_max]`` by the mean silhouette of a fit on a sample of
+listeners (silhouette itself on a smaller sample, as it costs n^2): the k whose clusters are most
+compact and best apart wins; ties go to the smaller k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_samples, silhouette_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+CRITERION = "silhouette"
+
+
+def _apply_weights(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return X * weights
+
+
+def make_pipeline(k: int, weights: np.ndarray, seed: int, init: str | np.ndarray = "k-means++") -> Pipeline:
+    n_init = 1 if isinstance(init, np.ndarray) else 4
+    return Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("weight", FunctionTransformer(_apply_weights, kw_args={"weights": np.asarray(weights)})),
+            ("kmeans", KMeans(n_clusters=k, init=init, n_init=n_init, random_state=seed)),
+        ]
+    )
+
+
+@dataclass
+class ClusterFit:
+    pipeline: Pipeline
+    k: int
+    scores: dict[int, float]  # k -> silhouette on the selection sample
+    labels: np.ndarray  # 0..k-1 per fitted row
+    silhouette_by_label: dict[int, float]  # mean silhouette of each cluster's sampled members
+
+    def standardized(self, X: np.ndarray) -> np.ndarray:
+        return self.pipeline[:-1].transform(X)
+
+
+def fit_clusters(
+    X: np.ndarray,
+    k_min: int,
+    k_max: int,
+    fit_sample: int,
+    silhouette_sample: int,
+    seed: int,
+    weights: np.ndarray,
+) -> ClusterFit:
+    """Choose k on a sample, then fit the pipeline on all of ``X`` (rows: listeners, raw vectors)."""
+    n = len(X)
+    if n == 0:
+        raise ValueError("no profiled listeners to cluster")
+    rng = np.random.default_rng(seed)
+    k_hi = min(k_max, n - 1)
+    k_lo = min(k_min, k_hi)
+    scores: dict[int, float] = {}
+    if k_hi < 2:
+        k_best = 1
+    else:
+        sample = X[rng.choice(n, size=min(n, fit_sample), replace=False)]
+        for k in range(max(2, k_lo), k_hi + 1):
+            pipe = make_pipeline(k, weights, seed)
+            labels = pipe.fit_predict(sample)
+            if len(np.unique(labels)) < 2:
+                continue
+            Z = pipe[:-1].transform(sample)
+            scores[k] = float(
+                silhouette_score(Z, labels, sample_size=min(len(Z), silhouette_sample), random_state=seed)
+            )
+        k_best = max(scores, key=lambda k: (round(scores[k], 4), -k)) if scores else 1
+    pipe = make_pipeline(k_best, weights, seed)
+    labels = pipe.fit_predict(X)
+    sil_by_label: dict[int, float] = {}
+    if k_best >= 2:
+        idx = rng.choice(n, size=min(n, silhouette_sample), replace=False)
+        if len(np.unique(labels[idx])) >= 2:
+            sil = silhouette_samples(pipe[:-1].transform(X[idx]), labels[idx])
+            for label in np.unique(labels[idx]):
+                sil_by_label[int(label)] = float(sil[labels[idx] == label].mean())
+    return ClusterFit(pipe, k_best, scores, labels, sil_by_label)
