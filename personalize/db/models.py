@@ -234,3 +234,47 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- The nightly run (migration 0006) --------------------------------------------------------------
+
+
+class TrackPlan(Base):
+    """One planned track of a night: the controls drawn for a cluster, and what the generated track measured.
+
+    ``status``: planned (not generated yet) | generated (``track_id`` set) | failed (every attempt missed
+    its controls; ``detail`` says which). The ``*_ok`` flags say whether the verifier found the asked key,
+    tempo, instrument set and density bin in the track.
+    """
+
+    __tablename__ = "track_plans"
+    __table_args__ = (
+        UniqueConstraint("run_date", "cluster_id", "slot", name="uq_track_plans_date_cluster_slot"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    cluster_id: Mapped[int] = mapped_column(Integer)
+    slot: Mapped[int] = mapped_column(Integer)  # 0-based within the cluster and date
+    seed: Mapped[int] = mapped_column(BigInteger)  # derived from run date, cluster and slot
+    controls: Mapped[dict[str, Any]] = mapped_column(JSON)  # personalize.generate.Controls as a dict
+    tempo_bpm: Mapped[float] = mapped_column(Float)  # asked
+    key_pc: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(5))
+    meter: Mapped[str] = mapped_column(String(8))
+    programs: Mapped[str] = mapped_column(String(200))  # "0;33;drums"
+    density: Mapped[float | None] = mapped_column(Float)  # asked notes per second
+    status: Mapped[str] = mapped_column(String(12))
+    track_id: Mapped[str | None] = mapped_column(ForeignKey("tracks.track_id"))
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    measured_tempo_bpm: Mapped[float | None] = mapped_column(Float)
+    measured_key_pc: Mapped[int | None] = mapped_column(Integer)
+    measured_mode: Mapped[str | None] = mapped_column(String(5))
+    measured_programs: Mapped[str | None] = mapped_column(String(200))
+    measured_density: Mapped[float | None] = mapped_column(Float)
+    in_range_share: Mapped[float | None] = mapped_column(Float)  # notes inside their instrument's range
+    key_ok: Mapped[bool | None] = mapped_column(Boolean)
+    tempo_ok: Mapped[bool | None] = mapped_column(Boolean)
+    programs_ok: Mapped[bool | None] = mapped_column(Boolean)
+    density_ok: Mapped[bool | None] = mapped_column(Boolean)
+    detail: Mapped[str | None] = mapped_column(Text)
