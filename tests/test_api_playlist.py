@@ -71,7 +71,9 @@ def test_playlist_history_pages_newest_first(api):
     first = client.get("/v1/listeners/L0000/playlists", params={"limit": 1}).json()
     assert [p["run_date"] for p in first["playlists"]] == [max(world.run_dates).isoformat()]
     assert first["playlists"][0]["n_items"] == 5
-    second = client.get("/v1/listeners/L0000/playlists", params={"limit": 1, "cursor": first["next_cursor"]}).json()
+    second = client.get(
+        "/v1/listeners/L0000/playlists", params={"limit": 1, "cursor": first["next_cursor"]}
+    ).json()
     assert [p["run_date"] for p in second["playlists"]] == [min(world.run_dates).isoformat()]
     assert second["next_cursor"] is None
 
@@ -80,7 +82,9 @@ def test_unknown_listener_and_track_get_clear_errors(api):
     client, _ = api
     resp = client.get("/v1/listeners/nobody/playlist")
     assert resp.status_code == 404
-    assert resp.json() == {"error": {"code": "unknown_listener", "message": "Listener nobody does not exist."}}
+    assert resp.json() == {
+        "error": {"code": "unknown_listener", "message": "Listener nobody does not exist."}
+    }
     resp = client.get("/v1/tracks/no-such-track")
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "unknown_track"
     resp = client.get("/v1/listeners/L0000/playlist", params={"limit": 0})
