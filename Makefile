@@ -4,7 +4,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := libfluidsynth3 fluid-soundfont-gm fluidsynth
+SYSTEM_PACKAGES := libfluidsynth3 fluid-soundfont-gm fluidsynth chromium wrk
 export PERSONALIZE_DATA_DIR ?= $(CURDIR)/var
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 

@@ -315,7 +315,7 @@ def player_page(
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": (
                 f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-                "media-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+                "media-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
             ),
         },
     )
