@@ -39,6 +39,11 @@ def _redact(url: str) -> str:
 def _register() -> None:
     """Attach each domain's commands. Each module keeps its heavy imports inside its command functions."""
     # Each domain adds its own line here (ingest, simulate, taste, generate, render, pipeline, api, ...).
+    # --- taste: profile, cluster, eval taste, taste-plots
+    from personalize.features.commands import register as register_taste
+
+    register_taste(app, eval_app)
+    # --- end taste
     from personalize.ingest import cli as ingest_cli
 
     app.add_typer(ingest_cli.app, name="ingest")

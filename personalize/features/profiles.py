@@ -189,7 +189,9 @@ def load_pair_weights(ctx: Context, start: dt.datetime, end: dt.datetime) -> pd.
             sql = pair_weights_sql(ctx, lambda name: f"%({name})s")
             cur = raw.cursor()
             # COPY cannot take parameters: render them with the driver's own quoting first.
-            query = cur.mogrify(sql, {"start": start, "end": end})
+            from psycopg import ClientCursor
+
+            query = ClientCursor(raw.driver_connection).mogrify(sql, {"start": start, "end": end})
             buf = io.BytesIO()
             with cur.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy:
                 for chunk in copy:

@@ -1,0 +1,77 @@
+"""Command-line entry points of the taste stages: ``profile``, ``cluster``, ``eval taste``, ``taste-plots``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+DATE_HELP = "Run date YYYY-MM-DD: events of the profile window ending with this day count."
+
+
+def _context():  # type: ignore[no-untyped-def]
+    from personalize.context import make_context
+
+    return make_context()
+
+
+def profile(date: dt.datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help=DATE_HELP)) -> None:
+    """Build every listener's taste profile for a date (idempotent: reruns replace that date's profiles)."""
+    from personalize.features import run
+
+    ctx = _context()
+    with console.status(f"profiling listeners for {date:%Y-%m-%d}"):
+        summary = run(ctx, date.date(), progress=console.log)
+    console.print_json(json.dumps(summary))
+
+
+def cluster(date: dt.datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help=DATE_HELP)) -> None:
+    """Fit taste clusters on a date's profiles, keep ids stable against the previous date, assign listeners."""
+    from personalize.cluster import run
+
+    ctx = _context()
+    with console.status(f"clustering listeners for {date:%Y-%m-%d}"):
+        summary = run(ctx, date.date(), progress=console.log)
+    console.print_json(json.dumps(summary))
+
+
+def eval_taste(
+    date: dt.datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help=DATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print only the JSON."),
+    truth: Path | None = typer.Option(None, help="Ground-truth folder (default: <data dir>/sim/truth)."),
+) -> None:
+    """Score profiles and clusters against the demo world's truth: ARI, tempo MAE, key top-1, family recall."""
+    from personalize.cluster.evaluate import evaluate
+
+    result = evaluate(_context(), date.date(), truth)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console.print_json(json.dumps(result))
+
+
+def taste_plots(
+    date: dt.datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help=DATE_HELP),
+    out: Path | None = typer.Option(
+        None, help="Folder for the PNGs (default: <data dir>/reports/<date>/taste)."
+    ),
+) -> None:
+    """Write the taste plots of a date: taste map coloured by cluster, per-cluster tempo, key and instruments."""
+    from personalize.report.taste import write_taste_plots
+
+    ctx = _context()
+    folder = out or ctx.settings.data_dir / "reports" / f"{date:%Y-%m-%d}" / "taste"
+    for path in write_taste_plots(ctx, date.date(), folder):
+        console.print(str(path))
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    app.command("profile")(profile)
+    app.command("cluster")(cluster)
+    app.command("taste-plots")(taste_plots)
+    eval_app.command("taste")(eval_taste)
