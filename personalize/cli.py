@@ -53,6 +53,9 @@ def _register() -> None:
     from personalize.api.commands import register as register_api
 
     register_api(app)
+    from personalize.render.cli import register as register_render
+
+    register_render(app)
     return None
 
 

@@ -1,0 +1,330 @@
+"""MIDI to loudness-normalized stereo audio with an in-process FluidSynth, one synthesizer per process.
+
+The soundfont is loaded once per process and the synthesizer reset between tracks. Notes are sequenced
+here, not by FluidSynth's own player: every part gets its own MIDI channel (drums on channel 10 with the
+drum bank), and the synthesizer writes float samples straight into the output array up to each event's
+frame, so timing is exact to FluidSynth's 64-frame block and nothing is clipped or dithered to 16 bits
+before loudness normalization.
+"""
+
+from __future__ import annotations
+
+import time
+from ctypes import c_int, c_void_p
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+
+from personalize.config import Settings
+from personalize.render import loudness
+from personalize.render.errors import TIMEOUT, RenderRejected
+from personalize.render.sanitize import Part, SanitizedMidi, load_midi, sanitize
+
+DRUM_CHANNEL = 9  # "channel 10" in GM's 1-based numbering
+DRUM_BANK = 128
+MIDI_CHANNELS = 256  # FluidSynth runs more than 16 channels in-process: one per part, whatever the count
+SYNTH_GAIN = 0.2  # FluidSynth's default, as its command line uses; float output leaves all headroom
+TAIL_MAX_S = 4.0  # release and reverb after the last note-off
+REVERB_TAIL_S = 1.0  # rendered after the last voice ends, then trimmed to where it falls silent
+SILENCE_DB = -60.0  # relative to the render's peak: quieter than this at the end is trimmed
+CHUNK_S = 1.0  # longest single write between deadline checks
+BASS_PROGRAMS = range(32, 40)
+
+
+@dataclass
+class RenderedAudio:
+    """Stereo float32 audio, normalized, with what was measured on it."""
+
+    samples: np.ndarray  # (frames, 2) float32
+    sample_rate_hz: int
+    loudness_lufs: float
+    true_peak_dbtp: float
+    duration_s: float
+    n_notes: int = 0
+    n_parts: int = 0
+    fixes: list[str] = field(default_factory=list)  # what sanitizing changed
+    gain_db: float = 0.0
+    limited_db: float = 0.0
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _bind_write_float():
+    import fluidsynth
+
+    return fluidsynth.cfunc(
+        "fluid_synth_write_float",
+        c_int,
+        ("synth", c_void_p, 1),
+        ("len", c_int, 1),
+        ("lout", c_void_p, 1),
+        ("loff", c_int, 1),
+        ("lincr", c_int, 1),
+        ("rout", c_void_p, 1),
+        ("roff", c_int, 1),
+        ("rincr", c_int, 1),
+    )
+
+
+class SynthEngine:
+    """One FluidSynth synthesizer with one soundfont loaded, reused track after track."""
+
+    def __init__(self, soundfont: Path, sample_rate_hz: int) -> None:
+        import fluidsynth
+
+        self._fl = fluidsynth
+        self.soundfont = Path(soundfont)
+        self.sample_rate_hz = int(sample_rate_hz)
+        self.synth = fluidsynth.Synth(
+            gain=SYNTH_GAIN,
+            samplerate=float(self.sample_rate_hz),
+            channels=MIDI_CHANNELS,
+            **{"synth.cpu-cores": 1, "synth.lock-memory": 0},
+        )
+        self.sfid = self.synth.sfload(str(self.soundfont))
+        if self.sfid < 0:
+            raise RuntimeError(f"FluidSynth could not load soundfont {self.soundfont}: is it an .sf2 file?")
+        self._write = _bind_write_float()
+        self._tracks = 0
+
+    def _has_preset(self, bank: int, program: int) -> bool:
+        return self.synth.sfpreset_name(self.sfid, bank, program) is not None
+
+    def render(self, song: SanitizedMidi, deadline: float, fixes: list[str]) -> np.ndarray:
+        """Sequence ``song`` into the synthesizer; returns raw (frames, 2) float32 with a release tail."""
+        fl, synth = self._fl, self.synth.synth
+        if self._tracks:
+            fl.fluid_synth_system_reset(synth)  # notes, controllers and effect tails of the last track
+        self._tracks += 1
+        sr = self.sample_rate_hz
+        channels = self._assign_channels(song.parts, fixes)
+
+        frames, order, kinds, chans, data1, data2 = self._events(song.parts, channels)
+        end_frame = int(np.ceil(song.end_s * sr)) + 1
+        out = np.zeros((end_frame + int((TAIL_MAX_S + REVERB_TAIL_S) * sr), 2), dtype=np.float32)
+        base = out.ctypes.data
+        write = self._write
+        chunk = int(CHUNK_S * sr)
+        noteon, noteoff, cc, bend = (
+            fl.fluid_synth_noteon,
+            fl.fluid_synth_noteoff,
+            fl.fluid_synth_cc,
+            fl.fluid_synth_pitch_bend,
+        )
+
+        def write_to(pos: int, target: int) -> int:
+            while pos < target:
+                n = min(chunk, target - pos)
+                write(synth, n, base + pos * 8, 0, 2, base + pos * 8, 1, 2)
+                pos += n
+                if time.monotonic() > deadline:
+                    raise RenderRejected(TIMEOUT, "")
+            return pos
+
+        pos = 0
+        frames_list = frames[order].tolist()
+        for i, k in enumerate(order.tolist()):
+            target = frames_list[i]
+            if target > pos:
+                pos = write_to(pos, target)
+            kind = kinds[k]
+            if kind == 2:
+                noteon(synth, chans[k], data1[k], data2[k])
+            elif kind == 1:
+                noteoff(synth, chans[k], data1[k])
+            elif kind == 0:
+                cc(synth, chans[k], data1[k], data2[k])
+            else:
+                bend(synth, chans[k], data1[k])
+        pos = write_to(pos, max(pos, end_frame))
+        for ch in set(channels):
+            cc(synth, ch, 64, 0)  # a sustain pedal left down would hold every note forever
+            fl.fluid_synth_all_notes_off(synth, ch)
+        tail_end = min(len(out), pos + int(TAIL_MAX_S * sr))
+        step = sr // 10
+        while pos < tail_end and fl.fluid_synth_get_active_voice_count(synth) > 0:
+            pos = write_to(pos, min(pos + step, tail_end))
+        pos = write_to(pos, min(len(out), pos + int(REVERB_TAIL_S * sr)))
+        fl.fluid_synth_system_reset(synth)
+        return out[:pos]
+
+    def _assign_channels(self, parts: list[Part], fixes: list[str]) -> list[int]:
+        """One channel per part: drums on channel 10 (further drum parts above 16), melodic ones elsewhere."""
+        melodic = iter([c for c in range(MIDI_CHANNELS) if c != DRUM_CHANNEL])
+        spare = iter(range(16, MIDI_CHANNELS))
+        used: set[int] = set()
+        channels: list[int] = []
+        for part in parts:
+            if part.is_drum and DRUM_CHANNEL not in used:
+                ch = DRUM_CHANNEL
+            elif part.is_drum:
+                ch = next(c for c in spare if c not in used)
+            else:
+                ch = next(c for c in melodic if c not in used)
+            used.add(ch)
+            channels.append(ch)
+            bank = DRUM_BANK if part.is_drum else 0
+            program = part.program
+            if not self._has_preset(bank, program):
+                fixes.append(
+                    f"{part.name}: soundfont has no {'drum kit' if part.is_drum else 'program'} {program}, "
+                    "used 0 instead"
+                )
+                program = 0
+            self.synth.program_select(ch, self.sfid, bank, program)
+        return channels
+
+    def _events(
+        self, parts: list[Part], channels: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, list[int], list[int], list[int], list[int]]:
+        """All events as parallel arrays, plus their play order (frame, then controllers < note-offs < note-ons)."""
+        sr = self.sample_rate_hz
+        frames: list[np.ndarray] = []
+        kinds: list[np.ndarray] = []
+        chans: list[np.ndarray] = []
+        d1: list[np.ndarray] = []
+        d2: list[np.ndarray] = []
+        pans = _default_pans(parts)
+        for part, ch, pan in zip(parts, channels, pans, strict=True):
+            n = len(part.pitch)
+            on = np.round(part.start_s * sr).astype(np.int64)
+            off = np.maximum(np.round(part.end_s * sr).astype(np.int64), on + 1)
+            frames += [on, off]
+            kinds += [np.full(n, 2), np.full(n, 1)]
+            chans += [np.full(2 * n, ch)]
+            d1 += [part.pitch, part.pitch]
+            d2 += [part.velocity, np.zeros(n, dtype=np.int64)]
+            controls = list(part.control_changes)
+            if pan is not None:
+                controls.append((0.0, 10, pan))
+            if controls:
+                frames.append(np.round(np.array([c[0] for c in controls]) * sr).astype(np.int64))
+                kinds.append(np.zeros(len(controls), dtype=np.int64))
+                chans.append(np.full(len(controls), ch))
+                d1.append(np.array([c[1] for c in controls], dtype=np.int64))
+                d2.append(np.array([c[2] for c in controls], dtype=np.int64))
+            if part.pitch_bends:
+                frames.append(np.round(np.array([b[0] for b in part.pitch_bends]) * sr).astype(np.int64))
+                kinds.append(np.full(len(part.pitch_bends), 3))
+                chans.append(np.full(len(part.pitch_bends), ch))
+                # FluidSynth's pitch wheel is 0..16383 with 8192 at rest
+                d1.append(np.array([b[1] + 8192 for b in part.pitch_bends], dtype=np.int64))
+                d2.append(np.zeros(len(part.pitch_bends), dtype=np.int64))
+        all_frames = np.concatenate(frames)
+        all_kinds = np.concatenate(kinds)
+        priority = np.where(all_kinds == 2, 2, np.where(all_kinds == 1, 1, 0))
+        order = np.lexsort((priority, all_frames))
+        return (
+            all_frames,
+            order,
+            all_kinds.tolist(),
+            np.concatenate(chans).tolist(),
+            np.concatenate(d1).tolist(),
+            np.concatenate(d2).tolist(),
+        )
+
+
+def _default_pans(parts: list[Part]) -> list[int | None]:
+    """Spread melodic parts across the stereo field; drums, bass and parts with their own pan stay put."""
+    movable = [
+        i
+        for i, p in enumerate(parts)
+        if not p.is_drum and p.program not in BASS_PROGRAMS and not any(c[1] == 10 for c in p.control_changes)
+    ]
+    pans: list[int | None] = [None] * len(parts)
+    if len(movable) >= 2:
+        for rank, i in enumerate(movable):
+            pans[i] = round(34 + 60 * rank / (len(movable) - 1))  # 34..94 around the centre 64
+    return pans
+
+
+_ENGINES: dict[tuple[str, int], SynthEngine] = {}
+
+
+def engine_for(soundfont: Path, sample_rate_hz: int) -> SynthEngine:
+    """This process's synthesizer for a soundfont and rate, created (soundfont loaded) on first use."""
+    key = (str(soundfont), int(sample_rate_hz))
+    engine = _ENGINES.get(key)
+    if engine is None:
+        engine = _ENGINES[key] = SynthEngine(soundfont, sample_rate_hz)
+    return engine
+
+
+def _trim_and_fade(samples: np.ndarray, sample_rate_hz: int, fade_out_s: float) -> np.ndarray:
+    """Cut the silent end of the tail, then fade the last moments so the file never ends on a click."""
+    level = np.abs(samples).max(axis=1)
+    peak = float(level.max()) if len(level) else 0.0
+    if peak <= 0:
+        return samples
+    loud = np.flatnonzero(level > peak * 10 ** (SILENCE_DB / 20))
+    end = min(len(samples), int(loud[-1]) + 1 + int(0.05 * sample_rate_hz))
+    out = samples[:end].copy()
+    fade = min(int(fade_out_s * sample_rate_hz), len(out) // 10)
+    if fade > 1:
+        out[-fade:] *= np.cos(np.linspace(0.0, np.pi / 2, fade, dtype=np.float32))[:, None] ** 2
+    return out
+
+
+def render_midi(
+    midi: pretty_midi.PrettyMIDI | bytes | Path | str,
+    settings: Settings,
+    *,
+    sample_rate_hz: int | None = None,
+    target_lufs: float | None = None,
+    timeout_s: float | None = None,
+) -> RenderedAudio:
+    """Render ``midi`` to stereo float32 at the target loudness; raise :class:`RenderRejected` when it cannot.
+
+    Parameters
+    ----------
+    midi
+        A PrettyMIDI object, Standard MIDI File bytes, or a path to a ``.mid`` file.
+    settings
+        Soundfont, sample rate, loudness target, true-peak ceiling, length cap and timeout.
+    sample_rate_hz, target_lufs, timeout_s
+        Override the settings for this call (Opus needs 48 kHz).
+    """
+    t0 = time.monotonic()
+    timeout = settings.render_timeout_s if timeout_s is None else timeout_s
+    deadline = t0 + timeout
+    sr = int(sample_rate_hz or settings.sample_rate_hz)
+    target = settings.target_lufs if target_lufs is None else target_lufs
+    try:
+        pm, fixes = load_midi(midi)
+        song = sanitize(pm, settings.render_max_duration_s, fixes)
+        t1 = time.monotonic()
+        engine = engine_for(settings.resolved_soundfont, sr)
+        raw = engine.render(song, deadline, song.fixes)
+        t2 = time.monotonic()
+        if not np.isfinite(raw).all():
+            raw = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+        trimmed = _trim_and_fade(raw, sr, settings.render_fade_out_s)
+        level = loudness.normalize(trimmed, sr, target, settings.true_peak_max_dbtp, settings.render_min_lufs)
+        t3 = time.monotonic()
+    except RenderRejected as exc:
+        if exc.reason == TIMEOUT:
+            raise RenderRejected(
+                TIMEOUT,
+                f"rendering took longer than {timeout:g} s (PERSONALIZE_RENDER_TIMEOUT_S); the piece is "
+                "too long or too dense to render in time: shorten it or raise the timeout.",
+            ) from None
+        raise
+    if time.monotonic() > deadline:
+        raise RenderRejected(
+            TIMEOUT,
+            f"rendering took {time.monotonic() - t0:.1f} s, over the {timeout:g} s allowed per track.",
+        )
+    return RenderedAudio(
+        samples=level.samples,
+        sample_rate_hz=sr,
+        loudness_lufs=level.loudness_lufs,
+        true_peak_dbtp=level.true_peak_dbtp,
+        duration_s=len(level.samples) / sr,
+        n_notes=song.n_notes,
+        n_parts=len(song.parts),
+        fixes=song.fixes,
+        gain_db=level.gain_db,
+        limited_db=level.limited_db,
+        timings_s={"parse_s": t1 - t0, "synth_s": t2 - t1, "loudness_s": t3 - t2},
+    )
