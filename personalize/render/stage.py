@@ -37,9 +37,15 @@ def quarantine_row_number(track_id: str) -> int:
 
 
 def run(
-    ctx: Context, run_date: dt.date, *, workers: int | None = None, retry_rejected: bool = False
+    ctx: Context,
+    run_date: dt.date,
+    *,
+    workers: int | None = None,
+    retry_rejected: bool = False,
+    cluster_id: int | None = None,
 ) -> dict[str, Any]:
-    """Render the generated tracks of ``run_date``; returns counts, seconds of audio and reasons."""
+    """Render the generated tracks of ``run_date`` (of one taste cluster when ``cluster_id`` is given, as
+    the nightly DAG maps render over clusters); returns counts, seconds of audio and reasons."""
     t0 = time.monotonic()
     settings = ctx.settings
     with ctx.sessions() as session:
@@ -50,6 +56,7 @@ def run(
                 Track.run_date == run_date,
                 Track.midi_uri.is_not(None),
                 Track.audio_uri.is_(None),
+                *([Track.cluster_id == int(cluster_id)] if cluster_id is not None else []),
             )
             .order_by(Track.track_id)
         ).all()
