@@ -55,6 +55,13 @@ def simulate(
         6.0, "--plays-per-day", min=0.1, help="Median plays on an active day."
     ),
     load: bool = typer.Option(True, "--load/--no-load", help="Load the files into the database afterwards."),
+    corpus_limit: int | None = typer.Option(
+        None,
+        "--corpus-limit",
+        min=1,
+        hidden=True,
+        help="Use only the first pieces of each collection (tests).",
+    ),
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -65,7 +72,7 @@ def simulate(
     out_dir = settings.data_dir / "sim"
     config = WorldConfig(
         listeners=listeners, days=days, seed=seed, overlap=overlap, end_date=_date(end_date),
-        catalog_size=catalog_size, plays_per_day=plays_per_day,
+        catalog_size=catalog_size, plays_per_day=plays_per_day, corpus_limit=corpus_limit,
     )  # fmt: skip
     if config.resolved_end_date() >= dt.datetime.now(dt.UTC).date():
         raise typer.BadParameter("--end-date must be before today (UTC): ingest refuses events in the future")
