@@ -142,3 +142,21 @@ def test_world_loads_into_the_database_with_nothing_quarantined(world, ctx):
     # Loading again adds nothing.
     again = load_world(ctx, out)
     assert again["events"].ingested == 0 and again["events"].already_present == summary.events
+
+
+def test_a_newer_world_in_the_same_folder_replaces_the_older_history(ctx, tmp_path):
+    out = tmp_path / "sim"
+    first = build_world(out, WorldConfig(**{**SMALL.__dict__, "listeners": 40}))
+    load_world(ctx, out)
+    # The next day's demo: same listeners and catalog, history one day later.
+    later = WorldConfig(**{**SMALL.__dict__, "listeners": 40, "end_date": END + dt.timedelta(days=1)})
+    second = build_world(out, later)
+    reports = load_world(ctx, out)
+    assert reports["replaced_events"] == first.events
+    assert reports["events"].ingested == second.events and reports["catalog"].ingested == 0
+    with ctx.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ListeningEvent)) == second.events
+    # A different catalog under the same track ids is refused with what to do.
+    build_world(out, WorldConfig(**{**SMALL.__dict__, "listeners": 40, "seed": 99}))
+    with pytest.raises(ValueError, match="fresh database"):
+        load_world(ctx, out)

@@ -97,7 +97,7 @@ def simulate(
             t = time.perf_counter()
             reports = load_world(ctx, out_dir, progress=True)
             summary.timings_s["load_s"] = round(time.perf_counter() - t, 3)
-        except IngestFileError as exc:
+        except (IngestFileError, ValueError) as exc:
             err_console.print(f"[red]could not load the world:[/] {exc}")
             raise typer.Exit(2) from None
         finally:
@@ -123,7 +123,12 @@ def _summary_table(summary, reports: dict, elapsed_s: float) -> Table:  # type: 
     table.add_row("played to the end", f"{rates['complete']:.1%}")
     table.add_row("likes / dislikes / saves per play",
                   f"{rates['like']:.1%} / {rates['dislike']:.1%} / {rates['save']:.1%}")  # fmt: skip
-    for name, report in reports.items():
+    if reports.get("replaced_events"):
+        table.add_row("replaced events of an older world", f"{reports['replaced_events']:,}")
+    for name in ("catalog", "events"):
+        if name not in reports:
+            continue
+        report = reports[name]
         quarantined = report.quarantined_total
         table.add_row(
             f"loaded {name}",

@@ -9,6 +9,7 @@ Layout under ``<data_dir>/sim/``: ``catalog.csv``, ``midi/<track_id>.mid``, ``ev
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 import time
@@ -55,6 +56,12 @@ class WorldConfig:
 
     def resolved_end_date(self) -> dt.date:
         return self.end_date or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+
+    def tag(self) -> str:
+        """Short fingerprint of everything that shapes the history; event ids start with it, so events of
+        two different worlds are never taken for each other."""
+        fields = {**asdict(self), "end_date": self.resolved_end_date().isoformat()}
+        return "w" + hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
 
 @dataclass
@@ -279,6 +286,7 @@ def build_world(
     listener_ids = pa.array(truth["listener_id"].to_numpy(str))
     counts: dict[str, int] = {}
     n_events = 0
+    world_tag = config.tag()
     schema = pa.schema(
         [
             ("event_id", pa.string()),
@@ -301,7 +309,7 @@ def build_world(
             table = pa.table(
                 {
                     "event_id": pc.binary_join_element_wise(
-                        "E", pc.utf8_lpad(pc.cast(serial, pa.string()), 9, "0"), ""
+                        world_tag, pc.utf8_lpad(pc.cast(serial, pa.string()), 9, "0"), "-"
                     ),
                     "listener_id": pc.take(listener_ids, pa.array(events["listener_id"].to_numpy() + lo)),
                     "track_id": pc.take(track_ids, pa.array(events["track_id"].to_numpy())),
@@ -347,6 +355,7 @@ def build_world(
         **{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(config).items()},
         "end_date": end_date.isoformat(),
         "start_date": start_date.isoformat(),
+        "tag": world_tag,
         # Timings stay out so the same seed writes byte-identical files.
         "summary": {k: v for k, v in summary.to_dict().items() if k not in ("timings_s", "out_dir")},
     }
@@ -356,9 +365,45 @@ def build_world(
 
 def load_world(ctx, out_dir: Path, progress: bool = False) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """Load the world's catalog and events into the database through the ingest functions (the same
-    validation and quarantine as any file); returns both ingest reports."""
+    validation and quarantine as any file); returns both ingest reports and ``replaced_events``.
+
+    Loading the same world again adds nothing. A different world written to the same folder (another
+    seed, size or end date) replaces the events earlier loaded from that folder's events file, so the
+    database never mixes two histories of the same listeners.
+    """
+    from sqlalchemy import delete, func, select
+
+    from personalize.db.models import ListeningEvent, QuarantinedRow, Track
     from personalize.ingest import ingest_catalog, ingest_events
 
-    catalog_report = ingest_catalog(ctx, Path(out_dir) / "catalog.csv")
-    events_report = ingest_events(ctx, Path(out_dir) / "events.parquet", progress=progress)
-    return {"catalog": catalog_report, "events": events_report}
+    out_dir = Path(out_dir)
+    events_path = out_dir / "events.parquet"
+    source = str(events_path.resolve())[-300:]
+    tag = json.loads((out_dir / "truth" / truth_files.WORLD_FILE).read_text())["tag"]
+    older = (ListeningEvent.source == source) & ~ListeningEvent.event_id.startswith(f"{tag}-")
+    with ctx.sessions.begin() as session:
+        replaced = session.scalar(select(func.count()).select_from(ListeningEvent).where(older)) or 0
+        if replaced:
+            session.execute(delete(ListeningEvent).where(older))
+            session.execute(delete(QuarantinedRow).where(QuarantinedRow.source == source))
+    catalog = pd.read_csv(out_dir / "catalog.csv")
+    with ctx.sessions() as session:
+        known = dict(
+            session.execute(
+                select(Track.track_id, Track.title).where(Track.track_id.in_(list(catalog["track_id"])))
+            ).all()
+        )
+    changed = [
+        t
+        for t, title in zip(catalog["track_id"], catalog["title"], strict=True)
+        if t in known and known[t] != title
+    ]
+    if changed:
+        raise ValueError(
+            f"the database already holds {len(changed)} different tracks under this world's ids "
+            f"(e.g. {changed[0]}): it was loaded with another catalog (--seed/--catalog-size/--overlap). "
+            "Use a fresh database (PERSONALIZE_DATABASE_URL or PERSONALIZE_DATA_DIR) for this world."
+        )
+    catalog_report = ingest_catalog(ctx, out_dir / "catalog.csv")
+    events_report = ingest_events(ctx, events_path, progress=progress)
+    return {"catalog": catalog_report, "events": events_report, "replaced_events": int(replaced)}
