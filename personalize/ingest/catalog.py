@@ -81,13 +81,13 @@ class CatalogIngest:
     ) -> tuple[list[dict[str, object]], list[Quarantine]]:
         frame = chunk.frame
         n = len(frame)
-        track_id, id_missing = text_column(frame["track_id"])
-        title, title_missing = text_column(frame["title"])
+        track_id, id_missing, id_long = text_column(frame["track_id"], ID_MAX_CHARS)
+        title, title_missing, title_long = text_column(frame["title"], TITLE_MAX_CHARS)
         duration_s, dur_missing, dur_bad = number_column(frame["duration_s"])
         tempo_bpm, tempo_missing, tempo_bad = number_column(frame["tempo_bpm"])
-        key_text, key_missing = text_column(frame["key"])
-        meter_text, meter_missing = text_column(frame["meter"])
-        programs_text, programs_missing = text_column(frame["programs"])
+        key_text, key_missing, _ = text_column(frame["key"])
+        meter_text, meter_missing, _ = text_column(frame["meter"])
+        programs_text, programs_missing, _ = text_column(frame["programs"])
         keys, key_bad, key_err = _parse_each(key_text, key_missing, parse_key)
         meters, meter_bad, meter_err = _parse_each(meter_text, meter_missing, parse_meter)
         programs, programs_bad, programs_err = _parse_each(
@@ -107,8 +107,8 @@ class CatalogIngest:
             "programs": programs_missing,
         }
         too_long = {
-            "track_id": track_id.str.len().to_numpy() > ID_MAX_CHARS,
-            "title": title.str.len().to_numpy() > TITLE_MAX_CHARS,
+            "track_id": id_long,
+            "title": title_long,
             "programs": np.array(
                 [p is not None and len(p) > PROGRAMS_MAX_CHARS for p in programs], dtype=bool
             ),

@@ -15,7 +15,7 @@ from personalize.db.models import EVENT_KINDS
 from personalize.ingest.read import Chunk, Quarantine, check_columns, count_rows, raw_json, read_chunks
 from personalize.ingest.report import IngestReport
 from personalize.ingest.store import TrackDurations, insert_events, write_quarantine
-from personalize.ingest.validate import first_reason, number_column, text_column, timestamp_column
+from personalize.ingest.validate import first_reason, hash_ids, number_column, text_column, timestamp_column
 
 EVENT_COLUMNS = ("event_id", "listener_id", "track_id", "ts", "ms_played", "kind")
 ID_MAX_CHARS = 64  # listeners.listener_id, tracks.track_id and listening_events.event_id are String(64)
@@ -23,6 +23,15 @@ EARLIEST_TS = pd.Timestamp("2000-01-01", tz="UTC")
 FUTURE_TOLERANCE_S = 300  # clocks of phones and servers disagree by a few minutes; more is a bad timestamp
 MS_PLAYED_MAX = 2**31 - 1  # listening_events.ms_played is a 32-bit integer
 FIX_AND_RETRY = "Correct the row in the source file and ingest it again (rows already in are skipped)."
+
+
+def _sqlalchemy_utc_text(ts_us: np.ndarray) -> np.ndarray:
+    """UTC microseconds as ``YYYY-MM-DD HH:MM:SS.ffffff``: SQLAlchemy's own SQLite storage format, so ORM
+    reads and string comparisons agree with rows the ORM wrote."""
+    text = np.datetime_as_string(ts_us.astype("datetime64[us]"), unit="us")
+    if len(text):
+        text.view(np.uint32).reshape(len(text), -1)[:, 10] = ord(" ")  # the ISO "T" becomes a space
+    return text.astype(object)
 
 
 class _DuplicateFinder:
@@ -39,7 +48,7 @@ class _DuplicateFinder:
         if not present.any():
             return first_seen
         idx = np.flatnonzero(present)
-        hashes = pd.util.hash_array(event_ids.to_numpy(dtype=object)[idx])
+        hashes = hash_ids(event_ids.to_numpy(dtype=object)[idx])
         rows = row_numbers[idx]
         if len(self.hashes):
             pos = np.searchsorted(self.hashes, hashes)
@@ -93,19 +102,15 @@ class EventIngest:
 
     def _validate(self, frame: pd.DataFrame, chunk: Chunk) -> tuple[pd.DataFrame, list[Quarantine]]:
         n = len(frame)
-        event_id, event_missing = text_column(frame["event_id"])
-        listener_id, listener_missing = text_column(frame["listener_id"])
-        track_id, track_missing = text_column(frame["track_id"])
-        kind_text, kind_missing = text_column(frame["kind"])
-        kind = kind_text.str.lower()
+        event_id, event_missing, event_long = text_column(frame["event_id"], ID_MAX_CHARS)
+        listener_id, listener_missing, listener_long = text_column(frame["listener_id"], ID_MAX_CHARS)
+        track_id, track_missing, track_long = text_column(frame["track_id"], ID_MAX_CHARS)
+        kind, kind_missing, _ = text_column(frame["kind"], lower=True)
+        kind_text = frame["kind"]
         ts_us, ts_missing, ts_bad = timestamp_column(frame["ts"])
         ms, ms_missing, ms_bad = number_column(frame["ms_played"])
         ms_bad |= ~ms_missing & ~ms_bad & (~np.isfinite(ms) | (np.floor(ms) != ms))
-        long_id = {
-            "event_id": event_id.str.len().to_numpy() > ID_MAX_CHARS,
-            "listener_id": listener_id.str.len().to_numpy() > ID_MAX_CHARS,
-            "track_id": track_id.str.len().to_numpy() > ID_MAX_CHARS,
-        }
+        long_id = {"event_id": event_long, "listener_id": listener_long, "track_id": track_long}
         missing = {
             "event_id": event_missing,
             "listener_id": listener_missing,
@@ -117,7 +122,9 @@ class EventIngest:
         any_missing = np.logical_or.reduce(list(missing.values()))
         unparseable = ts_bad | ms_bad | np.logical_or.reduce(list(long_id.values()))
         usable = ~chunk.bad_encoding & ~any_missing & ~unparseable
-        earlier = self.duplicates.check(event_id, ~chunk.bad_encoding & ~event_missing, chunk.row_numbers)
+        earlier = self.duplicates.check(
+            event_id, ~chunk.bad_encoding & ~event_missing & ~event_long, chunk.row_numbers
+        )
         low = int(EARLIEST_TS.value // 1000)
         high = int((self.now + pd.Timedelta(seconds=FUTURE_TOLERANCE_S)).value // 1000)
         ms_safe = np.where(np.isfinite(ms), ms, 0)
@@ -166,6 +173,7 @@ class EventIngest:
                 "event_id": event_id[ok].to_numpy(dtype=object),
                 "listener_id": listener_id[ok].to_numpy(dtype=object),
                 "track_id": track_id[ok].to_numpy(dtype=object),
+                "ts": _sqlalchemy_utc_text(ts_us[ok]) if self.ctx.dialect == "sqlite" else None,
                 "ts_us": ts_us[ok],
                 "ms_played": ms_safe[ok].astype(np.int64),
                 "kind": kind[ok].to_numpy(dtype=object),

@@ -20,10 +20,7 @@ _LOOKUP_BATCH = 900  # under SQLite's default limit of bound parameters per stat
 
 _SQLITE_EVENTS = (
     "INSERT OR IGNORE INTO listening_events (event_id, listener_id, track_id, ts, ms_played, kind, source) "
-    # ts arrives as integer microseconds since the epoch (UTC); write it in SQLAlchemy's own SQLite format
-    # so ORM reads and string comparisons agree with rows written by the ORM.
-    "VALUES (?1, ?2, ?3, strftime('%Y-%m-%d %H:%M:%S', ?4 / 1000000, 'unixepoch') || printf('.%06d', ?4 % 1000000), "
-    "?5, ?6, ?7)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -83,7 +80,8 @@ class TrackDurations:
 
 
 def insert_events(ctx: Context, events: pd.DataFrame, source: str) -> int:
-    """Insert validated events (columns event_id, listener_id, track_id, ts_us, ms_played, kind), creating
+    """Insert validated events (columns event_id, listener_id, track_id, ts (SQLite text), ts_us (UTC
+    microseconds), ms_played, kind), creating
     listeners on first sight. Returns how many events were new; the rest were already present."""
     if events.empty:
         return 0
@@ -112,7 +110,7 @@ def _insert_events_sqlite(ctx: Context, events: pd.DataFrame, source: str) -> in
                 _column(events, "event_id"),
                 _column(events, "listener_id"),
                 _column(events, "track_id"),
-                _column(events, "ts_us"),
+                _column(events, "ts"),
                 _column(events, "ms_played"),
                 _column(events, "kind"),
                 repeat(source),
