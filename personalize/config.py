@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     true_peak_max_dbtp: float = -1.0
     render_timeout_s: float = 60.0
     render_max_duration_s: float = 600.0  # longer MIDI is cut here (a generated track is ~1 min)
-    render_min_lufs: float = -60.0  # quieter renders are rejected as silent, not amplified
+    render_min_lufs: float = -70.0  # quieter renders (BS.1770 absolute gate) are rejected as silent
     render_fade_out_s: float = 0.5
     render_codec: str = "ogg"  # ogg (Vorbis, 44.1 kHz) | opus (48 kHz)
     render_workers: int | None = None  # processes for batch rendering; default one per core

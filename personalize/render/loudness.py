@@ -23,7 +23,9 @@ OVERSAMPLE = 4  # BS.1770-4 Annex 2: a 4x oversampled peak is the true-peak esti
 LIMITER_LOOKAHEAD_S = 0.005
 LIMITER_HOLD_S = 0.050
 LIMITER_MARGIN_DB = 0.3  # aim under the ceiling: the final check scales down whatever still sticks out
-MAX_ROUNDS = 4
+MAX_ROUNDS = 6  # loudness measurements while searching the make-up gain
+MAX_MAKEUP_DB = 12.0  # deepest limiting allowed; past it a track stays quieter than the target
+ABSOLUTE_GATE_LUFS = -70.0
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,22 @@ class LoudnessResult:
     limited_db: float  # deepest limiter gain reduction, 0 when the limiter never acted
 
 
-def integrated_loudness(samples: np.ndarray, sample_rate_hz: int) -> float:
-    """BS.1770 gated integrated loudness in LUFS (``-inf`` for silence)."""
+def measure_loudness(samples: np.ndarray, sample_rate_hz: int) -> tuple[float, np.ndarray]:
+    """BS.1770 gated integrated loudness in LUFS (``-inf`` for silence) and the 400 ms blocks' loudness."""
     if len(samples) < int(0.4 * sample_rate_hz) + 1:
         raise RenderRejected(
             TOO_SHORT,
             f"the render is {len(samples) / sample_rate_hz:.2f} s long, shorter than the 0.4 s a loudness "
             "measurement needs: the piece is (nearly) empty; regenerate it.",
         )
-    return float(pyloudnorm.Meter(sample_rate_hz).integrated_loudness(samples.astype(np.float64, copy=False)))
+    meter = pyloudnorm.Meter(sample_rate_hz)
+    lufs = float(meter.integrated_loudness(samples.astype(np.float64, copy=False)))
+    return lufs, np.asarray(meter.blockwise_loudness, dtype=np.float64)
+
+
+def integrated_loudness(samples: np.ndarray, sample_rate_hz: int) -> float:
+    """BS.1770 gated integrated loudness in LUFS (``-inf`` for silence)."""
+    return measure_loudness(samples, sample_rate_hz)[0]
 
 
 HALF_WIDTH = 8  # input samples on each side of an oversampled point that the interpolator reads
@@ -135,8 +144,12 @@ def normalize(
     true_peak_max_dbtp: float,
     min_lufs: float,
 ) -> LoudnessResult:
-    """Bring ``samples`` to ``target_lufs`` with true peaks at or under ``true_peak_max_dbtp``."""
-    measured = integrated_loudness(samples, sample_rate_hz)
+    """Bring ``samples`` to ``target_lufs`` with true peaks at or under ``true_peak_max_dbtp``.
+
+    Raises :class:`RenderRejected` for renders under ``min_lufs``. When even the deepest allowed limiting
+    (``MAX_MAKEUP_DB``) cannot reach the target, the track stays that much quieter rather than distort.
+    """
+    measured, blocks = measure_loudness(samples, sample_rate_hz)
     if not np.isfinite(measured) or measured < min_lufs:
         level = "silent" if not np.isfinite(measured) else f"{measured:.1f} LUFS"
         raise RenderRejected(
@@ -145,28 +158,24 @@ def normalize(
             "would only amplify noise; check velocities, volume controllers and programs.",
         )
     gain_db = target_lufs - measured
-    out = samples * np.float32(10 ** (gain_db / 20))
-    ceiling = 10 ** ((true_peak_max_dbtp - LIMITER_MARGIN_DB) / 20)
-    envelope = true_peak_envelope(out, floor=ceiling)
-    limited_db = 0.0
-    total = np.ones(len(out), dtype=np.float64)
     loudness = target_lufs
-    for _ in range(MAX_ROUNDS):
-        # the envelope scales with the (slowly varying) gain, so it is not re-oversampled each round
-        gain = limiter_gain(envelope * total, ceiling, sample_rate_hz)
-        if gain.min() >= 1.0:
+    for _ in range(3):
+        # Loudness follows gain exactly except for BS.1770's absolute gate at -70 LUFS: quiet blocks that
+        # the gain lifts over it (or drops under it) join (or leave) the average, so measure again.
+        crossing = (blocks < ABSOLUTE_GATE_LUFS) != (blocks + gain_db < ABSOLUTE_GATE_LUFS)
+        if not crossing.any():
             break
-        total *= gain
-        limited = out * total[:, None].astype(np.float32)
-        loudness = integrated_loudness(limited, sample_rate_hz)
-        makeup_db = target_lufs - loudness
-        if makeup_db < 0.05:
+        loudness, blocks = measure_loudness(samples * np.float32(10 ** (gain_db / 20)), sample_rate_hz)
+        blocks = blocks - gain_db
+        if abs(target_lufs - loudness) < 0.02:
             break
-        total *= 10 ** (makeup_db / 20)
-    if total.min() < 1.0 or total.max() > 1.0:
-        limited_db = float(-20 * np.log10(max(float(total.min()) / float(total.max()), 1e-12)))
-        out = out * total[:, None].astype(np.float32)
-        loudness = integrated_loudness(out, sample_rate_hz)
+        gain_db += target_lufs - loudness
+    base = samples * np.float32(10 ** (gain_db / 20))
+    ceiling = 10 ** ((true_peak_max_dbtp - LIMITER_MARGIN_DB) / 20)
+    envelope = true_peak_envelope(base, floor=ceiling * 10 ** (-MAX_MAKEUP_DB / 20))
+    out, limited_db = base, 0.0
+    if envelope.max() > ceiling:
+        out, loudness, limited_db = _limit_to_target(base, envelope, ceiling, target_lufs, sample_rate_hz)
     peak_db = true_peak_dbtp(out)
     if peak_db > true_peak_max_dbtp:
         # what the approximations above left: a fraction of a dB, taken off the whole track
@@ -181,3 +190,29 @@ def normalize(
         gain_db=float(gain_db),
         limited_db=limited_db,
     )
+
+
+def _limit_to_target(
+    base: np.ndarray, envelope: np.ndarray, ceiling: float, target_lufs: float, sample_rate_hz: int
+) -> tuple[np.ndarray, float, float]:
+    """Find the make-up gain that, after limiting, lands on the target (secant steps on loudness(makeup))."""
+    tried: list[tuple[float, float]] = []
+    makeup_db = 0.0
+    best: tuple[np.ndarray, float, float] | None = None
+    for _ in range(MAX_ROUNDS):
+        scale = 10 ** (makeup_db / 20)
+        gain = limiter_gain(envelope * scale, ceiling, sample_rate_hz) * scale
+        out = base * gain[:, None].astype(np.float32)
+        loudness = integrated_loudness(out, sample_rate_hz)
+        limited_db = float(-20 * np.log10(max(float(gain.min()) / scale, 1e-12)))
+        best = (out, loudness, limited_db)
+        tried.append((makeup_db, loudness))
+        error = target_lufs - loudness
+        if abs(error) < 0.1 or (error > 0 and makeup_db >= MAX_MAKEUP_DB):
+            break
+        slope = 1.0
+        if len(tried) >= 2 and tried[-1][0] != tried[-2][0]:
+            slope = (tried[-1][1] - tried[-2][1]) / (tried[-1][0] - tried[-2][0])
+        makeup_db = float(np.clip(makeup_db + error / np.clip(slope, 0.2, 1.0), 0.0, MAX_MAKEUP_DB))
+    assert best is not None
+    return best

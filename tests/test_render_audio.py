@@ -1,0 +1,151 @@
+"""What a listener hears from the renderer: stereo, audible drums, the loudness norm, files that decode."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import mido
+import numpy as np
+import pretty_midi
+import pyloudnorm
+import pytest
+from scipy.signal import resample_poly
+
+from personalize.config import get_settings
+from personalize.render import decode, encode, render_midi
+from personalize.render.pieces import demo_piece, midi_bytes
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return get_settings()
+
+
+def _independent_true_peak_dbtp(samples: np.ndarray) -> float:
+    """4x oversampled peak with scipy's own polyphase resampler, independent of the renderer's code."""
+    return float(20 * np.log10(np.abs(resample_poly(samples.astype(np.float64), 4, 1, axis=0)).max()))
+
+
+def _lufs(samples: np.ndarray, rate: int) -> float:
+    return float(pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64)))
+
+
+def test_output_is_stereo_with_parts_spread_across_it(settings):
+    audio = render_midi(demo_piece(12, programs=(0, 33, 73, 56), seed=3), settings)
+    assert audio.samples.ndim == 2 and audio.samples.shape[1] == 2
+    assert audio.sample_rate_hz == 44_100
+    left, right = audio.samples[:, 0], audio.samples[:, 1]
+    side = np.sqrt(np.mean((left - right) ** 2))
+    mid = np.sqrt(np.mean((left + right) ** 2))
+    assert side > 0.1 * mid, "left and right are (nearly) the same signal: no stereo image"
+    assert abs(audio.duration_s - 12) < 4
+
+
+def test_drums_are_audible_when_only_drums_play(settings):
+    pm = demo_piece(10, programs=(0, 33), seed=1)
+    # drums alone for the first 4 s: the melodic parts start later
+    for inst in pm.instruments:
+        if not inst.is_drum:
+            inst.notes = [n for n in inst.notes if n.start >= 4.0]
+    audio = render_midi(pm, settings)
+    sr = audio.sample_rate_hz
+    drums_alone = audio.samples[: 4 * sr]
+    rms_db = 20 * np.log10(np.sqrt(np.mean(drums_alone**2)) + 1e-12)
+    assert rms_db > -30, f"the drum-only opening is {rms_db:.1f} dBFS: drums are not sounding"
+    # kick and snare hits: the 50 ms energy envelope has clear beats, not a flat hiss
+    frames = drums_alone[: len(drums_alone) // 2205 * 2205].reshape(-1, 2205, 2)
+    energy = (frames**2).mean(axis=(1, 2))
+    assert energy.max() > 10 * np.median(energy)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(velocity=15, programs=(0, 33), drums=False),  # quiet
+        dict(velocity=127, programs=(0, 33, 73, 56, 48)),  # loud, many parts
+        dict(velocity=100, programs=(0,), drums=False, notes_per_beat=1, sparse=True),  # sparse piano
+        dict(velocity=110, programs=(0, 33, 81, 30), notes_per_beat=4),  # dense
+        dict(velocity=127, programs=(), drums=True),  # drums only: sharp transients
+    ],
+    ids=["quiet", "loud", "sparse", "dense", "drums-only"],
+)
+def test_loudness_on_target_and_true_peak_under_ceiling(settings, case):
+    case = dict(case)
+    sparse = case.pop("sparse", False)
+    pm = demo_piece(15, seed=7, **case)
+    if sparse:
+        pm.instruments[0].notes = pm.instruments[0].notes[::6]
+    audio = render_midi(pm, settings)
+    measured = _lufs(audio.samples, audio.sample_rate_hz)
+    assert abs(measured - settings.target_lufs) <= 0.5, f"{measured:.2f} LUFS, target {settings.target_lufs}"
+    assert abs(audio.loudness_lufs - measured) < 0.05
+    true_peak = _independent_true_peak_dbtp(audio.samples)
+    assert true_peak <= settings.true_peak_max_dbtp + 0.1, f"true peak {true_peak:.2f} dBTP"
+    assert audio.true_peak_dbtp <= settings.true_peak_max_dbtp
+
+
+def test_other_loudness_target(settings):
+    audio = render_midi(demo_piece(10, seed=2), settings, target_lufs=-18.0)
+    assert abs(_lufs(audio.samples, audio.sample_rate_hz) + 18.0) <= 0.5
+
+
+def test_notes_without_note_off_finish(settings):
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track.append(mido.Message("program_change", program=19, channel=0))  # church organ: sustains forever
+    for i, note in enumerate((60, 64, 67)):
+        track.append(mido.Message("note_on", note=note, velocity=100, channel=0, time=240 * (i > 0)))
+    track.append(mido.Message("control_change", control=64, value=127, channel=0, time=0))  # pedal down
+    track.append(mido.MetaMessage("end_of_track", time=960))
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    t0 = time.monotonic()
+    audio = render_midi(buf.getvalue(), settings)
+    assert time.monotonic() - t0 < 30
+    assert any("no note-off" in fix for fix in audio.fixes)
+    assert 1.0 < audio.duration_s < 10.0
+    assert abs(audio.loudness_lufs - settings.target_lufs) <= 0.5
+
+
+def test_tail_is_trimmed_and_faded(settings):
+    audio = render_midi(demo_piece(8, seed=4), settings)
+    last_50ms = audio.samples[-int(0.05 * audio.sample_rate_hz) :]
+    assert np.abs(last_50ms).max() < 0.01, "the file ends on a click instead of a fade"
+    # no long silent tail: the last second still carries sound
+    last_s = audio.samples[-audio.sample_rate_hz :]
+    assert np.abs(last_s).max() > 1e-3
+
+
+@pytest.mark.parametrize("codec,rate", [("ogg", 44_100), ("opus", 48_000)])
+def test_encoded_file_decodes_with_tags_and_loudness(settings, codec, rate):
+    audio = render_midi(midi_bytes(demo_piece(10, seed=5)), settings, sample_rate_hz=rate)
+    controls = {"key": "D minor", "tempo_bpm": 110}
+    data = encode(audio, codec, {"title": "Night 1", "artist": "personalize", "comment": controls})
+    assert data[:4] == b"OggS"
+    samples, decoded_rate, tags = decode(data)
+    assert decoded_rate == rate and samples.shape[1] == 2
+    assert abs(len(samples) / rate - audio.duration_s) < 0.1
+    assert tags["title"] == "Night 1" and tags["artist"] == "personalize"
+    assert '"key": "D minor"' in tags["comment"]
+    assert abs(_lufs(samples, rate) - settings.target_lufs) <= 0.5
+
+
+def test_synth_is_reset_between_tracks(settings):
+    """A sustained organ on one track must not bleed into the next one rendered by the same synthesizer."""
+    organ = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=19)
+    inst.notes.append(pretty_midi.Note(100, 48, 0.0, 6.0))
+    inst.control_changes.append(pretty_midi.ControlChange(64, 127, 0.0))  # sustain pedal never released
+    organ.instruments.append(inst)
+    first = render_midi(organ, settings)
+    late_start = demo_piece(6, programs=(0,), drums=False, seed=1)
+    for note in late_start.instruments[0].notes:
+        note.start += 1.0
+        note.end += 1.0
+    second = render_midi(late_start, settings)
+    assert first.duration_s > 5
+    opening = second.samples[: int(0.9 * second.sample_rate_hz)]
+    assert np.abs(opening).max() < 1e-4, "sound from the previous track leaked into the next one"
+    assert abs(second.loudness_lufs - settings.target_lufs) <= 0.5
