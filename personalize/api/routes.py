@@ -17,7 +17,6 @@ from personalize.api.errors import ApiError
 from personalize.api.keys import KeyInfo, verify_key
 from personalize.api.schemas import (
     CURSOR_PATTERN,
-    DATE_CURSOR_PATTERN,
     ID_PATTERN,
     PAGE_MAX,
     ErrorOut,
@@ -123,19 +122,11 @@ def get_playlist_history(
     request: Request,
     listener_id: ListenerId,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 30,
-    cursor: Annotated[
-        str | None, Query(pattern=DATE_CURSOR_PATTERN, description="next_cursor of the page before")
-    ] = None,
+    cursor: Annotated[dt.date | None, Query(description="next_cursor of the page before")] = None,
     api_key: str | None = Security(API_KEY_HEADER),
 ) -> Response:
     """The listener's published playlists, newest first (dates and sizes)."""
     state = _state(request)
-    try:
-        dt.date.fromisoformat(cursor) if cursor else None
-    except ValueError:
-        raise ApiError(
-            422, "invalid_request", f"cursor {cursor!r} is not a date: pass next_cursor as given."
-        ) from None
     with state.ctx.engine.connect() as conn:
         _require_key(conn, api_key)
         out = services.playlist_history(conn, listener_id, limit, cursor)
@@ -284,9 +275,11 @@ def create_player_link(
 
 @router.get(
     "/player/{listener_id}",
-    response_class=HTMLResponse,
     tags=["player"],
-    responses=_errors(401, 403, 404, 422),
+    responses={
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The player page"},
+        **_errors(401, 403, 404, 422),
+    },
 )
 def player_page(
     request: Request,

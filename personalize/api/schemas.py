@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 # Listener and track ids: letters, digits, '-' and '_' only, so no id can ever look like a path.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 CURSOR_PATTERN = r"^[0-9]{1,9}$"
-DATE_CURSOR_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 PAGE_MAX = 200
 
 

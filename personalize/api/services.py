@@ -119,9 +119,8 @@ def playlist(
 
 
 def playlist_history(
-    conn: Connection, listener_id: str, limit: int, cursor: str | None
+    conn: Connection, listener_id: str, limit: int, before: dt.date | None
 ) -> PlaylistHistoryOut:
-    before = dt.date.fromisoformat(cursor) if cursor else None
     rows = queries.published_history(conn, listener_id, before, limit + 1)
     if not rows and before is None and not queries.listener_exists(conn, listener_id):
         raise _unknown_listener(listener_id)
