@@ -56,6 +56,14 @@ def _register() -> None:
     from personalize.render.cli import register as register_render
 
     register_render(app)
+    # --- generator: corpus build, train transformer|vae, generate
+    from personalize.generate.cli import register as register_generate
+
+    register_generate(app)
+    # --- nightly run: run, report, eval playlists
+    from personalize.pipeline_cli import register as register_nightly
+
+    register_nightly(app, eval_app)
     return None
 
 

@@ -1,0 +1,143 @@
+"""Command-line front door of the generator: ``corpus build``, ``train transformer|vae`` and ``generate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+corpus_app = typer.Typer(help="The training corpus (music21's bundled scores).", no_args_is_help=True)
+
+
+@corpus_app.command("build")
+def corpus_build(
+    out: Path = typer.Option(None, "--out", help="Corpus folder (default <data dir>/corpus)."),
+    collections: str = typer.Option(
+        "bach_chorales,oneills1850,ryans_mammoth",
+        help="Comma-separated collections: bach_chorales, oneills1850, ryans_mammoth, essen_folksong (non-commercial).",
+    ),
+    workers: int = typer.Option(2, help="Parser processes."),
+    limit: int = typer.Option(None, help="At most this many source files per collection (quick builds)."),
+    cached_only: bool = typer.Option(
+        False, "--cached-only", help="Only rewrite the manifest from the cache."
+    ),
+) -> None:
+    """Parse music21's corpus into a cached training set with a manifest and a train/val/test split."""
+    from personalize.corpus import build_corpus
+
+    names = [c.strip() for c in collections.split(",") if c.strip()]
+    summary = build_corpus(
+        out, names, workers=workers, limit_per_collection=limit, parse_missing=not cached_only
+    )
+    console.print_json(json.dumps(summary))
+
+
+def train(
+    model: str = typer.Argument(..., help="transformer or vae"),
+    config: Path = typer.Option(None, "--config", help="JSON config (default: the shipped model's config)."),
+) -> None:
+    """Train a generator (progress, periodic checkpoints, resume on rerun, loss curve PNG)."""
+    if model == "transformer":
+        from personalize.generate.train import train_transformer
+
+        path = config or Path(__file__).parent / "configs" / "transformer.json"
+        summary = train_transformer(path, log=console.print)
+    elif model == "vae":
+        try:
+            from personalize.generate.vae import train_vae
+        except ImportError:
+            console.print("[red]The VAE trainer (personalize.generate.vae.train_vae) is not available.[/]")
+            raise typer.Exit(2) from None
+        summary = train_vae(config)
+    else:
+        console.print(f"[red]unknown model {model!r}[/]: choose transformer or vae")
+        raise typer.Exit(2)
+    console.print_json(json.dumps(summary, default=str))
+
+
+def generate(
+    key: str = typer.Option(..., help="Tonic, e.g. D, F#, Bb (or 'D minor')."),
+    mode: str = typer.Option(None, help="major or minor (default: from --key, else major)."),
+    tempo: float = typer.Option(..., "--tempo", help="Tempo in BPM."),
+    meter: str = typer.Option("4/4", help="Time signature."),
+    programs: str = typer.Option(..., help="GM programs per part, comma-separated; 'drums' for a drum part."),
+    bars: int = typer.Option(16, help="Length in bars."),
+    density_bin: int = typer.Option(
+        1, "--density-bin", help="0 sparse .. 3 busy (notes per quarter per part)."
+    ),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same piece."),
+    out: Path = typer.Option(..., "--out", help="MIDI file to write."),
+    model_dir: Path = typer.Option(
+        None, "--model-dir", help="Folder of the trained model (default models/<name>)."
+    ),
+    name: str = typer.Option("transformer", help="Generator: transformer or vae."),
+    max_attempts: int = typer.Option(4, help="Tries before giving up on a piece that misses its controls."),
+    as_json: bool = typer.Option(False, "--json", help="Print the measurement as JSON."),
+) -> None:
+    """Write one verified piece: generated, measured against the controls, resampled on a miss."""
+    from personalize.generate import Controls, generate_verified, load_generator
+    from personalize.music.gm import parse_programs
+    from personalize.music.keys import parse_key
+
+    try:
+        key_pc, key_mode = parse_key(key)
+        controls = Controls(
+            key_pc=key_pc,
+            mode=mode or key_mode,
+            tempo_bpm=tempo,
+            meter=meter,
+            density_bin=density_bin,
+            programs=parse_programs(programs, sep=","),
+            bars=bars,
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    generator = load_generator(model_dir, name=name)
+    piece = generate_verified(generator, [controls], seed=seed, max_attempts=max_attempts)[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    piece.midi.write(str(out))
+    m = piece.measurement
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {"out": str(out), "ok": piece.ok, "attempts": piece.attempts, "error": piece.error, **m},
+                default=str,
+            )
+        )
+    else:
+        table = Table(title=f"{out}  ({'verified' if piece.ok else 'NOT verified'}, {piece.attempts} tries)")
+        table.add_column("control")
+        table.add_column("asked")
+        table.add_column("measured")
+        table.add_column("ok")
+        rows = [
+            ("key", m["key_asked"], m["key"], m["key_ok"]),
+            ("tempo (bpm)", controls.tempo_bpm, m["tempo_bpm"], m["tempo_ok"]),
+            ("meter", controls.meter, m["meter"], m["meter_ok"]),
+            ("programs", controls.programs, m["programs"], m["programs_ok"]),
+            ("notes in range", ">= 99 %", f"{100 * float(m['in_range_share']):.1f} %", m["range_ok"]),
+            (
+                "density bin",
+                controls.density_bin,
+                f"{m['density_bin']} ({m['notes_per_quarter_per_part']})",
+                m["density_ok"],
+            ),
+        ]
+        for label, asked, got, ok in rows:
+            table.add_row(label, str(asked), str(got), "[green]yes[/]" if ok else "[red]no[/]")
+        console.print(table)
+    if not piece.ok:
+        console.print(f"[yellow]{piece.error}[/]; the closest try was written anyway")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``corpus``, ``train`` and ``generate`` to the main CLI."""
+    app.add_typer(corpus_app, name="corpus")
+    app.command("train")(train)
+    app.command("generate")(generate)

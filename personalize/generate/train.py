@@ -1,0 +1,278 @@
+"""Train the conditional Transformer on the corpus: seeded, resumable, with checkpoints and a loss curve.
+
+``train_transformer(config_path)`` reads a JSON config (``model`` = :class:`TransformerConfig` fields,
+``train`` = the loop's knobs, see ``TrainConfig``), builds the corpus if it is missing, and writes into
+``out_dir``::
+
+    model.pt          the weights alone (float16, what ships), written at every checkpoint and at the end
+    config.json       model config, training config, vocabulary size, corpus summary
+    history.json      train/val loss per evaluation
+    loss_curve.png    the same, plotted
+
+and the resume point (model + optimizer + step + RNG state, every ``checkpoint_every_s``) to
+``checkpoint_dir/checkpoint.pt`` (default ``<data_dir>/train/<out_dir name>/``), outside the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from personalize.corpus import Piece, build_corpus, default_corpus_dir, load_pieces
+from personalize.generate import tokens as T
+from personalize.generate.dataset import collate, sample_example
+from personalize.generate.transformer import MusicTransformer, TransformerConfig
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "models/transformer"
+    checkpoint_dir: str | None = (
+        None  # resume state (with optimizer); default <data_dir>/train/<out_dir name>
+    )
+    corpus_dir: str | None = None  # default <data_dir>/corpus
+    collections: list[str] = field(default_factory=lambda: ["bach_chorales", "oneills1850", "ryans_mammoth"])
+    corpus_limit_per_collection: int | None = None  # tiny configs build a small corpus
+    seed: int = 1
+    batch_size: int = 16
+    max_steps: int = 4000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    chorale_share: float = 0.5  # share of examples drawn from multi-part pieces
+    eval_every: int = 200
+    eval_examples: int = 128
+    checkpoint_every_s: float = 180.0
+    threads: int = (
+        1  # one thread: on a shared 2-core machine a second thread mostly waits (measured 3x slower)
+    )
+    max_minutes: float | None = None  # stop early (and checkpoint) after this long; resume continues
+
+
+def load_config(path: Path | None) -> tuple[TransformerConfig, TrainConfig]:
+    """Model and training configs from a JSON file (``{"model": {...}, "train": {...}}``); defaults if None."""
+    if path is None:
+        return TransformerConfig(vocab_size=T.VOCAB_SIZE), TrainConfig()
+    data = json.loads(Path(path).read_text())
+    unknown = set(data) - {"model", "train", "comment"}
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {sorted(unknown)} (expected 'model' and 'train')")
+    model_keys = {f.name for f in fields(TransformerConfig)}
+    train_keys = {f.name for f in fields(TrainConfig)}
+    for section, keys in (("model", model_keys), ("train", train_keys)):
+        bad = set(data.get(section, {})) - keys
+        if bad:
+            raise ValueError(f"{path}: unknown {section} settings {sorted(bad)}; known: {sorted(keys)}")
+    model_cfg = TransformerConfig(**{**data.get("model", {}), "vocab_size": T.VOCAB_SIZE})
+    return model_cfg, TrainConfig(**data.get("train", {}))
+
+
+class ExampleSource:
+    """Draws training examples: multi-part pieces with probability ``chorale_share``, else one-line tunes."""
+
+    def __init__(self, pieces: list[Piece], block_size: int, chorale_share: float, seed: int) -> None:
+        self.multi = [p for p in pieces if len(p.parts) > 1]
+        self.single = [p for p in pieces if len(p.parts) == 1]
+        if not pieces:
+            raise ValueError("no training pieces: the corpus is empty")
+        self.block_size = block_size
+        self.share = chorale_share if self.multi and self.single else (1.0 if self.multi else 0.0)
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seqs = []
+        for _ in range(n):
+            pool = self.multi if self.rng.random() < self.share else self.single
+            piece = pool[int(self.rng.integers(len(pool)))]
+            seqs.append(sample_example(piece, self.rng, self.block_size))
+        x, y = collate(seqs)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate_loss(model: MusicTransformer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean cross-entropy (nats per body token) over fixed batches."""
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in batches:
+        _, loss = model(x, y)
+        n = int((y != -100).sum())
+        total += float(loss) * n
+        count += n
+    model.train()
+    return total / max(1, count)
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [h["train_loss"] for h in history], label="train")
+    ax.plot(steps, [h["val_loss"] for h in history], label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.set_title("Conditional Transformer: loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train_transformer(config_path: Path | None = None, progress: bool = True, log=print) -> dict[str, object]:
+    """Train (or resume) the Transformer described by ``config_path``; returns a summary dict."""
+    model_cfg, cfg = load_config(config_path)
+    torch.set_num_threads(max(1, cfg.threads))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus_dir = Path(cfg.corpus_dir) if cfg.corpus_dir else None
+    have_corpus = (corpus_dir or default_corpus_dir()) / "manifest.json"
+    corpus_summary = build_corpus(
+        corpus_dir,
+        cfg.collections,
+        limit_per_collection=cfg.corpus_limit_per_collection,
+        progress=progress,
+        parse_missing=not have_corpus.is_file(),  # an existing corpus is used as built
+    )
+    train_pieces = [p for p in load_pieces(corpus_dir, "train") if p.collection in cfg.collections]
+    val_pieces = [
+        p for p in load_pieces(corpus_dir, "val") if p.collection in cfg.collections
+    ] or train_pieces
+
+    torch.manual_seed(cfg.seed)
+    model = MusicTransformer(model_cfg)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
+    source = ExampleSource(train_pieces, model_cfg.block_size, cfg.chorale_share, cfg.seed)
+    val_source = ExampleSource(val_pieces, model_cfg.block_size, cfg.chorale_share, cfg.seed + 1000)
+    (out / "training_pieces.txt").write_text("\n".join(p.piece_id for p in train_pieces) + "\n")
+    val_batches = [
+        val_source.batch(cfg.batch_size) for _ in range(max(1, cfg.eval_examples // cfg.batch_size))
+    ]
+
+    step, history, elapsed_before = 0, [], 0.0
+    if cfg.checkpoint_dir:
+        ckpt_dir = Path(cfg.checkpoint_dir)
+    else:
+        from personalize.config import get_settings
+
+        ckpt_dir = get_settings().data_dir / "train" / out.name
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = ckpt_dir / "checkpoint.pt"
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, history, elapsed_before = state["step"], state["history"], state.get("train_seconds", 0.0)
+        source.rng.bit_generator.state = state["data_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resuming from step {step} ({elapsed_before / 60:.1f} min trained so far)")
+
+    meta = {
+        "model": model_cfg.to_dict(),
+        "train": asdict(cfg),
+        "vocab_size": T.VOCAB_SIZE,
+        "n_params": model.n_params(),
+        "corpus": corpus_summary,
+        "train_pieces": len(train_pieces),
+        "val_pieces": len(val_pieces),
+    }
+
+    def save(final: bool = False) -> None:
+        train_seconds = elapsed_before + (time.time() - t0)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "history": history,
+                "data_rng": source.rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "train_seconds": train_seconds,
+            },
+            ckpt_path.with_suffix(".tmp"),
+        )
+        ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+        weights = {k: v.half() for k, v in model.state_dict().items() if k != "head.weight"}
+        torch.save(weights, out / "model.tmp")
+        (out / "model.tmp").replace(out / "model.pt")
+        (out / "config.json").write_text(
+            json.dumps(
+                {**meta, "steps": step, "train_seconds": round(train_seconds, 1), "final": final}, indent=1
+            )
+        )
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        if history:
+            plot_history(history, out / "loss_curve.png")
+
+    from tqdm import tqdm
+
+    t0 = time.time()
+    last_ckpt = t0
+    running: list[float] = []
+    model.train()
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, mininterval=10, desc="training")
+    while step < cfg.max_steps:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        x, y = source.batch(cfg.batch_size)
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        running.append(loss.item())
+        bar.update(1)
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            val = evaluate_loss(model, val_batches)
+            history.append(
+                {
+                    "step": step,
+                    "train_loss": float(np.mean(running)),
+                    "val_loss": val,
+                    "lr": _lr_at(step, cfg),
+                }
+            )
+            log(f"step {step}: train {np.mean(running):.3f}  val {val:.3f}  ({time.time() - t0:.0f} s)")
+            running = []
+        now = time.time()
+        if now - last_ckpt >= cfg.checkpoint_every_s:
+            save()
+            last_ckpt = now
+        if cfg.max_minutes is not None and (now - t0) / 60 >= cfg.max_minutes:
+            log(f"stopping after {cfg.max_minutes} min at step {step}; run again to resume")
+            break
+    bar.close()
+    save(final=step >= cfg.max_steps)
+    return {
+        "out_dir": str(out),
+        "steps": step,
+        "n_params": model.n_params(),
+        "val_loss": history[-1]["val_loss"] if history else None,
+        "train_seconds": round(elapsed_before + time.time() - t0, 1),
+    }
