@@ -60,10 +60,6 @@ def _register() -> None:
     from personalize.generate.cli import register as register_generate
 
     register_generate(app)
-    # --- nightly run: run, report, eval playlists
-    from personalize.pipeline_cli import register as register_nightly
-
-    register_nightly(app, eval_app)
     return None
 
 
