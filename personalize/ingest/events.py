@@ -12,7 +12,15 @@ import pandas as pd
 
 from personalize.context import Context
 from personalize.db.models import EVENT_KINDS
-from personalize.ingest.read import Chunk, Quarantine, check_columns, count_rows, raw_json, read_chunks
+from personalize.ingest.read import (
+    Chunk,
+    Quarantine,
+    check_columns,
+    check_readable,
+    count_rows,
+    raw_json,
+    read_chunks,
+)
 from personalize.ingest.report import IngestReport
 from personalize.ingest.store import TrackDurations, insert_events, write_quarantine
 from personalize.ingest.validate import first_reason, hash_ids, number_column, text_column, timestamp_column
@@ -306,6 +314,7 @@ def ingest_events(
     ms_played, kind). Good rows go to listening_events (listeners created on first sight), bad rows to
     quarantined_rows. Raises :class:`~personalize.ingest.IngestFileError` when the file cannot be read."""
     path = Path(path)
+    check_readable(path)
     source = source or str(path.resolve())
     chunks = read_chunks(path, EVENT_COLUMNS, ctx.settings.ingest_chunk_rows)
     total = None

@@ -69,7 +69,7 @@ def file_format(path: Path) -> str:
         return "parquet" if fh.read(4) == PARQUET_MAGIC else "csv"
 
 
-def _check_readable(path: Path) -> None:
+def check_readable(path: Path) -> None:
     if not path.exists():
         raise IngestFileError(f"{path}: no such file. Check the path.")
     if not path.is_file():
@@ -101,7 +101,7 @@ def count_rows(path: Path) -> int | None:
 
 def read_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
     """Chunks of ``path`` (CSV or Parquet). Raises :class:`IngestFileError` when the file cannot be read."""
-    _check_readable(path)
+    check_readable(path)
     if file_format(path) == "parquet":
         yield from _parquet_chunks(path, required, chunk_rows)
     else:
