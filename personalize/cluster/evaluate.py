@@ -57,7 +57,9 @@ def evaluate(ctx: Context, run_date: dt.date, truth_path: Path | None = None) ->
                 TasteProfile.top_families,
             ).where(TasteProfile.run_date == run_date)
         ).all()
-        taste_run = conn.execute(select(TasteRun).where(TasteRun.run_date == run_date)).scalar_one_or_none()
+        taste_run = conn.execute(
+            select(TasteRun.k, TasteRun.k_criterion).where(TasteRun.run_date == run_date)
+        ).one_or_none()
     if not rows or taste_run is None:
         raise LookupError(
             f"no clustered profiles for {run_date}: run `personalize profile` and `personalize cluster`"

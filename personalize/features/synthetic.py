@@ -47,8 +47,14 @@ def make_world(
     days: int = 28,
     seed: int = 0,
     prefix: str = "L",
+    event_seed: int | None = None,
+    segments: list[int] | None = None,
 ) -> tuple[SyntheticWorld, pd.DataFrame, pd.DataFrame]:
-    """A world and its catalog and events as DataFrames (not yet written)."""
+    """A world and its catalog and events as DataFrames (not yet written).
+
+    The catalog and each listener's segment depend on ``seed`` only, so another ``event_seed`` (and run
+    date) gives the same listeners a fresh history; ``segments`` restricts listeners to those segments.
+    """
     if not 1 <= n_segments <= len(_SEGMENTS):
         raise ValueError(f"n_segments must be 1..{len(_SEGMENTS)}")
     rng = np.random.default_rng(seed)
@@ -74,7 +80,8 @@ def make_world(
             )
     tracks = pd.DataFrame(rows)
     listener_ids = [f"{prefix}{i:07d}" for i in range(n_listeners)]
-    seg = rng.integers(0, n_segments, n_listeners)
+    seg = rng.choice(segments if segments else np.arange(n_segments), n_listeners)
+    rng = np.random.default_rng([seed, event_seed if event_seed is not None else 0])
     by_seg = [np.flatnonzero(tracks["segment"].to_numpy() == s) for s in range(n_segments)]
     # 80 % of plays from the own segment, the rest anywhere; engagement follows the fit.
     own = rng.random((n_listeners, events_per_listener)) < 0.8
@@ -97,7 +104,7 @@ def make_world(
     ts = pd.to_datetime(end) - pd.to_timedelta(age_s, unit="s")
     events = pd.DataFrame(
         {
-            "event_id": [f"{prefix}e{i}" for i in range(len(t_idx))],
+            "event_id": [f"{prefix}{run_date:%Y%m%d}e{event_seed or 0}_{i}" for i in range(len(t_idx))],
             "listener_id": np.asarray(listener_ids, dtype=object)[l_idx] if n_listeners else [],
             "track_id": tracks["track_id"].to_numpy()[t_idx],
             "ts": ts,

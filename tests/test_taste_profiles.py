@@ -1,0 +1,191 @@
+"""Taste profiles on both engines: what listeners played shows up in their tempo, key and instruments; the
+cold-start rule; reruns; bad catalog rows quarantined; listener and track vectors share one space."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from personalize import cluster, features
+from personalize.db.models import QuarantinedRow, TasteProfile
+from personalize.features.synthetic import write_world
+from personalize.features.vector import FEATURE_NAMES, track_vector
+
+RUN_DATE = dt.date(2026, 3, 1)
+END = pd.Timestamp("2026-03-02", tz="UTC")
+
+SLOW = {
+    "track_id": "slow",
+    "tempo_bpm": 70.0,
+    "key_pc": 2,
+    "mode": "minor",
+    "programs": "40;42",
+    "density": 3.0,
+}
+FAST = {
+    "track_id": "fast",
+    "tempo_bpm": 170.0,
+    "key_pc": 7,
+    "mode": "major",
+    "programs": "81;drums",
+    "density": 9.0,
+}
+
+
+def _catalog(*rows: dict) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"title": r["track_id"], "source": "catalog", "duration_s": 200.0, "meter": "4/4", **r}
+            for r in rows
+        ]
+    )[
+        [
+            "track_id",
+            "title",
+            "source",
+            "duration_s",
+            "tempo_bpm",
+            "key_pc",
+            "mode",
+            "meter",
+            "programs",
+            "density",
+        ]
+    ]
+
+
+def _events(rows: list[tuple[str, str, float, int, str]]) -> pd.DataFrame:
+    """(listener, track, days before the end of the run date, ms_played, kind) -> events."""
+    return pd.DataFrame(
+        [
+            {"event_id": f"e{i}", "listener_id": lid, "track_id": tid, "ts": END - pd.Timedelta(days=age),
+             "ms_played": ms, "kind": kind}
+            for i, (lid, tid, age, ms, kind) in enumerate(rows)
+        ]
+    )  # fmt: skip
+
+
+def _profiles(ctx) -> dict[str, TasteProfile]:
+    with ctx.sessions() as s:
+        return {
+            p.listener_id: p for p in s.scalars(select(TasteProfile).where(TasteProfile.run_date == RUN_DATE))
+        }
+
+
+def test_a_listener_who_enjoys_fast_tracks_gets_a_fast_profile(ctx):
+    rows = []
+    for day in range(10):
+        rows += [
+            ("speedy", "fast", day + 0.5, 200_000, "complete"),
+            ("speedy", "slow", day + 0.6, 3_000, "skip"),
+        ]
+        rows += [("calm", "slow", day + 0.5, 200_000, "complete"), ("calm", "fast", day + 0.6, 4_000, "skip")]
+    rows.append(("speedy", "fast", 1.0, 0, "like"))
+    write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["speedy", "calm"])
+    summary = features.run(ctx, RUN_DATE)
+    assert summary["n_profiled"] == 2 and summary["n_events"] == len(rows)
+    prof = _profiles(ctx)
+    assert prof["speedy"].tempo_bpm == pytest.approx(170.0, rel=0.01)
+    assert prof["speedy"].key_name == "G major" and prof["speedy"].top_families.split(";")[0] in (
+        "synth_lead",
+        "drums",
+    )
+    assert prof["calm"].tempo_bpm == pytest.approx(70.0, rel=0.01)
+    assert prof["calm"].key_name == "D minor" and prof["calm"].top_families == "strings"
+    assert prof["calm"].density == pytest.approx(3.0, rel=0.01)
+
+
+def test_recent_plays_count_more_than_old_ones(ctx):
+    rows = [("drifter", "slow", 25.0 + d * 0.1, 200_000, "complete") for d in range(6)]
+    rows += [("drifter", "fast", 1.0 + d * 0.1, 200_000, "complete") for d in range(6)]
+    write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["drifter"])
+    features.run(ctx, RUN_DATE)
+    tempo = _profiles(ctx)["drifter"].tempo_bpm
+    # Same number of full plays of each, but the slow ones are ~24 days older (> one 14-day half-life).
+    assert tempo > np.sqrt(70.0 * 170.0) * 1.1
+
+
+def test_a_listener_who_plays_one_track_sits_on_that_tracks_vector(ctx):
+    rows = [("fan", "fast", d + 0.5, 200_000, "complete") for d in range(6)]
+    write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["fan"])
+    features.run(ctx, RUN_DATE)
+    vec = np.asarray(_profiles(ctx)["fan"].vector)
+    expected = track_vector(
+        FAST["tempo_bpm"], FAST["key_pc"], FAST["mode"], FAST["programs"], FAST["density"]
+    )
+    assert len(vec) == len(FEATURE_NAMES)
+    np.testing.assert_allclose(vec, expected, atol=1e-5)
+
+
+def test_cold_start_rule_thin_and_cold_listeners_are_counted_and_assigned(ctx):
+    rows = []
+    for n in range(6):  # two clear tastes so clusters exist
+        for d in range(8):
+            rows.append((f"slow{n}", "slow", d + 0.3, 200_000, "complete"))
+            rows.append((f"fast{n}", "fast", d + 0.3, 200_000, "complete"))
+    rows += [("newbie", "fast", 0.5, 200_000, "complete"), ("newbie", "fast", 0.7, 150_000, "play")]  # 2 < 5
+    rows += [("skipper", "slow", d + 0.5, 2_000, "skip") for d in range(8)]  # only early skips
+    rows += [("gone", "slow", 40.0, 200_000, "complete")]  # outside the 28-day window
+    ids = [f"slow{n}" for n in range(6)] + [f"fast{n}" for n in range(6)] + ["newbie", "skipper", "gone"]
+    write_world(ctx, _catalog(SLOW, FAST), _events(rows), ids)
+    summary = features.run(ctx, RUN_DATE)
+    assert (summary["n_profiled"], summary["n_thin"], summary["n_cold"]) == (12, 1, 2)
+    prof = _profiles(ctx)
+    assert prof["newbie"].status == "thin" and prof["newbie"].tempo_bpm == pytest.approx(170.0, rel=0.01)
+    assert (
+        prof["skipper"].status == "cold" and prof["skipper"].vector is None and prof["skipper"].n_events == 8
+    )
+    assert prof["gone"].status == "cold" and prof["gone"].n_events == 0
+
+    csum = cluster.run(ctx, RUN_DATE)
+    assert csum["k"] == 2 and (csum["n_thin"], csum["n_cold"]) == (1, 2)
+    prof = _profiles(ctx)
+    assert prof["newbie"].cluster_id == prof["fast0"].cluster_id  # thin: nearest cluster
+    default = csum["n_cold_default_cluster"]
+    assert prof["skipper"].cluster_id == default and prof["gone"].cluster_id == default
+    vectors = cluster.listener_vectors(ctx, RUN_DATE).set_index("listener_id")
+    assert vectors.loc["gone", "vector"].shape == (len(FEATURE_NAMES),)  # the default profile
+
+
+def test_rerun_of_a_date_replaces_its_profiles(ctx):
+    rows = [
+        (f"l{n}", "fast" if n % 2 else "slow", d + 0.5, 200_000, "complete")
+        for n in range(8)
+        for d in range(6)
+    ]
+    write_world(ctx, _catalog(SLOW, FAST), _events(rows), [f"l{n}" for n in range(8)])
+    first = features.run(ctx, RUN_DATE)
+    cluster.run(ctx, RUN_DATE)
+    before = {k: (p.vector, p.cluster_id) for k, p in _profiles(ctx).items()}
+    second = features.run(ctx, RUN_DATE)
+    cluster.run(ctx, RUN_DATE)
+    after = {k: (p.vector, p.cluster_id) for k, p in _profiles(ctx).items()}
+    assert before == after and first["n_listeners"] == second["n_listeners"] == 8
+    with ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(TasteProfile)) == 8
+
+
+def test_a_track_with_unreadable_programs_is_quarantined_and_the_run_goes_on(ctx):
+    bad = {
+        "track_id": "bad",
+        "tempo_bpm": 100.0,
+        "key_pc": 0,
+        "mode": "major",
+        "programs": "banjo?",
+        "density": 4.0,
+    }
+    rows = [("l1", t, d + 0.5, 200_000, "complete") for d in range(6) for t in ("fast", "bad")]
+    write_world(ctx, _catalog(SLOW, FAST, bad), _events(rows), ["l1"])
+    summary = features.run(ctx, RUN_DATE)
+    assert summary["n_tracks_quarantined"] == 1 and summary["n_events_unusable_track"] == 6
+    assert _profiles(ctx)["l1"].tempo_bpm == pytest.approx(170.0, rel=0.01)
+    with ctx.sessions() as s:
+        q = s.scalars(select(QuarantinedRow)).all()
+    assert len(q) == 1 and q[0].reason == "bad_track_features" and "bad" in q[0].detail
+    features.run(ctx, RUN_DATE)  # a rerun keeps one quarantine row, not two
+    with ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(QuarantinedRow)) == 1
