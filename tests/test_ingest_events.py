@@ -231,3 +231,24 @@ def test_unreadable_file_raises_a_clear_error(ctx, tmp_path, name, content, mess
         ingest_events(ctx, path)
     assert name in str(err.value)
     assert _count(ctx, ListeningEvent) == 0
+
+
+def test_last_row_without_newline_is_fine_when_complete(ctx, tmp_path):
+    _catalog(ctx)
+    rows = [b"n1,l1,t1,2026-01-01T10:00:00Z,1,play", b"n2,l1,t1,2026-01-01T10:00:00Z,1,play"]
+    report = ingest_events(ctx, _write_events(tmp_path / "no_newline.csv", rows))
+    assert (report.ingested, report.quarantined) == (2, {})
+
+
+def test_duplicate_finder_across_many_chunks():
+    from personalize.ingest.events import _DuplicateFinder
+
+    finder = _DuplicateFinder()
+    ids = [f"id{i}" for i in range(1000)]
+    first = finder.check(pd.Series(ids, dtype=object), np.ones(1000, bool), np.arange(1, 1001))
+    assert not first.any()
+    again = finder.check(
+        pd.Series([*ids[::-1], "new"], dtype=object), np.ones(1001, bool), np.arange(1001, 2002)
+    )
+    assert list(again[:1000]) == list(range(1000, 0, -1))  # each points at its first row
+    assert again[1000] == 0

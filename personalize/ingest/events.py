@@ -70,10 +70,11 @@ class _DuplicateFinder:
         first_seen[idx[inner]] = first_row[inner]
         new = first_seen[idx] == 0
         uniq_h, uniq_pos = np.unique(hashes[new], return_index=True)
-        merged_h = np.concatenate([self.hashes, uniq_h])
-        merged_r = np.concatenate([self.rows, rows[new][uniq_pos]])
-        order = np.argsort(merged_h, kind="stable")
-        self.hashes, self.rows = merged_h[order], merged_r[order]
+        # Inserting sorted new hashes at their places is a linear copy; re-sorting everything seen so far for
+        # every chunk would make a 10M-row file quadratic.
+        at = np.searchsorted(self.hashes, uniq_h)
+        self.hashes = np.insert(self.hashes, at, uniq_h)
+        self.rows = np.insert(self.rows, at, rows[new][uniq_pos])
         return first_seen
 
 
