@@ -60,6 +60,14 @@ def _register() -> None:
     from personalize.generate.cli import register as register_generate
 
     register_generate(app)
+    # --- eval generator: control fidelity, quality metrics vs corpus, NLL against the baselines
+    from personalize.generate.eval_cli import register as register_eval_generator
+
+    register_eval_generator(eval_app)
+    # --- nightly run: run, report, eval playlists
+    from personalize.pipeline_cli import register as register_nightly
+
+    register_nightly(app, eval_app)
     return None
 
 

@@ -1,0 +1,331 @@
+"""The publish stage: one playlist per listener and run date from the night's fresh, rendered tracks.
+
+Candidates for a listener are the fresh tracks of their own taste cluster, topped up with the nearest
+clusters' tracks when their cluster has fewer than two playlists' worth, then (still thin) with the last
+week's tracks. Tracks are ranked by the distance between each track's *measured* features
+(``track_vector``) and the listener's own taste vector in the date's standardized taste space (a cold
+listener uses their cluster's centroid); maximal marginal relevance keeps a playlist varied. A track a
+listener already received on an earlier date is never offered again.
+
+Idempotent and crash-safe: playlists are written as ``building`` in chunks, then flipped to
+``published`` for the whole date in ONE transaction, so the app keeps serving yesterday's playlist until
+today's are all complete. A rerun keeps the published ones untouched and rebuilds only a crashed run's
+``building`` leftovers. The stage runs under the ``publish`` claim in ``pipeline_runs`` (see
+:mod:`personalize.pipeline`), so two runs of one date cannot publish at the same time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select, update
+
+from personalize.context import Context
+from personalize.db.models import Cluster, Playlist, PlaylistItem, TasteProfile, Track
+from personalize.features.vector import TasteSpace, load_space, track_vector
+from personalize.publish.rank import (
+    ListenerFacts,
+    TrackFacts,
+    mmr_select,
+    pairwise_distance,
+    reason,
+    similarity,
+    top_families,
+)
+
+log = logging.getLogger(__name__)
+
+RECENT_DAYS = 7  # earlier nights' unreceived tracks may fill a thin playlist
+CHUNK_LISTENERS = 2000
+
+
+class PublishCrash(RuntimeError):
+    """Raised by the ``publish_crash_after`` fault-injection setting (tests and drills only)."""
+
+
+def _load_tracks(ctx: Context, run_date: dt.date) -> list[dict[str, Any]]:
+    """Rendered generated tracks of the date and, for thin clusters, of the previous week."""
+    since = run_date - dt.timedelta(days=RECENT_DAYS)
+    cols = (Track.track_id, Track.run_date, Track.cluster_id, Track.tempo_bpm, Track.key_pc, Track.mode,
+            Track.programs, Track.density)  # fmt: skip
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(*cols)
+            .where(
+                Track.source == "generated",
+                Track.run_date <= run_date,
+                Track.run_date >= since,
+                Track.audio_uri.is_not(None),
+            )
+            .order_by(Track.run_date.desc(), Track.track_id)
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def _track_vectors(tracks: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
+    """Raw taste vectors of the tracks (from measured features); tracks that cannot be placed are reported."""
+    vectors, kept, problems = [], [], []
+    for t in tracks:
+        try:
+            vectors.append(track_vector(t["tempo_bpm"], t["key_pc"], t["mode"], t["programs"], t["density"]))
+            kept.append(t)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"track {t['track_id']}: {exc}")
+    return (np.vstack(vectors) if vectors else np.zeros((0, 0))), kept, problems
+
+
+def _history(ctx: Context, run_date: dt.date, track_ids: list[str]) -> set[tuple[str, str]]:
+    """(listener, track) pairs already received on an earlier date, limited to the candidate tracks."""
+    since = run_date - dt.timedelta(days=ctx.settings.playlist_history_days)
+    pairs: set[tuple[str, str]] = set()
+    with ctx.engine.connect() as conn:
+        for start in range(0, len(track_ids), 500):
+            part = track_ids[start : start + 500]
+            rows = conn.execute(
+                select(Playlist.listener_id, PlaylistItem.track_id)
+                .join(PlaylistItem, PlaylistItem.playlist_id == Playlist.id)
+                .where(
+                    Playlist.run_date < run_date,
+                    Playlist.run_date >= since,
+                    Playlist.status == "published",
+                    PlaylistItem.track_id.in_(part),
+                )
+            )
+            pairs.update((r[0], r[1]) for r in rows)
+    return pairs
+
+
+def _candidate_pools(
+    clusters: dict[int, np.ndarray],
+    tracks: list[dict[str, Any]],
+    run_date: dt.date,
+    want: int,
+    space: TasteSpace,
+) -> dict[int, np.ndarray]:
+    """Per cluster, indices of its candidate tracks: own fresh ones, nearest clusters' when thin, then recent."""
+    fresh_by_cluster: dict[int, list[int]] = {}
+    recent_by_cluster: dict[int, list[int]] = {}
+    for i, t in enumerate(tracks):
+        target = fresh_by_cluster if t["run_date"] == run_date else recent_by_cluster
+        target.setdefault(int(t["cluster_id"]) if t["cluster_id"] is not None else -1, []).append(i)
+    ids = sorted(clusters)
+    if not ids:
+        return {}
+    centroids = space.transform(np.vstack([clusters[c] for c in ids]))
+    cdist = pairwise_distance(centroids, centroids)
+    pools: dict[int, np.ndarray] = {}
+    for row, cid in enumerate(ids):
+        chosen = list(fresh_by_cluster.get(cid, []))
+        neighbours = [ids[j] for j in np.argsort(cdist[row], kind="stable") if ids[j] != cid]
+        for other in neighbours:
+            if len(chosen) >= want:
+                break
+            chosen.extend(fresh_by_cluster.get(other, []))
+        if len(chosen) < want:
+            chosen.extend(fresh_by_cluster.get(-1, []))
+        for other in [cid, *neighbours]:
+            if len(chosen) >= want:
+                break
+            chosen.extend(recent_by_cluster.get(other, []))
+        pools[cid] = np.array(sorted(set(chosen)), dtype=np.int64)
+    return pools
+
+
+def build_playlists(ctx: Context, run_date: dt.date, listener_ids: set[str] | None = None) -> dict[str, Any]:
+    """Rank and pick every listener's playlist for the date (nothing written). ``listener_ids`` limits it.
+
+    Returns ``{"playlists": {listener_id: [(track_id, score, reason), ...]}, "counts": {...}}``.
+    """
+    settings = ctx.settings
+    n_items = settings.playlist_size
+    space = load_space(ctx, run_date)
+    with ctx.sessions() as session:
+        cluster_rows = session.execute(select(Cluster).where(Cluster.run_date == run_date)).scalars().all()
+        profile_q = select(
+            TasteProfile.listener_id, TasteProfile.status, TasteProfile.cluster_id, TasteProfile.vector,
+            TasteProfile.tempo_bpm, TasteProfile.key_pc, TasteProfile.mode, TasteProfile.major_share,
+            TasteProfile.top_families,
+        ).where(TasteProfile.run_date == run_date).order_by(TasteProfile.listener_id)  # fmt: skip
+        profiles = [dict(r._mapping) for r in session.execute(profile_q)]
+    if not profiles:
+        raise LookupError(f"no taste profiles for {run_date}: run the profile and cluster stages first")
+    if listener_ids is not None:
+        profiles = [p for p in profiles if p["listener_id"] in listener_ids]
+    centroids = {int(c.cluster_id): np.asarray(c.centroid, dtype=float) for c in cluster_rows}
+    cluster_facts = {
+        int(c.cluster_id): ListenerFacts(
+            c.tempo_bpm,
+            c.key_pc,
+            c.mode,
+            1.0 if c.mode == "major" else 0.0,
+            top_families(c.top_families),
+            True,
+        )
+        for c in cluster_rows
+    }
+
+    tracks = _load_tracks(ctx, run_date)
+    track_raw, tracks, track_problems = _track_vectors(tracks)
+    counts: dict[str, Any] = {
+        "listeners": len(profiles),
+        "fresh_tracks": sum(1 for t in tracks if t["run_date"] == run_date),
+        "recent_tracks": sum(1 for t in tracks if t["run_date"] != run_date),
+        "tracks_unplaceable": len(track_problems),
+        "unassigned_listeners": 0,
+        "short_playlists": 0,
+        "empty_playlists": 0,
+    }
+    for problem in track_problems:
+        log.warning("left out of playlists: %s", problem)
+    playlists: dict[str, list[tuple[str, float, str]]] = {}
+    if not tracks:
+        counts["empty_playlists"] = len(profiles)
+        return {"playlists": playlists, "counts": counts}
+
+    track_std = space.transform(track_raw)
+    track_sim = similarity(pairwise_distance(track_std, track_std))
+    key_code = np.array([t["key_pc"] + (12 if t["mode"] == "minor" else 0) for t in tracks])
+    same_key = key_code[:, None] == key_code[None, :]
+    track_facts = [TrackFacts(t["tempo_bpm"], t["key_pc"], t["mode"], t["programs"]) for t in tracks]
+    track_ids = [t["track_id"] for t in tracks]
+    received = _history(ctx, run_date, track_ids)
+    pools = _candidate_pools(centroids, tracks, run_date, 2 * n_items, space)
+
+    by_cluster: dict[int, list[dict[str, Any]]] = {}
+    for p in profiles:
+        if p["cluster_id"] is None or int(p["cluster_id"]) not in centroids:
+            counts["unassigned_listeners"] += 1
+            log.warning(
+                "listener %s has no cluster on %s: rerun the cluster stage for that date",
+                p["listener_id"],
+                run_date,
+            )
+            continue
+        by_cluster.setdefault(int(p["cluster_id"]), []).append(p)
+
+    for cid, members in sorted(by_cluster.items()):
+        pool = pools.get(cid, np.zeros(0, dtype=np.int64))
+        if len(pool) == 0:
+            counts["empty_playlists"] += len(members)
+            continue
+        raw = np.vstack([
+            np.asarray(m["vector"], dtype=float) if m["vector"] is not None else centroids[cid] for m in members
+        ])  # fmt: skip
+        relevance = similarity(pairwise_distance(space.transform(raw), track_std[pool]))
+        allowed = np.ones_like(relevance, dtype=bool)
+        if received:
+            for li, m in enumerate(members):
+                for tj, ti in enumerate(pool):
+                    if (m["listener_id"], track_ids[ti]) in received:
+                        allowed[li, tj] = False
+        picks = mmr_select(
+            relevance, track_sim[np.ix_(pool, pool)], allowed, n_items, settings.playlist_diversity,
+            same_key[np.ix_(pool, pool)],
+        )  # fmt: skip
+        for li, m in enumerate(members):
+            chosen = [int(j) for j in picks[li] if j >= 0]
+            if not chosen:
+                counts["empty_playlists"] += 1
+                continue
+            if len(chosen) < n_items:
+                counts["short_playlists"] += 1
+            facts = (
+                cluster_facts[cid]
+                if m["vector"] is None
+                else ListenerFacts(m["tempo_bpm"], m["key_pc"], m["mode"], m["major_share"],
+                                   top_families(m["top_families"]), False)
+            )  # fmt: skip
+            playlists[m["listener_id"]] = [
+                (track_ids[pool[j]], round(float(relevance[li, j]), 6), reason(track_facts[pool[j]], facts))
+                for j in chosen
+            ]
+    return {"playlists": playlists, "counts": counts}
+
+
+def run(ctx: Context, run_date: dt.date, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build and publish the date's playlists; keeps already-published ones (rerun-safe)."""
+    say = progress or log.info
+    t0 = time.perf_counter()
+    with ctx.engine.begin() as conn:
+        # A crashed run's half-built rows: rebuilt below from the same inputs, so they are simply redone.
+        leftovers = conn.execute(
+            select(func.count())
+            .select_from(Playlist)
+            .where(Playlist.run_date == run_date, Playlist.status == "building")
+        ).scalar_one()
+        if leftovers:
+            conn.execute(delete(Playlist).where(Playlist.run_date == run_date, Playlist.status == "building"))
+        published = set(
+            conn.execute(
+                select(Playlist.listener_id).where(
+                    Playlist.run_date == run_date, Playlist.status == "published"
+                )
+            ).scalars()
+        )
+    with ctx.sessions() as session:
+        all_ids = set(
+            session.execute(
+                select(TasteProfile.listener_id).where(TasteProfile.run_date == run_date)
+            ).scalars()
+        )
+    todo = all_ids - published
+    built = build_playlists(ctx, run_date, todo) if todo else {"playlists": {}, "counts": {}}
+    t_rank = time.perf_counter() - t0
+    say(f"ranked {len(built['playlists'])} playlists for {run_date} in {t_rank:.1f} s")
+
+    crash_after = ctx.settings.publish_crash_after
+    listeners = sorted(built["playlists"])
+    n_items = 0
+    written = 0
+    for start in range(0, len(listeners), CHUNK_LISTENERS):
+        chunk = listeners[start : start + CHUNK_LISTENERS]
+        if crash_after is not None and written + len(chunk) > crash_after:
+            chunk = chunk[: max(crash_after - written, 0)]
+        with ctx.engine.begin() as conn:
+            if chunk:
+                ids = conn.execute(
+                    insert(Playlist).returning(
+                        Playlist.id, Playlist.listener_id, sort_by_parameter_order=True
+                    ),
+                    [{"listener_id": lid, "run_date": run_date, "status": "building"} for lid in chunk],
+                ).all()
+                items = [
+                    {"playlist_id": pid, "position": pos, "track_id": tid, "score": score, "reason": why}
+                    for pid, lid in ids
+                    for pos, (tid, score, why) in enumerate(built["playlists"][lid], start=1)
+                ]
+                conn.execute(insert(PlaylistItem), items)
+                n_items += len(items)
+        written += len(chunk)
+        if crash_after is not None and written >= crash_after:
+            raise PublishCrash(
+                f"fault injection: publishing {run_date} stopped after {written} listeners "
+                "(PERSONALIZE_PUBLISH_CRASH_AFTER is set; unset it and rerun)"
+            )
+
+    now = dt.datetime.now(dt.UTC)
+    with ctx.engine.begin() as conn:
+        flipped = conn.execute(
+            update(Playlist)
+            .where(Playlist.run_date == run_date, Playlist.status == "building")
+            .values(status="published", published_at=now)
+        ).rowcount
+    counts = built.get("counts", {})
+    summary = {
+        "stage": "publish",
+        "run_date": run_date.isoformat(),
+        "published": int(flipped),
+        "already_published": len(published),
+        "rebuilt_after_crash": int(leftovers),
+        "items": n_items,
+        **{k: v for k, v in counts.items() if k != "listeners"},
+        "listeners": len(all_ids),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    say(f"published {flipped} playlists ({n_items} items); {len(published)} were already published")
+    return summary

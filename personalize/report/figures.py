@@ -1,0 +1,168 @@
+"""Figures of the nightly report, each drawn with matplotlib (Agg) and returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png(fig: Any) -> bytes:
+    """Render a figure to PNG bytes and close it (so a long run does not pile up figures)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def cluster_sizes(
+    ids: Sequence[int], sizes: Sequence[int], tracks: Sequence[int], labels: Sequence[str]
+) -> bytes:
+    """Listeners per cluster (bars) with the night's fresh tracks per cluster (second axis)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    x = np.arange(len(ids))
+    ax.bar(x, sizes, color="#4C78A8", label="listeners")
+    ax.set_xticks(x, [f"c{c}\n{lab}" for c, lab in zip(ids, labels, strict=True)], fontsize=7)
+    ax.set_ylabel("listeners")
+    ax2 = ax.twinx()
+    ax2.plot(x, tracks, "o-", color="#F58518", label="fresh tracks")
+    ax2.set_ylabel("fresh tracks tonight")
+    ax2.set_ylim(0, max([*tracks, 1]) * 1.25)
+    ax.set_title("Taste clusters: size and tonight's tracks")
+    return png(fig)
+
+
+def fidelity(plans: list[dict[str, Any]]) -> bytes:
+    """Asked vs measured tempo per generated track, and per-cluster key/instrument/density accuracy."""
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    done = [p for p in plans if p["status"] == "generated" and p["measured_tempo_bpm"] is not None]
+    if done:
+        asked = np.array([p["tempo_bpm"] for p in done])
+        got = np.array([p["measured_tempo_bpm"] for p in done])
+        ok = np.array([bool(p["key_ok"]) for p in done])
+        ax1.scatter(asked[ok], got[ok], s=14, color="#54A24B", label="key as asked")
+        ax1.scatter(asked[~ok], got[~ok], s=18, color="#E45756", marker="x", label="key missed")
+        lo, hi = float(min(asked.min(), got.min())) - 5, float(max(asked.max(), got.max())) + 5
+        ax1.plot([lo, hi], [lo, hi], color="#999", lw=1)
+        ax1.legend(fontsize=8)
+    ax1.set_xlabel("asked tempo (BPM)")
+    ax1.set_ylabel("measured tempo (BPM)")
+    ax1.set_title("Tempo asked vs measured")
+    clusters = sorted({p["cluster_id"] for p in done})
+    width = 0.26
+    for i, (flag, colour, name) in enumerate(
+        (
+            ("key_ok", "#4C78A8", "key"),
+            ("programs_ok", "#F58518", "instruments"),
+            ("density_ok", "#72B7B2", "density"),
+        )
+    ):
+        shares = []
+        for c in clusters:
+            vals = [p[flag] for p in done if p["cluster_id"] == c and p[flag] is not None]
+            shares.append(np.mean(vals) if vals else np.nan)
+        ax2.bar(np.arange(len(clusters)) + (i - 1) * width, shares, width, color=colour, label=name)
+    ax2.set_xticks(np.arange(len(clusters)), [f"c{c}" for c in clusters])
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("share of tracks as asked")
+    ax2.set_title("Control fidelity per cluster")
+    ax2.legend(fontsize=8, loc="lower right")
+    return png(fig)
+
+
+def quality_vs_corpus(
+    generated: dict[str, list[float]], corpus: dict[str, list[float]], overlap: dict[str, float]
+) -> bytes:
+    """Per quality metric: the generated tracks' distribution beside the corpus reference's."""
+    plt = _plt()
+    names = [n for n in generated if generated[n] and corpus.get(n)]
+    cols = 3
+    rows = max(1, (len(names) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(10, 2.8 * rows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        parts = ax.violinplot([corpus[name], generated[name]], showmedians=True)
+        for body, colour in zip(parts["bodies"], ("#BAB0AC", "#4C78A8"), strict=True):
+            body.set_facecolor(colour)
+        ax.set_xticks([1, 2], ["corpus", "tonight"])
+        ax.set_title(f"{name}\noverlap {overlap.get(name, float('nan')):.2f}", fontsize=9)
+    for ax in axes.ravel()[len(names) :]:
+        ax.axis("off")
+    fig.suptitle("Quality metrics: tonight's tracks vs the corpus (Yang & Lerch overlap area)", fontsize=10)
+    fig.tight_layout()
+    return png(fig)
+
+
+def stage_timings(stages: list[str], seconds: list[float], statuses: list[str]) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(stages) + 1.2))
+    colours = ["#54A24B" if s == "ok" else "#E45756" for s in statuses]
+    y = np.arange(len(stages))[::-1]
+    ax.barh(y, seconds, color=colours)
+    ax.set_yticks(y, stages)
+    for yi, s in zip(y, seconds, strict=True):
+        ax.text(s, yi, f" {s:.1f} s", va="center", fontsize=8)
+    ax.set_xlabel("seconds (per-cluster parts summed)")
+    ax.set_title("Stage timings")
+    return png(fig)
+
+
+def piano_roll(pm: Any, title: str) -> bytes:
+    """Notes as bars over time, one colour per part (drums as dots)."""
+    from matplotlib.collections import LineCollection
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    palette = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2")
+    for i, inst in enumerate(pm.instruments):
+        if not inst.notes:
+            continue
+        if inst.is_drum:
+            ax.scatter(
+                [n.start for n in inst.notes], [n.pitch for n in inst.notes], s=3, color="#333", label="drums"
+            )
+            continue
+        colour = palette[i % len(palette)]
+        segments = [[(n.start, n.pitch), (n.end, n.pitch)] for n in inst.notes]
+        ax.add_collection(
+            LineCollection(
+                segments, colors=colour, linewidths=2.2, label=inst.name or f"program {inst.program}"
+            )
+        )
+    ax.autoscale()
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("MIDI pitch")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper right", ncols=2)
+    return png(fig)
+
+
+def drift(nights: list[dict[str, Any]]) -> bytes:
+    """Drifting listeners: their true preferred tempo vs what their profile says, night by night."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    dates = [n["date"] for n in nights]
+    ax.plot(
+        dates, [n["true_tempo_bpm"] for n in nights], "o-", color="#4C78A8", label="true taste (simulator)"
+    )
+    ax.plot(dates, [n["profile_tempo_bpm"] for n in nights], "s--", color="#F58518", label="taste profile")
+    ax.plot(
+        dates, [n["start_tempo_bpm"] for n in nights], ":", color="#999", label="taste on the first night"
+    )
+    ax.set_ylabel("mean preferred tempo (BPM)")
+    ax.set_title("Profiles follow drifting listeners (plays of published playlists fed back nightly)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return png(fig)
