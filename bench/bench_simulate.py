@@ -30,7 +30,7 @@ from personalize.db.session import upgrade
 from personalize.simulate.corpus import default_cache_dir, load_pieces
 from personalize.simulate.world import WorldConfig, build_world, load_world
 
-console = Console()
+console = Console(width=130)
 END = dt.date(2026, 11, 1)
 DEMO = WorldConfig(listeners=2000, days=30, seed=7, end_date=END)
 

@@ -104,6 +104,24 @@ def simulate(
             ctx.engine.dispose()
     elapsed_s = time.perf_counter() - started
     console.print(_summary_table(summary, reports, elapsed_s))
+    console.print(_segments_table(out_dir))
+
+
+def _segments_table(out_dir) -> Table:  # type: ignore[no-untyped-def]
+    from personalize.simulate.truth import load_truth
+
+    table = Table(
+        title="Latent taste segments (ground truth, never read by the pipeline)", header_style="bold"
+    )
+    for col in ("segment", "listeners", "tempo BPM", "keys", "families", "notes/s"):
+        table.add_column(col, justify="right" if col in ("listeners", "tempo BPM", "notes/s") else "left")
+    for seg in load_truth(out_dir).segments:
+        families = sorted(seg["family_weights"].items(), key=lambda kv: -kv[1])
+        table.add_row(
+            f"{seg['segment_id']} {seg['name']}", f"{seg['listeners']:,}", f"{seg['tempo_bpm']:.0f}",
+            ", ".join(seg["keys"]), ", ".join(f for f, _ in families[:3]), f"{seg['density']:.1f}",
+        )  # fmt: skip
+    return table
 
 
 def _summary_table(summary, reports: dict, elapsed_s: float) -> Table:  # type: ignore[no-untyped-def]

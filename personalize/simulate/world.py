@@ -183,7 +183,7 @@ def simulate_chunk(
 
     # Exposure: mostly tracks a recommender thinks fit (taste as of the first day), some at random.
     start_taste = truth.assign(tempo_bpm=truth["tempo_bpm_start"])
-    exposure = fit_matrix(start_taste, tracks, tempo_widen=EXPOSURE_TEMPO_WIDEN) ** EXPOSURE_SHARPNESS
+    exposure = fit_matrix(start_taste, tracks, tempo_widen=EXPOSURE_TEMPO_WIDEN) ** EXPOSURE_SHARPNESS + 1e-12
     track = _sample_rows(exposure, listener, rng.random(n_plays))
     random_pick = rng.random(n_plays) < random_exposure
     track = np.where(random_pick, rng.integers(n_tracks, size=n_plays), track)
