@@ -1,0 +1,144 @@
+"""Rendering speed: this renderer against the fluidsynth command line and pretty_midi's fluidsynth(), same run.
+
+All three render the same multi-part MIDI files (chords, bass, melody, drums) with the same soundfont at
+44.1 kHz. Speed is the realtime factor: seconds of music per second spent, measured both on the wall clock
+and on CPU time (what one core delivers; steadier when the machine is shared). Medians over pieces and
+repeats. Then the batch API on 1 and 2 worker processes, wall clock, encoding included.
+
+    .venv/bin/python bench/bench_render.py            # 6 pieces of 45 s, 3 repeats
+    .venv/bin/python bench/bench_render.py --quick    # 2 pieces of 30 s, 2 repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from personalize.config import get_settings
+from personalize.render import RenderJob, encode, render_batch, render_midi
+from personalize.render.engine import engine_for
+from personalize.render.pieces import demo_piece, midi_bytes
+
+PROGRAM_SETS = ((0, 33, 73), (4, 32, 65, 26), (48, 35, 56), (24, 33, 81), (0, 38, 71, 11), (19, 34, 68))
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(fn) -> tuple[float, float]:
+    wall0, cpu0, child0 = time.perf_counter(), time.process_time(), _children_cpu_s()
+    fn()
+    return time.perf_counter() - wall0, (time.process_time() - cpu0) + (_children_cpu_s() - child0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter pieces and repeats")
+    args = parser.parse_args()
+    n_pieces, duration_s, repeats = (2, 30.0, 2) if args.quick else (6, 45.0, 3)
+    n_batch = 4 if args.quick else 8
+
+    settings = get_settings()
+    soundfont = settings.resolved_soundfont
+    cli = shutil.which("fluidsynth")
+    sr = settings.sample_rate_hz
+    print(f"soundfont {soundfont.name}, {sr} Hz, {n_pieces} pieces of ~{duration_s:g} s, {repeats} repeats")
+
+    pieces = [
+        demo_piece(duration_s, tempo_bpm=96 + 8 * i, programs=PROGRAM_SETS[i % len(PROGRAM_SETS)], seed=i)
+        for i in range(n_pieces)
+    ]
+    music_s = [pm.get_end_time() for pm in pieces]
+    rows: dict[str, list[tuple[float, float]]] = {"this renderer": [], "this renderer + Ogg encode": []}
+    rows["fluidsynth CLI (-F wav)"] = []
+    rows["pretty_midi fluidsynth()"] = []
+    breakdown: dict[str, list[float]] = {"parse_cpu_s": [], "synth_cpu_s": [], "loudness_cpu_s": []}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, pm in enumerate(pieces):
+            path = Path(tmp) / f"piece{i}.mid"
+            path.write_bytes(midi_bytes(pm))
+            paths.append(path)
+        engine_for(soundfont, sr)  # the soundfont loads once per worker process, not per track
+        for _ in range(repeats):
+            for path, pm, seconds in zip(paths, pieces, music_s, strict=True):
+                audio_box = {}
+
+                def ours(path=path, box=audio_box) -> None:
+                    box["audio"] = render_midi(path, settings)
+
+                wall, cpu = _timed(ours)
+                rows["this renderer"].append((seconds / wall, seconds / cpu))
+                for key in breakdown:
+                    breakdown[key].append(audio_box["audio"].timings_s[key] / seconds)
+                enc_wall, enc_cpu = _timed(
+                    lambda box=audio_box: encode(box["audio"], "ogg", {"title": "bench"})
+                )
+                rows["this renderer + Ogg encode"].append(
+                    (seconds / (wall + enc_wall), seconds / (cpu + enc_cpu))
+                )
+                if cli:
+                    out = Path(tmp) / "cli.wav"
+                    command = [cli, "-ni", "-F", str(out), "-r", str(sr), str(soundfont), str(path)]
+                    wall, cpu = _timed(lambda c=command: subprocess.run(c, check=True, capture_output=True))
+                    rows["fluidsynth CLI (-F wav)"].append((seconds / wall, seconds / cpu))
+                wall, cpu = _timed(lambda pm=pm: pm.fluidsynth(fs=sr, synthesizer=str(soundfont)))
+                rows["pretty_midi fluidsynth()"].append((seconds / wall, seconds / cpu))
+
+        ours_wall = statistics.median(w for w, _ in rows["this renderer"])
+        ours_cpu = statistics.median(c for _, c in rows["this renderer"])
+        print()
+        print(f"{'renderer':<30} {'x realtime (wall)':>18} {'x realtime (CPU)':>17} {'ours / it (CPU)':>16}")
+        for name, values in rows.items():
+            if not values:
+                print(f"{name:<30} {'not installed':>18}")
+                continue
+            wall = statistics.median(w for w, _ in values)
+            cpu = statistics.median(c for _, c in values)
+            print(f"{name:<30} {wall:>17.1f}x {cpu:>16.1f}x {ours_cpu / cpu:>15.2f}x")
+        parts = ", ".join(
+            f"{k[: -len('_cpu_s')]} {1 / statistics.median(v):.0f}x" for k, v in breakdown.items()
+        )
+        print(f"\nthis renderer, each step alone (x realtime, CPU): {parts}")
+
+        jobs = [
+            RenderJob(f"b{i}", midi_bytes(pieces[i % len(pieces)]), title=f"bench {i}")
+            for i in range(n_batch)
+        ]
+        batch_music_s = sum(music_s[i % len(pieces)] for i in range(n_batch))
+        batch: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(repeats):
+            for workers in (1, 2):
+                t0 = time.perf_counter()
+                outcomes = render_batch(jobs, settings, workers=workers, progress=False)
+                batch[workers].append(time.perf_counter() - t0)
+                assert all(o.ok for o in outcomes), [o.detail for o in outcomes if not o.ok]
+        one, two = statistics.median(batch[1]), statistics.median(batch[2])
+        print(
+            f"\nbatch of {n_batch} tracks ({batch_music_s:.0f} s of music), render + Ogg encode, wall clock:"
+        )
+        print(f"  1 worker : {one:6.2f} s  ({batch_music_s / one:.1f}x realtime)")
+        print(f"  2 workers: {two:6.2f} s  ({batch_music_s / two:.1f}x realtime)  speed-up {one / two:.2f}x")
+
+        print("\ngoals:")
+        cli_cpu = statistics.median(c for _, c in rows["fluidsynth CLI (-F wav)"]) if cli else float("nan")
+        pm_cpu = statistics.median(c for _, c in rows["pretty_midi fluidsynth()"])
+        print(f"  >= 80x realtime per core      : {ours_cpu:.1f}x CPU, {ours_wall:.1f}x wall")
+        print(f"  >= the command line's speed   : {ours_cpu / cli_cpu:.2f}x the CLI (CPU)")
+        print(f"  >= 2x pretty_midi             : {ours_cpu / pm_cpu:.2f}x pretty_midi (CPU)")
+        print(f"  2 workers >= 1.8x one worker  : {one / two:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
