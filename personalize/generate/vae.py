@@ -63,16 +63,16 @@ class VAEConfig:
     dropout: float = 0.1
     # Training
     seed: int = 0
-    steps: int = 6000
-    batch_size: int = 48
+    steps: int = 5000
+    batch_size: int = 32
     lr: float = 2e-3
     lr_min: float = 1e-4
-    kl_warmup_steps: int = 2000
+    kl_warmup_steps: int = 1500
     free_bits_nats: float = 16.0  # KL floor for the whole z (nats per phrase); below it KL is not penalized
     subset_prob: float = 0.5  # chance a multi-part phrase trains with a random subset of its parts
     eval_every: int = 250
     checkpoint_every: int = 250
-    max_val_phrases: int = 600
+    max_val_phrases: int = 400
     threads: int = 1
     max_minutes: float | None = None  # stop (and checkpoint) after this long; running again resumes
     collections: list[str] = field(default_factory=list)  # empty: every collection in the corpus manifest
