@@ -73,7 +73,10 @@ def measure_bytes(data: bytes) -> dict[str, object]:
             "midi_no_pitched_notes",
             "the file holds only drum parts, so it has no key; the catalog needs pitched parts.",
         )
-    features = measure(pm)
+    try:
+        features = measure(pm)
+    except ValueError as exc:  # e.g. every pitched note has zero length, so there is no key to find
+        raise _Refused("midi_no_pitched_notes", f"no key can be found ({exc}).") from None
     return {
         "duration_s": features.duration_s,
         "tempo_bpm": features.tempo_bpm,
