@@ -252,3 +252,10 @@ def test_duplicate_finder_across_many_chunks():
     )
     assert list(again[:1000]) == list(range(1000, 0, -1))  # each points at its first row
     assert again[1000] == 0
+
+
+def test_semicolon_separated_csv_is_read(ctx, tmp_path):
+    _catalog(ctx)
+    path = tmp_path / "excel.csv"
+    path.write_text("event_id;listener_id;track_id;ts;ms_played;kind\nx1;l1;t1;2026-01-01T00:00:00Z;5;play\n")
+    assert ingest_events(ctx, path).ingested == 1

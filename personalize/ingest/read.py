@@ -142,7 +142,7 @@ def _parquet_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> I
                 frame=frame,
                 row_numbers=np.arange(next_row, next_row + n, dtype=np.int64),
                 bad_encoding=bad,
-                bytes_done=n,
+                bytes_done=next_row - 1 + n,  # rows so far: the progress bar counts rows for Parquet
             )
             next_row += n
     except IngestFileError:
@@ -173,6 +173,16 @@ def _ends_with_newline(path: Path) -> bool:
         return fh.read(1) in (b"\n", b"\r")
 
 
+def _delimiter(sample: str, required: tuple[str, ...], default: str) -> str:
+    """The separator whose header holds the required columns (spreadsheets in some locales write ';')."""
+    first_line = sample.splitlines()[0] if sample else ""
+    for candidate in (default, ",", ";", "\t", "|"):
+        header = next(csv.reader([first_line], delimiter=candidate), [])
+        if set(required) <= {h.strip().lower() for h in header}:
+            return candidate
+    return default
+
+
 def _csv_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
     may_be_truncated = not _ends_with_newline(path)
     binary = path.open("rb")
@@ -180,12 +190,7 @@ def _csv_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Itera
     text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
     try:
         sample = text.read(64 * 1024)
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        if path.suffix.lower() not in (".csv", ".tsv"):
-            try:
-                delimiter = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t|").delimiter
-            except csv.Error:
-                delimiter = ","
+        delimiter = _delimiter(sample, required, "\t" if path.suffix.lower() == ".tsv" else ",")
         text.seek(0)
         reader = csv.reader(text, delimiter=delimiter)
         try:
