@@ -12,7 +12,7 @@ import pandas as pd
 from personalize.context import Context
 from personalize.ingest.events import ID_MAX_CHARS
 from personalize.ingest.midi import MidiMeasurer, find_midi_files, midi_track_id
-from personalize.ingest.read import Chunk, Quarantine, check_columns, raw_json, read_chunks
+from personalize.ingest.read import Chunk, Quarantine, check_columns, frame_chunks, raw_json, read_chunks
 from personalize.ingest.report import IngestFileError, IngestReport
 from personalize.ingest.store import insert_tracks, write_quarantine
 from personalize.ingest.validate import first_reason, number_column, text_column
@@ -231,12 +231,10 @@ def ingest_catalog(ctx: Context, path: Path, *, source: str | None = None) -> In
 
 def ingest_catalog_frame(ctx: Context, frame: pd.DataFrame, *, source: str) -> IngestReport:
     """Ingest catalog rows held in a DataFrame, validated exactly like a file."""
-    from personalize.ingest.events import _frame_chunks
-
     started = time.perf_counter()
     check_columns(Path(source), [str(c).strip().lower() for c in frame.columns], CATALOG_COLUMNS)
     job = CatalogIngest(ctx, source)
-    for chunk in _frame_chunks(frame, 1, ctx.settings.ingest_chunk_rows):
+    for chunk in frame_chunks(frame, 1, ctx.settings.ingest_chunk_rows):
         job.add(chunk)
     job.report.elapsed_s = time.perf_counter() - started
     return job.report

@@ -4,7 +4,7 @@ good rows in bulk and quarantine every bad row with its reason, row number and r
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from personalize.ingest.read import (
     check_columns,
     check_readable,
     count_rows,
+    frame_chunks,
     raw_json,
     read_chunks,
 )
@@ -265,22 +266,6 @@ class EventIngest:
         return self.report
 
 
-def _frame_chunks(frame: pd.DataFrame, first_row_number: int, chunk_rows: int) -> Iterator[Chunk]:
-    frame = frame.rename(columns=lambda c: str(c).strip().lower()).reset_index(drop=True)
-    for start in range(0, max(len(frame), 1), chunk_rows):
-        part = frame.iloc[start : start + chunk_rows]
-        if part.empty:
-            return
-        yield Chunk(
-            frame=part.reset_index(drop=True),
-            row_numbers=np.arange(
-                first_row_number + start, first_row_number + start + len(part), dtype=np.int64
-            ),
-            bad_encoding=np.zeros(len(part), dtype=bool),
-            bytes_done=len(part),
-        )
-
-
 def _run(
     ctx: Context, source: str, chunks: Iterable[Chunk], total: int | None, progress: bool
 ) -> IngestReport:
@@ -331,5 +316,5 @@ def ingest_events_frame(
     from and, with the row number, keys the quarantine: give each batch its own source (e.g. ``api:<id>``)."""
     columns = [str(c).strip().lower() for c in frame.columns]
     check_columns(Path(source), columns, EVENT_COLUMNS)
-    chunks = _frame_chunks(frame, first_row_number, ctx.settings.ingest_chunk_rows)
+    chunks = frame_chunks(frame, first_row_number, ctx.settings.ingest_chunk_rows)
     return _run(ctx, source, chunks, None, False)

@@ -279,3 +279,20 @@ def _csv_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Itera
             yield pending
     finally:
         text.close()
+
+
+def frame_chunks(frame: pd.DataFrame, first_row_number: int, chunk_rows: int) -> Iterator[Chunk]:
+    """Chunks of an in-memory frame, numbered from ``first_row_number`` (column names normalized)."""
+    frame = frame.rename(columns=lambda c: str(c).strip().lower()).reset_index(drop=True)
+    for start in range(0, max(len(frame), 1), chunk_rows):
+        part = frame.iloc[start : start + chunk_rows]
+        if part.empty:
+            return
+        yield Chunk(
+            frame=part.reset_index(drop=True),
+            row_numbers=np.arange(
+                first_row_number + start, first_row_number + start + len(part), dtype=np.int64
+            ),
+            bad_encoding=np.zeros(len(part), dtype=bool),
+            bytes_done=len(part),
+        )
