@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import fsspec
 
 CHUNK_BYTES = 64 * 1024
+INLINE_MAX_BYTES = 1024 * 1024  # a local read this small is faster inline than through a worker thread
 
 # Ogg Vorbis and Ogg Opus files are both audio/ogg (RFC 5334, RFC 7845); the codecs parameter tells them apart.
 _MEDIA_TYPES = {
@@ -72,20 +73,33 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
-def file_size(uri: str) -> int:
-    fs, path = fsspec.core.url_to_fs(uri)
-    return int(fs.size(path))
+class AudioObject:
+    """One stored audio file, its filesystem resolved once per request (local folder or any fsspec URL)."""
 
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.fs, self.path = fsspec.core.url_to_fs(uri)
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.local = protocol in ("file", "local")
 
-def read_chunks(uri: str, first: int, last: int) -> Iterator[bytes]:
-    """Bytes ``first..last`` (inclusive) of the object at ``uri``, in chunks, without loading it whole."""
-    fs, path = fsspec.core.url_to_fs(uri)
-    remaining = last - first + 1
-    with fs.open(path, "rb") as fh:
-        fh.seek(first)
-        while remaining > 0:
-            chunk = fh.read(min(CHUNK_BYTES, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            yield chunk
+    def size(self) -> int:
+        """Size in bytes; raises FileNotFoundError when the object is gone."""
+        return int(self.fs.size(self.path))
+
+    def read(self, first: int, last: int) -> bytes:
+        """Bytes ``first..last`` (inclusive) in one read."""
+        with self.fs.open(self.path, "rb") as fh:
+            fh.seek(first)
+            return fh.read(last - first + 1)
+
+    def chunks(self, first: int, last: int) -> Iterator[bytes]:
+        """Bytes ``first..last`` (inclusive) in chunks, without loading them whole."""
+        remaining = last - first + 1
+        with self.fs.open(self.path, "rb") as fh:
+            fh.seek(first)
+            while remaining > 0:
+                chunk = fh.read(min(CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk

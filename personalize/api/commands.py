@@ -19,23 +19,23 @@ def serve(
     log_level: str = typer.Option("warning", help="uvicorn log level: debug, info, warning, error."),
 ) -> None:
     """Run the app backend API (OpenAPI docs at /docs) on PERSONALIZE_DATABASE_URL and storage."""
-    import uvicorn
+    import os
+    import sys
 
     from personalize.api.signing import load_signing_secret
     from personalize.config import get_settings
 
     load_signing_secret(get_settings())  # create it once here, before the workers race to
     console.print(f"[green]serving[/] http://{host}:{port}  (docs: /docs, workers: {workers})")
-    uvicorn.run(
-        "personalize.api.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,
-        proxy_headers=True,
-    )
+    # Exec uvicorn's own entry point rather than calling uvicorn.run from here: each worker is a spawned
+    # process that re-imports the parent's main module, and this CLI module pulls in every stage's
+    # commands, which would slow worker start past uvicorn's health check under load.
+    args = [
+        sys.executable, "-m", "uvicorn", "personalize.api.app:create_app_from_env", "--factory",
+        "--host", host, "--port", str(port), "--workers", str(workers), "--log-level", log_level,
+        "--no-access-log", "--proxy-headers", "--timeout-worker-healthcheck", "30",
+    ]  # fmt: skip
+    os.execv(sys.executable, args)
 
 
 @apikey_app.command("create")

@@ -14,9 +14,9 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select, update
 
+from personalize.api.queries import KEY_BY_PREFIX
 from personalize.context import Context
 from personalize.db.models import ApiKey
 
@@ -83,23 +83,20 @@ def list_keys(ctx: Context) -> list[KeyInfo]:
         return [_info(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.id))]
 
 
-def verify_key(session: Session, presented: str | None) -> KeyInfo | None:
+def verify_key(conn: Connection, presented: str | None) -> KeyInfo | None:
     """The key's info when ``presented`` is a live (unrevoked) key, else None. Constant-time hash compare."""
     if not presented:
         return None
     m = KEY_RE.match(presented)
     if not m:
         return None
-    row = session.execute(
-        select(ApiKey.name, ApiKey.prefix, ApiKey.key_hash, ApiKey.created_at, ApiKey.revoked_at).where(
-            ApiKey.prefix == m.group(1)
-        )
-    ).one_or_none()
+    rows = KEY_BY_PREFIX.execute(conn, prefix=m.group(1))
+    row = rows[0] if rows else None
     if row is None or row.revoked_at is not None:
         return None
     if not hmac.compare_digest(row.key_hash, hash_key(presented)):
         return None
-    return KeyInfo(name=row.name, prefix=row.prefix, created_at=row.created_at, revoked_at=None)
+    return KeyInfo(name=row.name, prefix=row.prefix, created_at=None, revoked_at=None)
 
 
 def _info(row: ApiKey) -> KeyInfo:

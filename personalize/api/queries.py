@@ -1,15 +1,52 @@
-"""Database reads the API needs, as SQLAlchemy Core statements on one connection (lean on the hot path)."""
+"""Database reads the API needs, as SQLAlchemy Core statements on one connection. The two statements on
+every request's path (key lookup, playlist page) are compiled once per dialect and run as driver SQL."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, select
+from sqlalchemy import Connection, Date, Integer, Row, and_, bindparam, func, select
+from sqlalchemy.sql import Select
 
-from personalize.db.models import Listener, Playlist, PlaylistItem, QuarantinedRow, Track
+from personalize.db.models import ApiKey, Listener, Playlist, PlaylistItem, QuarantinedRow, Track
 
 PUBLISHED = "published"
+
+
+class Prepared:
+    """A statement compiled once per dialect and executed as the driver's own SQL.
+
+    SQLAlchemy's per-execution work (cache key, compiled-cache lookup, result processors) costs more than
+    the indexed lookups themselves; for the few statements on the hot path it is skipped. Values come
+    back as the driver gives them (SQLite: dates and datetimes as ISO text).
+    """
+
+    def __init__(self, stmt: Select[Any]) -> None:
+        self.stmt = stmt
+        self._by_dialect: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def execute(self, conn: Connection, **params: Any) -> list[tuple[Any, ...]]:
+        dialect = conn.dialect
+        entry = self._by_dialect.get(dialect.name)
+        if entry is None:
+            compiled = self.stmt.compile(dialect=dialect)
+            order = tuple(compiled.positiontup) if compiled.positiontup else None
+            entry = (str(compiled), order, dict(compiled.params))
+            self._by_dialect[dialect.name] = entry
+        sql, order, defaults = entry
+        values = {**defaults, **params}
+        if dialect.name == "sqlite":  # SQLite keeps dates as ISO text (SQLAlchemy's own format)
+            values = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in values.items()}
+        args: Any = tuple(values[name] for name in order) if order is not None else values
+        return list(conn.exec_driver_sql(sql, args))
+
+
+KEY_BY_PREFIX = Prepared(
+    select(ApiKey.name, ApiKey.prefix, ApiKey.key_hash, ApiKey.revoked_at).where(
+        ApiKey.prefix == bindparam("prefix")
+    )
+)
 
 _ITEM_COLUMNS = (
     PlaylistItem.position,
@@ -27,6 +64,40 @@ _ITEM_COLUMNS = (
 )
 
 
+def _playlist_page(on_date: bool) -> Prepared:
+    head = select(Playlist.id).where(
+        Playlist.listener_id == bindparam("listener_id"), Playlist.status == PUBLISHED
+    )
+    if on_date:
+        head = head.where(Playlist.run_date == bindparam("run_date", type_=Date))
+    newest = head.order_by(Playlist.run_date.desc()).limit(1).scalar_subquery()
+    return Prepared(
+        select(Playlist.run_date, Playlist.published_at, *_ITEM_COLUMNS)
+        .select_from(Playlist)
+        .join(PlaylistItem, PlaylistItem.playlist_id == Playlist.id)
+        .join(Track, Track.track_id == PlaylistItem.track_id)
+        .where(Playlist.id == newest, PlaylistItem.position > bindparam("after", type_=Integer))
+        .order_by(PlaylistItem.position)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+_PAGE_LATEST = _playlist_page(on_date=False)
+_PAGE_ON_DATE = _playlist_page(on_date=True)
+
+
+def playlist_page(
+    conn: Connection, listener_id: str, run_date: dt.date | None, after_position: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """Items after ``after_position`` of the listener's newest published playlist (or the one of
+    ``run_date``), each row: run_date, published_at, then the item columns; one round trip."""
+    if run_date is None:
+        return _PAGE_LATEST.execute(conn, listener_id=listener_id, after=after_position, limit=limit)
+    return _PAGE_ON_DATE.execute(
+        conn, listener_id=listener_id, run_date=run_date, after=after_position, limit=limit
+    )
+
+
 def listener_exists(conn: Connection, listener_id: str) -> bool:
     return conn.scalar(select(Listener.listener_id).where(Listener.listener_id == listener_id)) is not None
 
@@ -41,19 +112,14 @@ def published_playlist(conn: Connection, listener_id: str, run_date: dt.date | N
     return conn.execute(stmt.order_by(Playlist.run_date.desc()).limit(1)).one_or_none()
 
 
-def playlist_items(conn: Connection, playlist_id: int, after_position: int, limit: int) -> list[Row[Any]]:
+def playlist_size_on(conn: Connection, listener_id: str, run_date: dt.date) -> int:
     stmt = (
-        select(*_ITEM_COLUMNS)
-        .join(Track, Track.track_id == PlaylistItem.track_id)
-        .where(PlaylistItem.playlist_id == playlist_id, PlaylistItem.position > after_position)
-        .order_by(PlaylistItem.position)
-        .limit(limit)
+        select(func.count())
+        .select_from(PlaylistItem)
+        .join(Playlist, Playlist.id == PlaylistItem.playlist_id)
+        .where(Playlist.listener_id == listener_id, Playlist.run_date == run_date)
     )
-    return list(conn.execute(stmt))
-
-
-def playlist_size(conn: Connection, playlist_id: int) -> int:
-    return int(conn.scalar(select(func.count()).where(PlaylistItem.playlist_id == playlist_id)) or 0)
+    return int(conn.scalar(stmt) or 0)
 
 
 def published_history(
@@ -79,11 +145,16 @@ def track(conn: Connection, track_id: str) -> Row[Any] | None:
     return conn.execute(select(Track.__table__).where(Track.track_id == track_id)).one_or_none()
 
 
-def track_audio(conn: Connection, track_id: str) -> Row[Any] | None:
-    stmt = select(Track.audio_uri, Track.audio_sha256, Track.audio_bytes, Track.audio_codec).where(
-        Track.track_id == track_id
+_TRACK_AUDIO = Prepared(
+    select(Track.audio_uri, Track.audio_sha256, Track.audio_bytes, Track.audio_codec).where(
+        Track.track_id == bindparam("track_id")
     )
-    return conn.execute(stmt).one_or_none()
+)
+
+
+def track_audio(conn: Connection, track_id: str) -> Any:
+    rows = _TRACK_AUDIO.execute(conn, track_id=track_id)
+    return rows[0] if rows else None
 
 
 def latest_item_for(conn: Connection, listener_id: str, track_id: str) -> Row[Any] | None:

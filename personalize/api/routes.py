@@ -1,8 +1,16 @@
-"""HTTP handlers: parse and check the request, call a service, shape the response. No logic of their own."""
+"""HTTP handlers: parse and check the request, call a service, shape the response. No logic of their own.
+
+The read handlers are ``async`` and run their short, indexed queries inline on the event loop: handing
+each request to a worker thread (FastAPI's way for plain ``def``) costs more than the query itself and,
+under load, GIL hand-offs between threads dominated the tail latency. Work that can take long (event
+ingest, large or remote audio reads) still runs in worker threads.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import secrets
 from typing import Annotated, Any
 
@@ -76,7 +84,7 @@ def _require_key(conn: Connection, presented: str | None) -> KeyInfo:
 
 
 @router.get("/healthz", response_model=HealthOut, tags=["ops"], responses=_errors(503))
-def healthz(request: Request) -> Response:
+async def healthz(request: Request) -> Response:
     """Liveness and database reachability; needs no key."""
     try:
         with _state(request).ctx.engine.connect() as conn:
@@ -94,7 +102,7 @@ def healthz(request: Request) -> Response:
     tags=["playlists"],
     responses=_errors(401, 404, 422),
 )
-def get_playlist(
+async def get_playlist(
     request: Request,
     listener_id: ListenerId,
     date: Annotated[dt.date | None, Query(description="Run date (YYYY-MM-DD); default: newest")] = None,
@@ -109,7 +117,7 @@ def get_playlist(
     with state.ctx.engine.connect() as conn:
         _require_key(conn, api_key)
         out = services.playlist(conn, state.urls(request), listener_id, date, limit, cursor)
-    return _json(out)
+    return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
 
 
 @router.get(
@@ -118,7 +126,7 @@ def get_playlist(
     tags=["playlists"],
     responses=_errors(401, 404, 422),
 )
-def get_playlist_history(
+async def get_playlist_history(
     request: Request,
     listener_id: ListenerId,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 30,
@@ -136,7 +144,7 @@ def get_playlist_history(
 @router.get(
     "/v1/tracks/{track_id}", response_model=TrackOut, tags=["tracks"], responses=_errors(401, 404, 422)
 )
-def get_track(
+async def get_track(
     request: Request,
     track_id: TrackId,
     listener_id: Annotated[
@@ -162,7 +170,7 @@ def get_track(
         **_errors(401, 403, 404, 416, 422),
     },
 )
-def get_audio(
+async def get_audio(
     request: Request,
     track_id: TrackId,
     listener: Annotated[
@@ -194,13 +202,14 @@ def get_audio(
     with state.ctx.engine.connect() as conn:
         row = services.audio_location(conn, track_id)
     uri = row.audio_uri
+    stored = audio.AudioObject(uri)
     try:
-        size = audio.file_size(uri)
+        size = stored.size()
     except FileNotFoundError:
         raise ApiError(
             404, "audio_missing", f"The audio file of track {track_id} is missing from storage."
         ) from None
-    etag = f'"{row.audio_sha256}"' if row.audio_sha256 else f'"{size:x}-{abs(hash(uri)):x}"'
+    etag = f'"{row.audio_sha256 or hashlib.sha256(f"{uri}|{size}".encode()).hexdigest()}"'
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
@@ -227,8 +236,12 @@ def get_audio(
         (first, last), status = span, 206
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     headers["Content-Length"] = str(last - first + 1)
+    if stored.local and last - first < audio.INLINE_MAX_BYTES:
+        body = stored.read(first, last)
+        return Response(body, status_code=status, headers=headers, media_type=media_type)
+    # Large or remote reads stream chunk by chunk from a worker thread, never blocking the event loop.
     return StreamingResponse(
-        audio.read_chunks(uri, first, last), status_code=status, headers=headers, media_type=media_type
+        stored.chunks(first, last), status_code=status, headers=headers, media_type=media_type
     )
 
 
@@ -254,7 +267,7 @@ def post_events(request: Request, body: EventsIn, api_key: str | None = Security
     tags=["player"],
     responses=_errors(401, 404, 422),
 )
-def create_player_link(
+async def create_player_link(
     request: Request, listener_id: ListenerId, api_key: str | None = Security(API_KEY_HEADER)
 ) -> Response:
     """A short-lived signed link to the web player for one listener (hand it to that listener only)."""
@@ -281,7 +294,7 @@ def create_player_link(
         **_errors(401, 403, 404, 422),
     },
 )
-def player_page(
+async def player_page(
     request: Request,
     listener_id: ListenerId,
     expires: Annotated[int | None, Query(ge=0, le=EXPIRES_MAX)] = None,

@@ -8,9 +8,9 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import Connection
 
 from personalize.api import queries
@@ -20,8 +20,6 @@ from personalize.api.schemas import (
     EventsOut,
     PlaylistContextOut,
     PlaylistHistoryOut,
-    PlaylistItemOut,
-    PlaylistOut,
     PlaylistSummaryOut,
     QuarantinedEventOut,
     TrackOut,
@@ -53,11 +51,16 @@ class Urls:
 
 
 def instruments(programs: str) -> list[str]:
+    """GM family names of a programs string, in order, without repeats (unparseable: none)."""
+    return list(_families(programs))
+
+
+@lru_cache(maxsize=4096)  # a night's tracks share a few hundred instrument sets
+def _families(programs: str) -> tuple[str, ...]:
     try:
-        families = [family_of(p) for p in parse_programs(programs)]
+        return tuple(dict.fromkeys(family_of(p) for p in parse_programs(programs)))
     except ValueError:
-        return []
-    return list(dict.fromkeys(families))  # keep order, drop repeats
+        return ()
 
 
 def _unknown_listener(listener_id: str) -> ApiError:
@@ -76,46 +79,70 @@ def playlist(
     run_date: dt.date | None,
     limit: int,
     cursor: str | None,
-) -> PlaylistOut:
-    """One page of the listener's latest published playlist (or the one of ``run_date``)."""
-    head = queries.published_playlist(conn, listener_id, run_date)
-    if head is None:
-        if not queries.listener_exists(conn, listener_id):
-            raise _unknown_listener(listener_id)
-        when = f"for {run_date.isoformat()}" if run_date else "yet"
-        raise ApiError(
-            404, "no_playlist", f"Listener {listener_id} has no published playlist {when}; try another date."
-        )
+) -> dict[str, Any]:
+    """One page of the listener's latest published playlist (or the one of ``run_date``), shaped as
+    :class:`PlaylistOut`. Built as plain data: this is the endpoint the app calls most."""
     after = int(cursor) if cursor else 0
-    rows = queries.playlist_items(conn, head.id, after, limit + 1)
+    rows = queries.playlist_page(conn, listener_id, run_date, after, limit + 1)
+    if rows:
+        day, published_at = _date_text(rows[0].run_date), _datetime_text(rows[0].published_at)
+    else:  # no such playlist, or a page past its end: the rare path may take extra queries
+        head = queries.published_playlist(conn, listener_id, run_date)
+        if head is None:
+            require_listener(conn, listener_id)
+            when = f"for {run_date.isoformat()}" if run_date else "yet"
+            raise ApiError(
+                404,
+                "no_playlist",
+                f"Listener {listener_id} has no published playlist {when}; try another date.",
+            )
+        day, published_at = _date_text(head.run_date), _datetime_text(head.published_at)
     has_more = len(rows) > limit
     rows = rows[:limit]
-    total = queries.playlist_size(conn, head.id) if (has_more or after) else len(rows)
+    total = (
+        queries.playlist_size_on(conn, listener_id, dt.date.fromisoformat(day))
+        if (has_more or after)
+        else len(rows)
+    )
     items = [
-        PlaylistItemOut(
-            position=r.position,
-            track_id=r.track_id,
-            title=r.title,
-            score=r.score,
-            reason=r.reason,
-            duration_s=r.duration_s,
-            tempo_bpm=r.tempo_bpm,
-            key=key_name(r.key_pc, r.mode),
-            meter=r.meter,
-            instruments=instruments(r.programs),
-            audio_url=urls.audio(listener_id, r.track_id) if r.audio_uri else None,
-        )
+        {
+            "position": r.position,
+            "track_id": r.track_id,
+            "title": r.title,
+            "score": r.score,
+            "reason": r.reason,
+            "duration_s": r.duration_s,
+            "tempo_bpm": r.tempo_bpm,
+            "key": key_name(r.key_pc, r.mode),
+            "meter": r.meter,
+            "instruments": instruments(r.programs),
+            "audio_url": urls.audio(listener_id, r.track_id) if r.audio_uri else None,
+        }
         for r in rows
     ]
-    return PlaylistOut(
-        listener_id=listener_id,
-        run_date=head.run_date,
-        published_at=head.published_at,
-        total_items=total,
-        items=items,
-        next_cursor=str(rows[-1].position) if has_more and rows else None,
-        audio_urls_expire_at=urls.audio_expires_at,
-    )
+    return {
+        "listener_id": listener_id,
+        "run_date": day,
+        "published_at": published_at,
+        "total_items": total,
+        "items": items,
+        "next_cursor": str(rows[-1].position) if has_more and rows else None,
+        "audio_urls_expire_at": urls.audio_expires_at.isoformat(),
+    }
+
+
+def _date_text(value: dt.date | str) -> str:
+    return value if isinstance(value, str) else value.isoformat()
+
+
+def _datetime_text(value: dt.datetime | str | None) -> str | None:
+    """ISO 8601 with an offset, whether the driver gave a datetime or SQLite's text."""
+    if value is None:
+        return None
+    parsed = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    if parsed.tzinfo is None:  # SQLite drops the offset; the product stores UTC
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.isoformat()
 
 
 def playlist_history(
@@ -205,6 +232,8 @@ def batch_source(key_prefix: str, events: list[dict[str, Any]]) -> str:
 
 def ingest_events(ctx: Context, key_prefix: str, events: list[dict[str, Any]]) -> EventsOut:
     """Store a batch of app events through the ingest stage's own checks; report what was quarantined."""
+    import pandas as pd
+
     from personalize.ingest import ingest_events_frame
 
     source = batch_source(key_prefix, events)

@@ -1,0 +1,213 @@
+"""HTTP throughput and tail latency of the app backend API under a real load generator (wrk) on loopback.
+
+Seeds a SQLite world (listeners, rendered tracks, published playlists), starts `personalize serve` with two
+workers, then drives it with wrk in interleaved rounds:
+
+* anchor   GET /healthz (no key, one trivial query): the ceiling of this stack on this machine
+* playlist GET /v1/listeners/{id}/playlist with an API key, listener chosen at random per request
+* audio    GET /v1/tracks/{id}/audio?<signed> with Range: bytes=0-65535 (a player's first chunk)
+
+and prints median requests/s, p50/p99 latency and each figure's ratio to the anchor's, with the goal
+(playlist >= 1,000 req/s and p99 <= 25 ms on 2 cores). Bounded: fixed duration per run, loopback only.
+
+    .venv/bin/python bench/bench_api.py            # 3 rounds x 8 s per endpoint, 2,000 listeners
+    .venv/bin/python bench/bench_api.py --quick    # 1 round x 3 s, 300 listeners
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from personalize.api.keys import create_key
+from personalize.api.sample_world import seed
+from personalize.context import make_context
+from personalize.db.session import upgrade
+
+console = Console()
+GOAL_RPS = 1000.0
+GOAL_P99_MS = 25.0
+
+PLAYLIST_LUA = """
+local n_listeners = {n}
+local key = "{key}"
+local counter = 0
+setup = function(thread) thread:set("seed", math.random(1, 1000000)) end
+init = function(args) math.randomseed(seed) end
+request = function()
+  local path = string.format("/v1/listeners/L%04d/playlist", math.random(0, n_listeners - 1))
+  return wrk.format("GET", path, {{["X-API-Key"] = key}})
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    """Requests/s, latency percentiles (ms) and error counts from `wrk --latency` output."""
+
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+    out: dict[str, float] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+        out[f"p{pct}_ms"] = ms(m.group(1), m.group(2)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    out["non_2xx"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    out["socket_errors"] = float(sum(int(g) for g in m.groups())) if m else 0.0
+    m = re.search(r"(\d+) requests in", text)
+    out["requests"] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def run_wrk(url: str, duration_s: int, connections: int, extra: list[str]) -> dict[str, float]:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "5s", *extra, url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, check=True)
+    return parse_wrk(done.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 round x 3 s per endpoint, 300 listeners")
+    parser.add_argument("--listeners", type=int, default=None)
+    parser.add_argument("--duration-s", type=int, default=None, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    n_listeners = args.listeners or (300 if args.quick else 2000)
+    duration_s = args.duration_s or (3 if args.quick else 8)
+    rounds = args.rounds or (1 if args.quick else 3)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: `apt-get install -y wrk` (it is in the Makefile's SYSTEM_PACKAGES).")
+
+    with tempfile.TemporaryDirectory(prefix="bench_api_") as tmp:
+        data_dir = Path(tmp) / "data"
+        db_url = f"sqlite:///{Path(tmp) / 'personalize.db'}"
+        upgrade(db_url)
+        ctx = make_context(data_dir=data_dir, database_url=db_url)
+        t0 = time.perf_counter()
+        seed(ctx, n_listeners=n_listeners, n_dates=3, playlist_size=5, audio_duration_s=30.0)
+        key = create_key(ctx, "bench").key
+        ctx.engine.dispose()
+        console.print(
+            f"seeded {n_listeners:,} listeners x 3 nights x 5 tracks in {time.perf_counter() - t0:.1f} s"
+        )
+
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "PERSONALIZE_DATA_DIR": str(data_dir), "PERSONALIZE_DATABASE_URL": db_url}
+        cli = Path(sys.executable).with_name("personalize")
+        server_log = Path(tmp) / "serve.log"
+        server = subprocess.Popen(
+            [str(cli), "serve", "--port", str(port), "--workers", str(args.workers)],
+            env=env,
+            stdout=server_log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    sys.exit(f"personalize serve did not start:\n{server_log.read_text()[-3000:]}")
+                time.sleep(0.2)
+            item = httpx.get(f"{base}/v1/listeners/L0000/playlist", headers={"X-API-Key": key}).json()[
+                "items"
+            ][0]
+            audio_url = item["audio_url"]
+            split = urlsplit(audio_url)
+            assert httpx.get(audio_url, headers={"Range": "bytes=0-65535"}).status_code == 206
+
+            lua = Path(tmp) / "playlist.lua"
+            lua.write_text(PLAYLIST_LUA.format(n=n_listeners, key=key))
+            scenarios = {
+                "anchor: GET /healthz": (f"{base}/healthz", []),
+                "GET playlist (API key)": (f"{base}/", ["-s", str(lua)]),
+                "GET audio, Range 64 KiB (signed)": (
+                    f"{base}{split.path}?{split.query}",
+                    ["-H", "Range: bytes=0-65535"],
+                ),
+            }
+            # Warm both workers (imports, connection pools, page cache) before measuring.
+            for url, extra in scenarios.values():
+                run_wrk(url, 1, args.connections, extra)
+            results: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
+            for r in range(rounds):
+                for name, (url, extra) in scenarios.items():
+                    results[name].append(run_wrk(url, duration_s, args.connections, extra))
+                console.print(f"round {r + 1}/{rounds} done")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    def median(name: str, field: str) -> float:
+        return statistics.median(run[field] for run in results[name])
+
+    anchor = "anchor: GET /healthz"
+    table = Table(
+        title=f"API on loopback: {args.workers} workers, wrk 1 thread x {args.connections} connections, "
+        f"median of {rounds} x {duration_s} s (cores: {os.cpu_count()})"
+    )
+    for col in ("endpoint", "req/s", "x anchor", "p50 ms", "p99 ms", "non-2xx", "socket errors"):
+        table.add_column(col, justify="left" if col == "endpoint" else "right")
+    figures = {}
+    for name in scenarios:
+        fig = {f: median(name, f) for f in ("rps", "p50_ms", "p90_ms", "p99_ms")}
+        fig["non_2xx"] = sum(run["non_2xx"] for run in results[name])
+        fig["socket_errors"] = sum(run["socket_errors"] for run in results[name])
+        fig["ratio_to_anchor"] = fig["rps"] / median(anchor, "rps")
+        figures[name] = fig
+        table.add_row(
+            name,
+            f"{fig['rps']:,.0f}",
+            f"{fig['ratio_to_anchor']:.2f}",
+            f"{fig['p50_ms']:.2f}",
+            f"{fig['p99_ms']:.2f}",
+            f"{fig['non_2xx']:.0f}",
+            f"{fig['socket_errors']:.0f}",
+        )
+    console.print(table)
+    load_1m = os.getloadavg()[0]
+    console.print(f"load average while measuring (1 min): {load_1m:.1f} on {os.cpu_count()} cores")
+    playlist = figures["GET playlist (API key)"]
+    ok = playlist["rps"] >= GOAL_RPS and playlist["p99_ms"] <= GOAL_P99_MS and playlist["non_2xx"] == 0
+    verdict = "[green]meets[/]" if ok else "[red]misses[/]"
+    console.print(
+        f"playlist fetch {playlist['rps']:,.0f} req/s, p99 {playlist['p99_ms']:.1f} ms: {verdict} the goal "
+        f"(>= {GOAL_RPS:,.0f} req/s, p99 <= {GOAL_P99_MS:.0f} ms)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"load_average_1m": load_1m, **figures}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
