@@ -104,7 +104,7 @@ def make_world(
     ts = pd.to_datetime(end) - pd.to_timedelta(age_s, unit="s")
     events = pd.DataFrame(
         {
-            "event_id": [f"{prefix}{run_date:%Y%m%d}e{event_seed or 0}_{i}" for i in range(len(t_idx))],
+            "event_id": [f"{prefix}{run_date:%Y%m%d}e{event_seed or 0}_{i:09d}" for i in range(len(t_idx))],
             "listener_id": np.asarray(listener_ids, dtype=object)[l_idx] if n_listeners else [],
             "track_id": tracks["track_id"].to_numpy()[t_idx],
             "ts": ts,
@@ -139,6 +139,8 @@ def write_world(ctx: Context, tracks: pd.DataFrame, events: pd.DataFrame, listen
             for start in range(0, len(ev), 1_000_000):
                 _copy(cur, "listening_events", ev.iloc[start : start + 1_000_000])
         else:
+            # A big page cache keeps the three event indexes' B-trees in memory while millions of rows land.
+            cur.execute("PRAGMA cache_size = -1000000")
             cols = list(tracks.columns)
             cur.executemany(
                 f"INSERT OR IGNORE INTO tracks ({', '.join(cols)}, created_at) "
