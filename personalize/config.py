@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     cluster_k_min: int = 2
     cluster_k_max: int = 12
     cluster_fit_sample: int = 20_000  # listeners used to choose k
-    cluster_silhouette_sample: int = 4_000
+    cluster_silhouette_sample: int = 2_500
     cluster_match_ratio: float = 0.5  # a match to yesterday's cluster must be closer than this x the
     # smallest distance between two of today's centroids, else the cluster gets a new id
     cluster_seed: int = 0
