@@ -81,6 +81,14 @@ def _flag(measured: dict[str, Any], *names: str) -> bool | None:
     return None
 
 
+def _quality(pm: Any, metrics: Any) -> dict[str, float] | None:
+    """The corpus-comparable quality metrics of a piece (None when it has no pitched notes to measure)."""
+    try:
+        return {k: round(float(v), 6) for k, v in metrics(pm).items()}
+    except ValueError:
+        return None
+
+
 def _midi_bytes(pm: Any) -> bytes:
     buf = io.BytesIO()
     pm.write(buf)
@@ -120,6 +128,7 @@ def _store_piece(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(tracks row, track_plans update) for one verified piece; the MIDI goes to storage."""
     from personalize.music.measure import measure
+    from personalize.music.metrics import quality_metrics
 
     pm = piece.midi
     data = _midi_bytes(pm)
@@ -150,7 +159,12 @@ def _store_piece(
         "cluster_id": int(plan.cluster_id),
         "model_version": version,
         "conditioning": dict(plan.controls) | {"seed": int(plan.seed), "slot": int(plan.slot)},
-        "measured": measured | {"features": features.to_dict(), "midi_sha256": stored.sha256},
+        "measured": measured
+        | {
+            "features": features.to_dict(),
+            "midi_sha256": stored.sha256,
+            "quality": _quality(pm, quality_metrics),
+        },
         "midi_uri": stored.uri,
     }
     plan_update = {

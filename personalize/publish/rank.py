@@ -99,8 +99,12 @@ def instrument_name(program: Program) -> str:
     p = int(program)
     if p in _SHORT_NAMES:
         return _SHORT_NAMES[p]
-    name = _PAREN.sub("", pretty_midi.program_to_instrument_name(p)).strip().lower()
-    return re.sub(r"\s+\d$", "", name)
+    full = pretty_midi.program_to_instrument_name(p)
+    name = re.sub(r"\s+\d$", "", _PAREN.sub("", full).strip().lower())
+    if name in ("lead", "pad", "fx"):  # synth patches: the bracketed word is what tells them apart
+        detail = re.search(r"\((.*?)\)", full)
+        name = f"{detail.group(1).lower()} {name}" if detail else f"synth {name}"
+    return name
 
 
 def _join_words(words: list[str]) -> str:

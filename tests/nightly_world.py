@@ -1,0 +1,94 @@
+"""A small demo world for the nightly-run tests: built once per test session with the simulator, loaded
+into each test database through ingest, with settings that keep a whole night to a few short tracks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+from sqlalchemy import func, select, text
+
+from personalize.context import Context, make_context
+from personalize.db.models import Playlist, PlaylistItem
+from personalize.db.session import upgrade
+
+WORLD_END = dt.date(2026, 11, 10)
+NIGHT_SETTINGS = {
+    "tracks_total": 6,
+    "tracks_per_cluster_min": 1,
+    "tracks_per_cluster_max": 2,
+    "track_bars": 2,
+    "playlist_size": 3,
+    "render_workers": 1,
+}
+
+
+def build_world_files(root: Path) -> Path:
+    """Simulator files (catalog, MIDI, events, truth) of a 90-listener world ending on WORLD_END."""
+    from personalize.simulate.world import WorldConfig, build_world
+
+    sim = root / "sim"
+    build_world(sim, WorldConfig(listeners=90, days=21, seed=11, catalog_size=40, end_date=WORLD_END))
+    return sim
+
+
+def world_context(url: str, data_dir: Path, sim_files: Path, **overrides: object) -> Context:
+    """A migrated database at ``url`` holding the world, and a Context with the small-night settings."""
+    from personalize.simulate.world import load_world
+
+    upgrade(url)
+    shutil.copytree(sim_files, data_dir / "sim", dirs_exist_ok=True)
+    ctx = make_context(data_dir=data_dir, database_url=url, **(NIGHT_SETTINGS | overrides))
+    load_world(ctx, data_dir / "sim")
+    return ctx
+
+
+def with_settings(ctx: Context, **changes: object) -> Context:
+    """The same database and storage with some settings changed (e.g. fault injection)."""
+    return Context(settings=ctx.settings.model_copy(update=changes), engine=ctx.engine)
+
+
+def table_counts(ctx: Context) -> dict[str, int]:
+    names = (
+        "tracks",
+        "track_plans",
+        "playlists",
+        "playlist_items",
+        "pipeline_runs",
+        "taste_profiles",
+        "clusters",
+    )
+    with ctx.engine.connect() as conn:
+        return {n: int(conn.execute(text(f"SELECT COUNT(*) FROM {n}")).scalar_one()) for n in names}
+
+
+def storage_files(ctx: Context) -> list[str]:
+    root = Path(ctx.settings.resolved_storage_url)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def playlists_of(ctx: Context, run_date: dt.date) -> dict[str, list[tuple[str, float, str]]]:
+    """Published playlists of a date: listener -> [(track, score, reason)] in order."""
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(Playlist.listener_id, PlaylistItem.track_id, PlaylistItem.score, PlaylistItem.reason)
+            .join(PlaylistItem, PlaylistItem.playlist_id == Playlist.id)
+            .where(Playlist.run_date == run_date, Playlist.status == "published")
+            .order_by(Playlist.listener_id, PlaylistItem.position)
+        ).all()
+    out: dict[str, list[tuple[str, float, str]]] = {}
+    for lid, tid, score, why in rows:
+        out.setdefault(lid, []).append((tid, round(score, 9), why))
+    return out
+
+
+def visible_playlist_dates(ctx: Context) -> dict[str, dt.date]:
+    """What the app shows each listener: the date of their latest published playlist."""
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(Playlist.listener_id, func.max(Playlist.run_date))
+            .where(Playlist.status == "published")
+            .group_by(Playlist.listener_id)
+        ).all()
+    return {lid: d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)) for lid, d in rows}

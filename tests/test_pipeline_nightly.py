@@ -1,0 +1,228 @@
+"""The nightly run end to end without Airflow, on SQLite and PostgreSQL: a small simulated world, the
+shipped generator, real FluidSynth. One world per engine (two nights) serves every test of the module:
+playlists as promised, rerun idempotency, a crash while publishing, the publish claim, the views."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+from nightly_world import (
+    WORLD_END,
+    build_world_files,
+    playlists_of,
+    storage_files,
+    table_counts,
+    visible_playlist_dates,
+    with_settings,
+    world_context,
+)
+from sqlalchemy import select, text
+
+from personalize import pipeline
+from personalize.db.models import PipelineRun, Playlist, TasteProfile, Track, TrackPlan
+from personalize.music.keys import key_name
+from personalize.publish.playlists import PublishCrash
+
+NIGHT_1 = WORLD_END
+NIGHT_2 = WORLD_END + dt.timedelta(days=1)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_world_files(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def night(request: pytest.FixtureRequest, world_files: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A world on one engine after the first night ran in-process."""
+    from conftest import PG_ADMIN_URL, REQUIRE_PG, _drop_pg_database, _fresh_pg_database, _pg_reachable
+
+    data_dir = tmp_path_factory.mktemp(f"night-{request.param}")
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{data_dir / 'personalize.db'}"
+    else:
+        problem = _pg_reachable()
+        if problem is not None:
+            if REQUIRE_PG:
+                pytest.fail(f"PostgreSQL required but unreachable at {PG_ADMIN_URL}: {problem}")
+            pytest.skip(f"no PostgreSQL server at {PG_ADMIN_URL}: {problem}")
+        name, url = _fresh_pg_database()
+    ctx = world_context(url, data_dir / "data", world_files)
+    results = pipeline.run(ctx, NIGHT_1)
+    yield ctx, results
+    ctx.engine.dispose()
+    if name:
+        _drop_pg_database(name)
+
+
+def test_first_night_gives_every_listener_a_fresh_varied_playlist_with_reasons(night):
+    ctx, results = night
+    assert [label.split(":")[0] for label in results][:3] == ["profile", "cluster", "plan"]
+    made = results["report"]
+    playlists = playlists_of(ctx, NIGHT_1)
+    with ctx.sessions() as s:
+        listeners = set(
+            s.execute(select(TasteProfile.listener_id).where(TasteProfile.run_date == NIGHT_1)).scalars()
+        )
+        fresh = {t.track_id: t for t in s.execute(select(Track).where(Track.run_date == NIGHT_1)).scalars()}
+    assert set(playlists) == listeners and made["playlists_published"] == len(listeners)
+    rendered = {tid for tid, t in fresh.items() if t.audio_uri}
+    assert rendered, "no generated track was rendered"
+    size = ctx.settings.playlist_size
+    for lid, items in playlists.items():
+        ids = [tid for tid, _, _ in items]
+        assert len(ids) == min(size, len(rendered)) and len(set(ids)) == len(ids), lid
+        assert set(ids) <= rendered  # only tonight's rendered tracks
+        assert all(0.0 < score <= 1.0 for _, score, _ in items)
+        assert items[0][1] == max(s for _, s, _ in items)  # best match first
+        for tid, _, why in items:
+            t = fresh[tid]
+            assert f"{round(t.tempo_bpm)} BPM" in why and key_name(t.key_pc, t.mode) in why, why
+    keys_per_playlist = [
+        len({(fresh[t].key_pc, fresh[t].mode) for t, _, _ in items}) for items in playlists.values()
+    ]
+    distinct_keys = len({(t.key_pc, t.mode) for t in fresh.values() if t.audio_uri})
+    if distinct_keys > 1:
+        assert sum(k > 1 for k in keys_per_playlist) > 0.8 * len(keys_per_playlist)  # not all in one key
+    with ctx.sessions() as s:
+        runs = {
+            r.stage: r
+            for r in s.execute(select(PipelineRun).where(PipelineRun.run_date == NIGHT_1)).scalars()
+        }
+    assert {"profile", "cluster", "plan", "publish", "report"} <= set(runs)
+    assert any(k.startswith("generate:c") for k in runs) and any(k.startswith("render:c") for k in runs)
+    assert all(r.status == "ok" and r.duration_s is not None and r.counts for r in runs.values())
+    page = Path(made["report"]).read_text()
+    for needle in ("Taste map", "Control fidelity", "Quality metrics vs corpus", "Stage timings", "<audio"):
+        assert needle in page, needle
+
+
+def test_rerun_of_a_night_changes_nothing(night):
+    ctx, _ = night
+    before = (playlists_of(ctx, NIGHT_1), table_counts(ctx), storage_files(ctx))
+    pipeline.run(ctx, NIGHT_1)
+    after = (playlists_of(ctx, NIGHT_1), table_counts(ctx), storage_files(ctx))
+    assert after[0] == before[0]
+    assert after[1] == before[1]
+    assert after[2] == before[2]
+
+
+def test_crash_while_publishing_keeps_yesterday_visible_and_the_retry_completes(night):
+    ctx, _ = night
+    pipeline.run(ctx, NIGHT_2, stages=("profile", "cluster", "plan", "generate", "render"))
+    crashing = with_settings(ctx, publish_crash_after=7)
+    with pytest.raises(PublishCrash):
+        pipeline.run_stage(crashing, "publish", NIGHT_2)
+    with ctx.sessions() as s:
+        statuses = list(s.execute(select(Playlist.status).where(Playlist.run_date == NIGHT_2)).scalars())
+        run = s.execute(
+            select(PipelineRun).where(PipelineRun.run_date == NIGHT_2, PipelineRun.stage == "publish")
+        ).scalar_one()
+    assert statuses and set(statuses) == {"building"} and len(statuses) <= 7
+    assert run.status == "failed" and "fault injection" in run.detail
+    assert set(visible_playlist_dates(ctx).values()) == {NIGHT_1}  # the app still shows last night's
+
+    pipeline.run_stage(ctx, "publish", NIGHT_2)
+    assert set(visible_playlist_dates(ctx).values()) == {NIGHT_2}
+    second = playlists_of(ctx, NIGHT_2)
+    first = playlists_of(ctx, NIGHT_1)
+    assert set(second) == set(first)
+    for lid, items in second.items():  # never a track the listener already received
+        assert not {t for t, _, _ in items} & {t for t, _, _ in first[lid]}
+    with ctx.sessions() as s:
+        assert set(s.execute(select(Playlist.status).where(Playlist.run_date == NIGHT_2)).scalars()) == {
+            "published"
+        }
+
+
+def test_two_runs_of_one_date_cannot_both_publish(night):
+    ctx, _ = night
+    with ctx.engine.begin() as conn:  # reopen the date's publishing so both runs have work to do
+        conn.execute(text("DELETE FROM playlists WHERE run_date = :d"), {"d": NIGHT_2})
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            pipeline.run_stage(ctx, "publish", NIGHT_2)
+            outcomes.append("published")
+        except pipeline.StageBusy:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    # Either one run is refused while the other publishes, or (if the first finished before the second
+    # tried) the second finds everything published and adds nothing: never two sets of playlists.
+    assert "published" in outcomes
+    with ctx.engine.connect() as conn:
+        n = conn.execute(
+            text("SELECT COUNT(*) FROM playlists WHERE run_date = :d"), {"d": NIGHT_2}
+        ).scalar_one()
+        listeners = conn.execute(
+            text("SELECT COUNT(*) FROM taste_profiles WHERE run_date = :d"), {"d": NIGHT_2}
+        ).scalar_one()
+    assert n == listeners
+    held = pipeline.claim_stage(ctx, NIGHT_2, "publish")  # a run in progress elsewhere
+    with pytest.raises(pipeline.StageBusy, match="already running"):
+        pipeline.run_stage(ctx, "publish", NIGHT_2)
+    assert held is not None
+
+
+def test_views_report_generation_fidelity_coverage_and_engagement(night):
+    ctx, _ = night
+    with ctx.engine.connect() as conn:
+        gen = (
+            conn.execute(text("SELECT * FROM v_generation_daily WHERE run_date = :d"), {"d": NIGHT_1})
+            .mappings()
+            .one()
+        )
+        plans = conn.execute(select(TrackPlan).where(TrackPlan.run_date == NIGHT_1)).all()
+        fid = (
+            conn.execute(text("SELECT * FROM v_fidelity_by_cluster WHERE run_date = :d"), {"d": NIGHT_1})
+            .mappings()
+            .all()
+        )
+        cov = (
+            conn.execute(text("SELECT * FROM v_playlist_coverage WHERE run_date = :d"), {"d": NIGHT_1})
+            .mappings()
+            .one()
+        )
+    assert gen["tracks_planned"] == len(plans)
+    assert gen["tracks_generated"] + gen["tracks_failed"] == len(plans)
+    assert gen["tracks_rendered"] >= 1 and gen["audio_minutes"] > 0
+    generated = [p for p in plans if p.status == "generated"]
+    assert sum(r["tracks"] for r in fid) == len(generated)
+    for r in fid:  # every published track passed verification, so the view shows full fidelity
+        assert r["key_accuracy"] == pytest.approx(1.0) and r["instruments_accuracy"] == pytest.approx(1.0)
+        assert r["tempo_mae_bpm"] < 2.0
+    assert cov["coverage"] == pytest.approx(1.0) and cov["mean_items"] == pytest.approx(
+        ctx.settings.playlist_size
+    )
+
+    from personalize.evaluate.playlists import evaluate, feed_back
+
+    result, plays = evaluate(ctx, NIGHT_1)
+    assert result["arms"]["playlists"]["listens"] == sum(len(v) for v in playlists_of(ctx, NIGHT_1).values())
+    assert result["arms"]["playlists"]["mean_fit"] > result["arms"]["random_cluster"]["mean_fit"]
+    fed = feed_back(ctx, NIGHT_1, plays)
+    assert fed >= len(plays) and feed_back(ctx, NIGHT_1, plays) == 0  # the same plays twice add nothing
+    with ctx.engine.connect() as conn:
+        eng = {
+            r["source"]: r
+            for r in conn.execute(
+                text("SELECT * FROM v_engagement_by_source WHERE day = :d"),
+                {"d": NIGHT_1 + dt.timedelta(days=1)},
+            ).mappings()
+        }
+    assert eng["generated"]["plays"] + eng["generated"]["skips"] == len(plays)
+    assert 0.0 <= eng["generated"]["mean_completion"] <= 1.0
