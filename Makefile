@@ -37,6 +37,8 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/personalize db upgrade
 	$(BIN)/personalize simulate --listeners 2000 --days 30 --seed 7
+	@# The night of the world's last day, run by real Airflow (`airflow dags test`, metadata DB in var/airflow).
+	$(BIN)/personalize run --airflow
 
 test: setup
 	$(BIN)/python -m pytest -q
