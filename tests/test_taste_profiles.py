@@ -189,3 +189,23 @@ def test_a_track_with_unreadable_programs_is_quarantined_and_the_run_goes_on(ctx
     features.run(ctx, RUN_DATE)  # a rerun keeps one quarantine row, not two
     with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(QuarantinedRow)) == 1
+
+
+def test_a_young_service_with_only_thin_or_cold_listeners_does_not_crash(ctx):
+    rows = [("a", "fast", 0.5, 200_000, "complete"), ("b", "slow", 0.5, 200_000, "complete")]
+    rows += [("c", "slow", 0.5, 1_000, "skip")]
+    write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["a", "b", "c", "d"])
+    summary = features.run(ctx, RUN_DATE)
+    assert (summary["n_profiled"], summary["n_thin"], summary["n_cold"]) == (0, 2, 2)
+    csum = cluster.run(ctx, RUN_DATE)
+    assert csum["fitted_on"] == "thin" and csum["k"] >= 1
+    prof = _profiles(ctx)
+    assert prof["a"].cluster_id != prof["b"].cluster_id or csum["k"] == 1
+    assert all(p.cluster_id is not None for p in prof.values())
+
+
+def test_no_engagement_at_all_gives_no_clusters_and_a_reason(ctx):
+    write_world(ctx, _catalog(SLOW, FAST), _events([("c", "slow", 0.5, 1_000, "skip")]), ["c"])
+    features.run(ctx, RUN_DATE)
+    csum = cluster.run(ctx, RUN_DATE)
+    assert csum["k"] == 0 and "no clusters tonight" in csum["detail"]

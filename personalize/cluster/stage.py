@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Text, cast, delete, func, insert, select, text
+from sqlalchemy import Text, cast, delete, func, insert, select, text, update
 
 from personalize.cluster.fit import CRITERION, fit_clusters
 from personalize.cluster.ids import match_ids
@@ -126,12 +126,40 @@ def run(ctx: Context, run_date: dt.date, progress: Callable[[str], None] | None 
     vec_rows = np.flatnonzero(has_vec.to_numpy())
     status = prof["status"].to_numpy()
     fit_mask = status[vec_rows] == "profiled"
+    fitted_on = "profiled"
+    if not fit_mask.any() and len(vectors):
+        # Nobody has a full history yet (a young service): thin listeners are all the evidence there is.
+        fit_mask[:] = True
+        fitted_on = "thin"
+        say(
+            f"no listener has {s.profile_min_events}+ events on {run_date}: fitting on {len(vectors)} thin ones"
+        )
     X = vectors[fit_mask]
     if len(X) == 0:
-        raise ValueError(
-            f"no listener on {run_date} has {s.profile_min_events}+ events in the last {s.profile_window_days} days: "
-            "nothing to fit clusters on (ingest more history or lower PERSONALIZE_PROFILE_MIN_EVENTS)"
+        detail = (
+            f"no listener on {run_date} has any positive engagement in the last {s.profile_window_days} days: "
+            "no clusters tonight (ingest listening history, then rerun profile and cluster)"
         )
+        say(detail)
+        with ctx.engine.begin() as conn:
+            conn.execute(delete(Cluster).where(Cluster.run_date == run_date))
+            conn.execute(delete(TasteRun).where(TasteRun.run_date == run_date))
+            conn.execute(
+                update(TasteProfile).where(TasteProfile.run_date == run_date).values(cluster_id=None)
+            )
+        return {
+            "stage": "cluster",
+            "run_date": run_date.isoformat(),
+            "k": 0,
+            "cluster_ids": [],
+            "sizes": {},
+            "n_new_clusters": 0,
+            "n_listeners": len(prof),
+            "n_profiled": 0,
+            "n_thin": 0,
+            "n_cold": int((status == "cold").sum()),
+            "detail": detail,
+        }
     t_load = time.perf_counter() - t0
     weights = np.asarray(FEATURE_WEIGHTS, dtype=float)
     fit = fit_clusters(
@@ -268,6 +296,7 @@ def run(ctx: Context, run_date: dt.date, progress: Callable[[str], None] | None 
         "n_thin": n_by["thin"],
         "n_cold": n_by["cold"],
         "n_cold_default_cluster": int(stable[largest]),
+        "fitted_on": fitted_on,
         "timings": {
             "load_s": round(t_load, 3),
             "fit_s": round(t_fit, 3),
