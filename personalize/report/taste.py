@@ -33,8 +33,10 @@ def _json(value: Any) -> Any:
 
 
 def _colors(ids: list[int]) -> dict[int, Any]:
-    cmap = plt.get_cmap("tab20")
-    return {cid: cmap(i % 20) for i, cid in enumerate(sorted(ids))}
+    # tab10's ten hues tell clusters apart better than tab20's light/dark pairs while there are few.
+    n = 10 if len(ids) <= 10 else 20
+    cmap = plt.get_cmap(f"tab{n}")
+    return {cid: cmap(i % n) for i, cid in enumerate(sorted(ids))}
 
 
 class _TasteData:
