@@ -120,3 +120,21 @@ def test_hungarian_matching_keeps_ids_and_only_far_centroids_are_new():
     tonight = np.array([[0.0, 9.8], [0.2, 0.1], [30.0, 30.0], [10.1, 0.0]])
     match = match_ids([7, 3, 5], previous, tonight, next_id=8, ratio=0.5)
     assert match.ids == [5, 7, 8, 3] and match.is_new == [False, False, True, False]
+
+
+def test_taste_plots_are_written_for_a_date(ctx, tmp_path):
+    world, tracks, events = make_world(120, 20, DAY1, n_segments=3, seed=4)
+    write_world(ctx, tracks, events, world.listener_ids)
+    _night(ctx, DAY1)
+    from personalize.report.taste import taste_map_png, write_taste_plots
+
+    paths = write_taste_plots(ctx, DAY1, tmp_path / "plots")
+    assert {p.name for p in paths} == {
+        "taste_map.png",
+        "cluster_tempo.png",
+        "cluster_keys.png",
+        "cluster_families.png",
+        "cluster_sizes.png",
+    }
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5_000 for p in paths)
+    assert taste_map_png(ctx, DAY1)[:4] == b"\x89PNG"
