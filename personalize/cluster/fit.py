@@ -23,13 +23,13 @@ def _apply_weights(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return X * weights
 
 
-def make_pipeline(k: int, weights: np.ndarray, seed: int, init: str | np.ndarray = "k-means++") -> Pipeline:
-    n_init = 1 if isinstance(init, np.ndarray) else 4
+def make_pipeline(k: int, weights: np.ndarray, seed: int, n_init: int = 4) -> Pipeline:
+    """Standardize, weight the features (``FEATURE_WEIGHTS``), k-means with ``n_init`` restarts."""
     return Pipeline(
         [
             ("scale", StandardScaler()),
             ("weight", FunctionTransformer(_apply_weights, kw_args={"weights": np.asarray(weights)})),
-            ("kmeans", KMeans(n_clusters=k, init=init, n_init=n_init, random_state=seed)),
+            ("kmeans", KMeans(n_clusters=k, n_init=n_init, random_state=seed)),
         ]
     )
 
@@ -85,7 +85,8 @@ def _fit_clusters(
         k_best = 1
     else:
         for k in range(max(2, k_lo), k_hi + 1):
-            pipe = make_pipeline(k, weights, seed)
+            # Two restarts suffice to rank the values of k; the final fit below gets four.
+            pipe = make_pipeline(k, weights, seed, n_init=2)
             labels = pipe.fit_predict(sample)
             if len(np.unique(labels)) < 2:
                 continue
