@@ -149,3 +149,16 @@ def test_synth_is_reset_between_tracks(settings):
     opening = second.samples[: int(0.9 * second.sample_rate_hz)]
     assert np.abs(opening).max() < 1e-4, "sound from the previous track leaked into the next one"
     assert abs(second.loudness_lufs - settings.target_lufs) <= 0.5
+
+
+def test_loudness_meter_matches_pyloudnorm():
+    """The fast BS.1770 meter used for normalizing gives pyloudnorm's number on music, silence and bursts."""
+    from personalize.render.loudness import measure_loudness
+
+    rng = np.random.default_rng(0)
+    burst = np.zeros((44_100 * 6, 2), dtype=np.float32)
+    burst[44_100 : 44_100 * 2] = rng.standard_normal((44_100, 2)) * 0.3
+    music = render_midi(demo_piece(8, seed=6), get_settings()).samples
+    for signal, rate in ((music, 44_100), (burst, 44_100), (burst[:48_000] * 1e-3, 48_000)):
+        expected = pyloudnorm.Meter(rate).integrated_loudness(signal.astype(np.float64))
+        assert measure_loudness(signal, rate)[0] == pytest.approx(expected, abs=1e-6)

@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,17 @@ def default_workers(settings: Settings) -> int:
 
 
 def render_batch(
-    items: list[RenderJob], settings: Settings, workers: int | None = None, progress: bool = True
+    items: list[RenderJob],
+    settings: Settings,
+    workers: int | None = None,
+    progress: bool = True,
+    on_outcome: Callable[[RenderOutcome], None] | None = None,
 ) -> list[RenderOutcome]:
-    """Render ``items`` on ``workers`` processes (default one per core); outcomes in the order of ``items``."""
+    """Render ``items`` on ``workers`` processes (default one per core); outcomes in the order of ``items``.
+
+    ``on_outcome`` is called in this process as each track finishes (in finishing order), so a caller can
+    store results as they come instead of holding the whole night's audio until the end.
+    """
     if not items:
         return []
     n_workers = max(1, min(workers or default_workers(settings), len(items)))
@@ -145,6 +154,8 @@ def render_batch(
         outcomes[index] = RenderOutcome(
             job.job_id, False, job.codec or settings.render_codec, reason=reason, detail=detail
         )
+        if on_outcome is not None:
+            on_outcome(outcomes[index])
 
     slots = [start_slot() for _ in range(n_workers)]
     bar = tqdm(total=len(items), desc="render", unit="track", disable=not progress, mininterval=1.0)
@@ -161,6 +172,8 @@ def render_batch(
                 if outcomes[index] is not None:  # already given up on (killed just after finishing)
                     continue
                 outcomes[index] = outcome
+                if on_outcome is not None:
+                    on_outcome(outcome)
                 for slot in slots:
                     if slot.index == index:
                         slot.index = None

@@ -19,7 +19,7 @@ import pretty_midi
 
 from personalize.config import Settings
 from personalize.render import loudness
-from personalize.render.errors import TIMEOUT, RenderRejected
+from personalize.render.errors import TIMEOUT, TOO_MANY_PARTS, RenderRejected
 from personalize.render.sanitize import Part, SanitizedMidi, load_midi, sanitize
 
 DRUM_CHANNEL = 9  # "channel 10" in GM's 1-based numbering
@@ -155,6 +155,12 @@ class SynthEngine:
         spare = iter(range(16, MIDI_CHANNELS))
         used: set[int] = set()
         channels: list[int] = []
+        if len(parts) > MIDI_CHANNELS:
+            raise RenderRejected(
+                TOO_MANY_PARTS,
+                f"{len(parts)} parts, more than the {MIDI_CHANNELS} channels the synthesizer has: "
+                "merge parts that share an instrument.",
+            )
         for part in parts:
             if part.is_drum and DRUM_CHANNEL not in used:
                 ch = DRUM_CHANNEL

@@ -11,6 +11,7 @@ TIMEOUT = "render_timeout"
 MIDI_MISSING = "midi_missing"
 WORKER_CRASHED = "worker_crashed"
 ENCODE_FAILED = "encode_failed"
+TOO_MANY_PARTS = "too_many_parts"
 
 
 class RenderRejected(Exception):

@@ -10,12 +10,12 @@ the small loss the limiter causes is made up, a few rounds at most.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pyloudnorm
-from numpy.lib.stride_tricks import sliding_window_view
-from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
-from scipy.signal import firwin
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
+from scipy.signal import firwin, sosfilt
 
 from personalize.render.errors import SILENT, TOO_SHORT, RenderRejected
 
@@ -26,6 +26,9 @@ LIMITER_MARGIN_DB = 0.3  # aim under the ceiling: the final check scales down wh
 MAX_ROUNDS = 6  # loudness measurements while searching the make-up gain
 MAX_MAKEUP_DB = 12.0  # deepest limiting allowed; past it a track stays quieter than the target
 ABSOLUTE_GATE_LUFS = -70.0
+BLOCK_S = 0.400  # BS.1770 gating block
+MERGE_GAP_BLOCKS = 256  # a numpy call costs about as much as oversampling ~4000 frames
+BLOCK_OVERLAP = 0.75
 
 
 @dataclass(frozen=True)
@@ -37,17 +40,60 @@ class LoudnessResult:
     limited_db: float  # deepest limiter gain reduction, 0 when the limiter never acted
 
 
+@lru_cache(maxsize=8)
+def _k_weighting(sample_rate_hz: int) -> np.ndarray:
+    """pyloudnorm's BS.1770 K-weighting (high shelf, then high pass) as second-order sections."""
+    meter = pyloudnorm.Meter(sample_rate_hz)
+    sections = []
+    for stage in meter._filters.values():
+        b, a = np.asarray(stage.b, dtype=np.float64), np.asarray(stage.a, dtype=np.float64)
+        sections.append(np.r_[stage.passband_gain * b / a[0], a / a[0]])
+    return np.asarray(sections)
+
+
 def measure_loudness(samples: np.ndarray, sample_rate_hz: int) -> tuple[float, np.ndarray]:
-    """BS.1770 gated integrated loudness in LUFS (``-inf`` for silence) and the 400 ms blocks' loudness."""
-    if len(samples) < int(0.4 * sample_rate_hz) + 1:
+    """BS.1770 gated integrated loudness in LUFS (``-inf`` for silence) and the 400 ms blocks' loudness.
+
+    The same filters, blocks and gates as ``pyloudnorm.Meter.integrated_loudness`` (a test holds the two
+    equal), computed in one ``sosfilt`` pass and running sums instead of a Python loop per block: the
+    measurement runs two or more times per track, and this makes it about five times cheaper.
+    """
+    rate = sample_rate_hz
+    if len(samples) < int(BLOCK_S * rate) + 1:
         raise RenderRejected(
             TOO_SHORT,
-            f"the render is {len(samples) / sample_rate_hz:.2f} s long, shorter than the 0.4 s a loudness "
+            f"the render is {len(samples) / rate:.2f} s long, shorter than the 0.4 s a loudness "
             "measurement needs: the piece is (nearly) empty; regenerate it.",
         )
-    meter = pyloudnorm.Meter(sample_rate_hz)
-    lufs = float(meter.integrated_loudness(samples.astype(np.float64, copy=False)))
-    return lufs, np.asarray(meter.blockwise_loudness, dtype=np.float64)
+    data = samples if samples.ndim == 2 else samples[:, None]
+    # channels as contiguous rows: filtering and running sums along a row are several times faster
+    weighted = sosfilt(_k_weighting(rate), np.ascontiguousarray(data.T), axis=-1)
+    np.square(weighted, out=weighted)
+    n = len(data)
+    duration_s = n / rate
+    step = 1.0 - BLOCK_OVERLAP
+    n_blocks = int(np.round((duration_s - BLOCK_S) / (BLOCK_S * step))) + 1
+    j = np.arange(n_blocks)
+    lower = np.minimum((BLOCK_S * (j * step) * rate).astype(np.int64), n)
+    upper = np.minimum((BLOCK_S * (j * step + 1) * rate).astype(np.int64), n)
+    # energy up to each block edge: sums between consecutive edges (one pass), then a short running sum
+    edges = np.unique(np.r_[lower, upper, n])
+    between = np.add.reduceat(weighted, edges[:-1], axis=-1) if len(edges) > 1 else weighted[:, :0]
+    energy = np.zeros((data.shape[1], len(edges)), dtype=np.float64)
+    np.cumsum(between, axis=-1, out=energy[:, 1:])
+    at_upper, at_lower = np.searchsorted(edges, upper), np.searchsorted(edges, lower)
+    z = ((energy[:, at_upper] - energy[:, at_lower]) / (BLOCK_S * rate)).T  # (blocks, channels) mean square
+    gains = np.array([1.0, 1.0, 1.0, 1.41, 1.41])[: data.shape[1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        blocks = -0.691 + 10.0 * np.log10(z @ gains)
+        above_absolute = blocks >= ABSOLUTE_GATE_LUFS
+        if not above_absolute.any():
+            return float("-inf"), blocks
+        relative_gate = -0.691 + 10.0 * np.log10(z[above_absolute].mean(axis=0) @ gains) - 10.0
+        gated = (blocks > relative_gate) & (blocks > ABSOLUTE_GATE_LUFS)
+        mean_square = np.nan_to_num(z[gated].mean(axis=0)) if gated.any() else np.zeros(data.shape[1])
+        lufs = -0.691 + 10.0 * np.log10(mean_square @ gains)
+    return float(lufs), blocks
 
 
 def integrated_loudness(samples: np.ndarray, sample_rate_hz: int) -> float:
@@ -90,8 +136,8 @@ def true_peak_envelope(samples: np.ndarray, floor: float = 0.0) -> np.ndarray:
     """Per-frame absolute true peak: the largest of both channels' 4 oversampled points from each frame on.
 
     Only frames whose neighbourhood peak times the interpolator's overshoot bound can reach ``floor`` are
-    interpolated; elsewhere the envelope is the plain sample peak, which is all a caller comparing against
-    ``floor`` needs. A few candidates are gathered one by one, many are done as whole-track correlations.
+    interpolated (run by run of 16-frame blocks); elsewhere the envelope is the plain sample peak, which
+    is all a caller comparing against ``floor`` needs.
     """
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 1:
@@ -100,26 +146,35 @@ def true_peak_envelope(samples: np.ndarray, floor: float = 0.0) -> np.ndarray:
     if len(level) == 0:
         return level
     width = 2 * HALF_WIDTH
-    # origin -1: the window of frame n is samples n-7 .. n+8, the ones its oversampled points read
-    near_peak = maximum_filter1d(level, size=width, origin=-1, mode="constant")
-    candidates = np.flatnonzero(near_peak * _OVERSHOOT_BOUND >= floor)
-    if len(candidates) == 0:
+    # The samples frame n's points read (n-7 .. n+8) lie in its 16-frame block or the two beside it, so
+    # the loudest of those three blocks bounds them: coarser than a sliding maximum, but far cheaper.
+    n_blocks = -(-len(level) // width)
+    blocks = np.zeros(n_blocks * width, dtype=level.dtype)
+    blocks[: len(level)] = level
+    block_peak = blocks.reshape(n_blocks, width).max(axis=1)
+    near = block_peak.copy()
+    np.maximum(near[1:], block_peak[:-1], out=near[1:])
+    np.maximum(near[:-1], block_peak[1:], out=near[:-1])
+    hot = near * _OVERSHOOT_BOUND >= floor
+    if not hot.any():
         return level
+    edges = np.flatnonzero(np.diff(np.r_[0, hot.astype(np.int8), 0]))
+    starts, ends = edges[::2], edges[1::2]
+    # join runs separated by a few cool blocks: fewer, longer correlations cost less than many short ones
+    keep = np.r_[True, starts[1:] - ends[:-1] > MERGE_GAP_BLOCKS]
+    group_starts = np.flatnonzero(keep)
+    starts, ends = starts[group_starts], ends[np.r_[group_starts[1:] - 1, len(ends) - 1]]
     envelope = level.copy()
     # phase 0 of the interpolator is the sample itself (its other taps sit on the sinc's zeros)
     phases = _PHASES[1:].astype(np.float32)
-    if len(candidates) > 0.2 * len(level):
-        for ch in range(samples.shape[1]):
-            shifted = np.pad(samples[:, ch], (HALF_WIDTH, HALF_WIDTH))[1:]
+    for ch in range(samples.shape[1]):
+        padded = np.pad(samples[:, ch], (HALF_WIDTH, HALF_WIDTH))
+        for start_block, end_block in zip(starts.tolist(), ends.tolist(), strict=True):
+            lo, hi = start_block * width, min(len(level), end_block * width)
+            segment = padded[lo + 1 : hi + width]  # the samples frames lo .. hi-1 read
+            out = envelope[lo:hi]
             for kernel in phases:
-                np.maximum(envelope, np.abs(np.correlate(shifted, kernel, "valid")), out=envelope)
-        return envelope
-    padded = np.pad(samples, ((HALF_WIDTH, HALF_WIDTH), (0, 0)))
-    windows = sliding_window_view(padded, width, axis=0)  # (frames + 1, channels, width), no copy
-    for lo in range(0, len(candidates), 65_536):  # bounded memory on long, loud tracks
-        idx = candidates[lo : lo + 65_536]
-        points = np.einsum("cqj,kj->ckq", windows[idx + 1], phases, optimize=True)
-        envelope[idx] = np.maximum(level[idx], np.abs(points).reshape(len(idx), -1).max(axis=1))
+                np.maximum(out, np.abs(np.correlate(segment, kernel, "valid")), out=out)
     return envelope
 
 

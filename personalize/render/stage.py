@@ -98,23 +98,27 @@ def run(
             )
         )
     by_id = {t.track_id: t for t in todo}
-    outcomes = render_batch(jobs, settings, workers=workers) if jobs else []
+    counts = {"rendered": 0, "audio_s": 0.0, "audio_bytes": 0}
 
-    rendered = 0
-    audio_s = 0.0
-    audio_bytes = 0
-    for outcome in outcomes:
+    def keep(outcome: RenderOutcome) -> None:
+        """Store each track as soon as it is done: a crash later in the night loses nothing finished."""
         track = by_id[outcome.job_id]
         if not outcome.ok:
-            rejected.append((track, outcome.reason or "render_failed", outcome.detail or ""))
-            continue
+            reason, detail = outcome.reason or "render_failed", outcome.detail or ""
+            rejected.append((track, reason, detail))
+            _quarantine(ctx, run_date, track, reason, detail)
+            return
         _store(ctx, track, outcome)
-        rendered += 1
-        audio_s += outcome.duration_s or 0.0
-        audio_bytes += len(outcome.data or b"")
-    for track, reason, detail in rejected:
-        _quarantine(ctx, run_date, track, reason, detail)
+        counts["rendered"] += 1
+        counts["audio_s"] += outcome.duration_s or 0.0
+        counts["audio_bytes"] += len(outcome.data or b"")
+        outcome.data = None  # stored: no need to hold the bytes until the batch ends
 
+    for track, reason, detail in rejected:  # MIDI that could not even be read
+        _quarantine(ctx, run_date, track, reason, detail)
+    if jobs:
+        render_batch(jobs, settings, workers=workers, on_outcome=keep)
+    rendered, audio_s, audio_bytes = counts["rendered"], counts["audio_s"], counts["audio_bytes"]
     reasons = Counter(reason for _, reason, _ in rejected)
     summary = {
         "run_date": run_date.isoformat(),
