@@ -4,6 +4,7 @@ every request's path (key lookup, playlist page) are compiled once per dialect a
 from __future__ import annotations
 
 import datetime as dt
+from collections import namedtuple
 from typing import Any
 
 from sqlalchemy import Connection, Date, Integer, Row, and_, bindparam, func, select
@@ -15,18 +16,19 @@ PUBLISHED = "published"
 
 
 class Prepared:
-    """A statement compiled once per dialect and executed as the driver's own SQL.
+    """A statement compiled once per dialect and run on the connection's DBAPI cursor.
 
-    SQLAlchemy's per-execution work (cache key, compiled-cache lookup, result processors) costs more than
-    the indexed lookups themselves; for the few statements on the hot path it is skipped. Values come
-    back as the driver gives them (SQLite: dates and datetimes as ISO text).
+    SQLAlchemy's per-execution work (cache key, compiled-cache lookup, result metadata) costs more than
+    the indexed lookups themselves; for the few statements on every request's path it is skipped. Rows
+    come back as named tuples of what the driver gives (SQLite: dates and datetimes as ISO text).
     """
 
     def __init__(self, stmt: Select[Any]) -> None:
         self.stmt = stmt
+        self.row_type = namedtuple("PreparedRow", [c.key for c in stmt.selected_columns])  # type: ignore[misc]
         self._by_dialect: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
 
-    def execute(self, conn: Connection, **params: Any) -> list[tuple[Any, ...]]:
+    def execute(self, conn: Connection, **params: Any) -> list[Any]:
         dialect = conn.dialect
         entry = self._by_dialect.get(dialect.name)
         if entry is None:
@@ -39,7 +41,13 @@ class Prepared:
         if dialect.name == "sqlite":  # SQLite keeps dates as ISO text (SQLAlchemy's own format)
             values = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in values.items()}
         args: Any = tuple(values[name] for name in order) if order is not None else values
-        return list(conn.exec_driver_sql(sql, args))
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, args)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        return [self.row_type._make(row) for row in rows]
 
 
 KEY_BY_PREFIX = Prepared(

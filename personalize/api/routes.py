@@ -24,7 +24,6 @@ from personalize.api import audio, services
 from personalize.api.errors import ApiError
 from personalize.api.keys import KeyInfo, verify_key
 from personalize.api.schemas import (
-    CURSOR_PATTERN,
     ID_PATTERN,
     PAGE_MAX,
     ErrorOut,
@@ -34,6 +33,7 @@ from personalize.api.schemas import (
     PlayerLinkOut,
     PlaylistHistoryOut,
     PlaylistOut,
+    PlaylistQuery,
     TrackOut,
 )
 from personalize.api.state import ApiState
@@ -105,18 +105,14 @@ async def healthz(request: Request) -> Response:
 async def get_playlist(
     request: Request,
     listener_id: ListenerId,
-    date: Annotated[dt.date | None, Query(description="Run date (YYYY-MM-DD); default: newest")] = None,
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX, description="Items per page")] = 50,
-    cursor: Annotated[
-        str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the page before")
-    ] = None,
+    page: Annotated[PlaylistQuery, Query()],
     api_key: str | None = Security(API_KEY_HEADER),
 ) -> Response:
     """The listener's newest published playlist (or the one of `date`), each track with a signed audio URL."""
     state = _state(request)
     with state.ctx.engine.connect() as conn:
         _require_key(conn, api_key)
-        out = services.playlist(conn, state.urls(request), listener_id, date, limit, cursor)
+        out = services.playlist(conn, state.urls(request), listener_id, page.date, page.limit, page.cursor)
     return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
 
 

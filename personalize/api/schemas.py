@@ -51,6 +51,16 @@ class PlaylistOut(BaseModel):
     audio_urls_expire_at: dt.datetime
 
 
+class PlaylistQuery(BaseModel):
+    """Query parameters of the playlist endpoint, validated together in one pass (it is the hottest path)."""
+
+    date: dt.date | None = Field(default=None, description="Run date (YYYY-MM-DD); default: newest")
+    limit: int = Field(default=50, ge=1, le=PAGE_MAX, description="Items per page")
+    cursor: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN, description="next_cursor of the page before"
+    )
+
+
 class PlaylistSummaryOut(BaseModel):
     run_date: dt.date
     published_at: dt.datetime | None
