@@ -8,6 +8,7 @@ events over 28 days) and grown from one size to the next; filling is timed apart
 
     .venv/bin/python bench/bench_taste.py            # 10k, 30k, 100k listeners on both engines
     .venv/bin/python bench/bench_taste.py --quick    # 10k and 30k only
+    .venv/bin/python bench/bench_taste.py --engines postgresql --sizes 10000,100000
 """
 
 from __future__ import annotations
@@ -130,8 +131,11 @@ def main() -> None:
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--events-per-listener", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=1, help="runs per size (median quoted)")
+    parser.add_argument("--sizes", help="listener counts, comma-separated; the first is the anchor")
     args = parser.parse_args()
     sizes = [10_000, 30_000] if args.quick else [10_000, 30_000, 100_000]
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_taste_") as tmp:
         for engine_name in args.engines.split(","):
