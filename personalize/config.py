@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     audio_url_ttl_s: int = Field(default=6 * 3600, description="How long a signed audio URL stays valid")
     player_url_ttl_s: int = Field(default=15 * 60, description="How long a signed web-player link stays valid")
     events_batch_max: int = Field(default=5000, description="Most events one POST /v1/events may carry")
+    request_body_max_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body the API reads")
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -217,11 +217,31 @@ def feed_back(ctx: Context, run_date: dt.date, plays: pd.DataFrame, seed: int = 
     return int(report.ingested)
 
 
-def _drift_point(ctx: Context, truth_all: Any, date: dt.date) -> dict[str, Any] | None:
-    truth = truth_all.at(date)
+def _drift_stats(
+    truth: pd.DataFrame, prof: pd.DataFrame, date: dt.date, source: str
+) -> dict[str, Any] | None:
+    """How far drifting listeners have moved from their first-day tempo, in the direction of their drift:
+    truly (the simulator) and according to their taste profile of ``date``."""
     drifting = truth[truth["drift_bpm_per_week"].abs() > 0]
-    if drifting.empty:
+    both = drifting.merge(prof, on="listener_id", suffixes=("_true", "_profile"))
+    if both.empty:
         return None
+    sign = np.sign(both["drift_bpm_per_week"].to_numpy(float))
+    start = both["tempo_bpm_start"].to_numpy(float)
+    true = both["tempo_bpm_true"].to_numpy(float)
+    profile = both["tempo_bpm_profile"].to_numpy(float)
+    return {
+        "date": date.isoformat(),
+        "source": source,
+        "listeners": len(both),
+        "true_drift_bpm": round(float(np.mean(sign * (true - start))), 2),
+        "profile_drift_bpm": round(float(np.mean(sign * (profile - start))), 2),
+        "profile_error_bpm": round(float(np.mean(np.abs(profile - true))), 2),
+        "start_error_bpm": round(float(np.mean(np.abs(start - true))), 2),
+    }
+
+
+def _drift_point(ctx: Context, truth_all: Any, date: dt.date) -> dict[str, Any] | None:
     with ctx.engine.connect() as conn:
         prof = pd.DataFrame(
             conn.execute(
@@ -231,20 +251,30 @@ def _drift_point(ctx: Context, truth_all: Any, date: dt.date) -> dict[str, Any] 
             ).all(),
             columns=["listener_id", "tempo_bpm"],
         )
-    both = drifting.merge(prof, on="listener_id", suffixes=("_true", "_profile"))
-    if both.empty:
-        return None
-    return {
-        "date": date.isoformat(),
-        "listeners": len(both),
-        "true_tempo_bpm": round(float(both["tempo_bpm_true"].mean()), 2),
-        "profile_tempo_bpm": round(float(both["tempo_bpm_profile"].mean()), 2),
-        "start_tempo_bpm": round(float(both["tempo_bpm_start"].mean()), 2),
-        "profile_error_bpm": round(
-            float((both["tempo_bpm_profile"] - both["tempo_bpm_true"]).abs().mean()), 2
-        ),
-        "start_error_bpm": round(float((both["tempo_bpm_start"] - both["tempo_bpm_true"]).abs().mean()), 2),
-    }
+    return _drift_stats(truth_all.at(date), prof, date, "night")
+
+
+def history_drift(ctx: Context, truth_all: Any, dates: list[dt.date]) -> list[dict[str, Any]]:
+    """Drift points for dates of the world's own history, from profiles computed in memory (nothing written),
+    so the figure shows how profiles followed drifting listeners before the evaluated nights too."""
+    from personalize.features.profiles import compute_profiles, load_pair_weights, load_tracks, window
+
+    tracks, _ = load_tracks(ctx)
+    points = []
+    for date in dates:
+        truth = truth_all.at(date)
+        ids = truth.loc[truth["drift_bpm_per_week"].abs() > 0, "listener_id"].tolist()
+        if not ids:
+            continue
+        rows, _ = compute_profiles(
+            load_pair_weights(ctx, *window(ctx, date)), tracks, ids, ctx.settings.profile_min_events
+        )
+        point = _drift_stats(
+            truth, pd.DataFrame(rows)[["listener_id", "tempo_bpm"]].dropna(), date, "history"
+        )
+        if point:
+            points.append(point)
+    return points
 
 
 def evaluate_nights(
@@ -258,7 +288,13 @@ def evaluate_nights(
 
     truth_all = load_truth(Path(ctx.settings.data_dir))
     per_night: list[dict[str, Any]] = []
-    drift: list[dict[str, Any]] = []
+    # Weekly points of the world's own history first, then one per evaluated night.
+    history_dates = []
+    day = truth_all.start_date + dt.timedelta(days=7)
+    while day < first_date:
+        history_dates.append(day)
+        day += dt.timedelta(days=7)
+    drift: list[dict[str, Any]] = history_drift(ctx, truth_all, history_dates)
     result: dict[str, Any] = {}
     for i in range(max(1, nights)):
         date = first_date + dt.timedelta(days=i)

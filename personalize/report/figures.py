@@ -149,20 +149,22 @@ def piano_roll(pm: Any, title: str) -> bytes:
     return png(fig)
 
 
-def drift(nights: list[dict[str, Any]]) -> bytes:
-    """Drifting listeners: their true preferred tempo vs what their profile says, night by night."""
+def drift(points: list[dict[str, Any]]) -> bytes:
+    """Drifting listeners: how far their preferred tempo has moved (in its drift direction) since the world's
+    first day, truly and according to their profiles, week by week of history and night by night."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3.4))
-    dates = [n["date"] for n in nights]
+    dates = [p["date"] for p in points]
     ax.plot(
-        dates, [n["true_tempo_bpm"] for n in nights], "o-", color="#4C78A8", label="true taste (simulator)"
+        dates, [p["true_drift_bpm"] for p in points], "o-", color="#4C78A8", label="true taste (simulator)"
     )
-    ax.plot(dates, [n["profile_tempo_bpm"] for n in nights], "s--", color="#F58518", label="taste profile")
-    ax.plot(
-        dates, [n["start_tempo_bpm"] for n in nights], ":", color="#999", label="taste on the first night"
-    )
-    ax.set_ylabel("mean preferred tempo (BPM)")
-    ax.set_title("Profiles follow drifting listeners (plays of published playlists fed back nightly)")
+    ax.plot(dates, [p["profile_drift_bpm"] for p in points], "s--", color="#F58518", label="taste profile")
+    ax.axhline(0.0, color="#999", lw=1, ls=":", label="a profile that never moves")
+    nights = [p["date"] for p in points if p.get("source") == "night"]
+    if nights:
+        ax.axvspan(nights[0], nights[-1], color="#eee", zorder=0, label="evaluated nights (plays fed back)")
+    ax.set_ylabel("tempo moved since day 1 (BPM)")
+    ax.set_title("Profiles follow drifting listeners")
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
     return png(fig)
