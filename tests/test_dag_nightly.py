@@ -1,6 +1,5 @@
-"""The Airflow DAG: it parses fast with the agreed shape (DagBag, in a fresh interpreter with its own
-AIRFLOW_HOME), and real Airflow runs it end to end (``airflow dags test``) on a small world, on SQLite and
-on PostgreSQL, publishing a playlist per listener."""
+"""The Airflow DAG parses fast with the agreed shape (DagBag, in a fresh interpreter with its own
+AIRFLOW_HOME). Real Airflow runs it end to end on both engines in ``test_pipeline_nightly.py``."""
 
 from __future__ import annotations
 
@@ -9,12 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
-from nightly_world import WORLD_END, build_world_files, playlists_of, world_context
-from sqlalchemy import select
-
-from personalize.db.models import PipelineRun, TasteProfile
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,58 +65,3 @@ def test_dag_parses_fast_with_the_agreed_shape(tmp_path: Path) -> None:
     assert info["pools"]["generate"] == info["pools"]["render"] == "personalize_heavy"
     assert info["mapped"] == ["generate", "render"]
     assert info["outlets"]["publish"] == ["personalize://playlists/published"]
-
-
-@pytest.fixture(scope="module")
-def world_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_world_files(tmp_path_factory.mktemp("dag-world"))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_airflow_runs_the_night_end_to_end(
-    engine: str, world_files: Path, tmp_path: Path, monkeypatch
-) -> None:
-    from conftest import PG_ADMIN_URL, REQUIRE_PG, _drop_pg_database, _fresh_pg_database, _pg_reachable
-
-    from personalize.pipeline_cli import run_with_airflow
-
-    name = None
-    if engine == "sqlite":
-        url = f"sqlite:///{tmp_path / 'personalize.db'}"
-    else:
-        problem = _pg_reachable()
-        if problem is not None:
-            if REQUIRE_PG:
-                pytest.fail(f"PostgreSQL required but unreachable at {PG_ADMIN_URL}: {problem}")
-            pytest.skip(f"no PostgreSQL server at {PG_ADMIN_URL}: {problem}")
-        name, url = _fresh_pg_database()
-    try:
-        ctx = world_context(url, tmp_path / "data", world_files)
-        # The tasks build their own Context from the environment: hand them the test world's settings.
-        for key, value in ctx.settings.model_dump(exclude_none=True).items():
-            if isinstance(value, str | int | float | Path) and not isinstance(value, bool):
-                monkeypatch.setenv(f"PERSONALIZE_{key.upper()}", str(value))
-        monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-        log = tmp_path / "airflow.log"
-        rc = run_with_airflow(ctx, WORLD_END, log)
-        assert rc == 0, log.read_text()[-4000:]
-        with ctx.sessions() as s:
-            runs = {
-                r.stage: r.status
-                for r in s.execute(select(PipelineRun).where(PipelineRun.run_date == WORLD_END)).scalars()
-            }
-            listeners = set(
-                s.execute(
-                    select(TasteProfile.listener_id).where(TasteProfile.run_date == WORLD_END)
-                ).scalars()
-            )
-        assert set(runs.values()) == {"ok"}
-        assert {"profile", "cluster", "plan", "publish", "report"} <= set(runs)
-        assert any(k.startswith("generate:c") for k in runs) and any(k.startswith("render:c") for k in runs)
-        assert set(playlists_of(ctx, WORLD_END)) == listeners
-        assert (tmp_path / "data" / "reports" / WORLD_END.isoformat() / "index.html").is_file()
-        ctx.engine.dispose()
-    finally:
-        if name:
-            _drop_pg_database(name)
