@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     playlist_size: int = 5
     track_bars: int = 16
     generate_max_attempts: int = 4  # tries per planned track before it is marked failed with the reason
-    generate_batch: int = 16  # control sets generated together in one batch
+    generate_batch: int = 64  # control sets generated together (a step of a batch costs about one of a single piece)
     playlist_diversity: float = 0.3  # MMR trade-off: 0 = closest tracks only, 1 = most varied
     playlist_history_days: int = 365  # tracks received within this many days are never offered again
     stage_lock_timeout_s: float = 3 * 3600.0  # a stage claim left "running" this long is taken over
