@@ -14,11 +14,13 @@ from personalize.db.models import Playlist, PlaylistItem
 from personalize.db.session import upgrade
 
 WORLD_END = dt.date(2026, 11, 10)
+# Four short tracks a night: only the largest clusters get some (minimum 0), so the other clusters'
+# listeners are served from their nearest clusters, and the second night also reaches back to the first.
 NIGHT_SETTINGS = {
-    "tracks_total": 6,
-    "tracks_per_cluster_min": 1,
+    "tracks_total": 4,
+    "tracks_per_cluster_min": 0,
     "tracks_per_cluster_max": 2,
-    "track_bars": 2,
+    "track_bars": 4,
     "playlist_size": 3,
     "render_workers": 1,
 }
