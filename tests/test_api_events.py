@@ -99,3 +99,15 @@ def test_batch_shape_errors(api):
     resp = client.post("/v1/events", json={"events": too_many})
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "batch_too_large"
     assert client.post("/v1/events", json={"events": []}).json()["received"] == 0
+
+
+def test_oversized_body_is_refused_before_it_is_read(ctx):
+    ctx.settings.request_body_max_bytes = 2_000
+    key = create_key(ctx, "test-backend").key
+    client = TestClient(create_app(ctx), headers={"X-API-Key": key})
+    events = [{"event_id": f"e{i}", "listener_id": "L0000", "track_id": "t", "ts": "2026-01-01T00:00:00Z",
+               "ms_played": 1, "kind": "play"} for i in range(40)]  # fmt: skip
+    resp = client.post("/v1/events", json={"events": events})
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "payload_too_large" and "2,000" in resp.json()["error"]["message"]
+    assert _count(ctx, QuarantinedRow) == 0 and _count(ctx, ListeningEvent) == 0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from fastapi import FastAPI
 
-from personalize.api.errors import install_error_handlers
+from personalize.api.errors import error_body, install_error_handlers
 from personalize.api.routes import router
 from personalize.api.state import ApiState
 from personalize.context import Context, make_context
@@ -21,7 +24,41 @@ def create_app(ctx: Context) -> FastAPI:
     app.state.api = ApiState(ctx)
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.request_body_max_bytes)
     return app
+
+
+class BodySizeLimit:
+    """Refuses a request whose declared body is larger than ``max_bytes`` before anything reads it."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                    body = json.dumps(
+                        error_body(
+                            "payload_too_large",
+                            f"The request body is {int(value):,} bytes; send at most {self.max_bytes:,} "
+                            "(split the events into several batches).",
+                        )
+                    ).encode()
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 413,
+                            "headers": [
+                                (b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
 
 
 def create_app_from_env() -> FastAPI:

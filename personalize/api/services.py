@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from personalize.api import queries
+from personalize.api.audio import media_type
 from personalize.api.errors import ApiError
 from personalize.api.schemas import (
     AudioInfoOut,
@@ -164,8 +165,6 @@ def playlist_history(
 
 
 def track_detail(conn: Connection, urls: Urls, track_id: str, listener_id: str | None) -> TrackOut:
-    from personalize.api.audio import media_type
-
     row = queries.track(conn, track_id)
     if row is None:
         raise ApiError(404, "unknown_track", f"Track {track_id} does not exist.")
