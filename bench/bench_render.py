@@ -12,6 +12,7 @@ repeats. Then the batch API on 1 and 2 worker processes, wall clock, encoding in
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import statistics
@@ -52,6 +53,8 @@ def main() -> int:
     cli = shutil.which("fluidsynth")
     sr = settings.sample_rate_hz
     print(f"soundfont {soundfont.name}, {sr} Hz, {n_pieces} pieces of ~{duration_s:g} s, {repeats} repeats")
+    # a shared machine: the load says how far wall-clock figures can be trusted (CPU-time ones hold better)
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     pieces = [
         demo_piece(duration_s, tempo_bpm=96 + 8 * i, programs=PROGRAM_SETS[i % len(PROGRAM_SETS)], seed=i)
@@ -137,6 +140,7 @@ def main() -> int:
         print(f"  >= the command line's speed   : {ours_cpu / cli_cpu:.2f}x the CLI (CPU)")
         print(f"  >= 2x pretty_midi             : {ours_cpu / pm_cpu:.2f}x pretty_midi (CPU)")
         print(f"  2 workers >= 1.8x one worker  : {one / two:.2f}x")
+        print(f"\nload average at end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 
