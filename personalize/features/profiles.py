@@ -150,7 +150,8 @@ END"""
 # Age in days of an event at the end of the run date, per dialect.
 _AGE_DAYS_SQL = {
     "sqlite": "(julianday({end}) - julianday(e.ts))",
-    "postgresql": "(EXTRACT(EPOCH FROM (CAST({end} AS TIMESTAMPTZ) - e.ts)) / 86400.0)",
+    # date_part returns a double; EXTRACT returns numeric, which made the whole query 2.5x slower.
+    "postgresql": "(({end_epoch!r} - date_part('epoch', e.ts)) / 86400.0)",
 }
 
 
@@ -160,6 +161,7 @@ def weights_sql(
     grouped: bool,
     full_scan: bool = False,
     track_rowid: bool = False,
+    end_epoch: float = 0.0,
 ) -> str:
     """SELECT of per-event weights in the window: ``(listener_id, track_id, weight)`` per event, or
     grouped per listener and track with ``n_events`` as a fourth column."""
@@ -174,7 +176,7 @@ def weights_sql(
         skip_penalty=float(s.profile_skip_penalty),
     )
     decay_per_day = -math.log(2.0) / float(s.profile_half_life_days)
-    age = _AGE_DAYS_SQL[ctx.dialect].format(end=param("end"))
+    age = _AGE_DAYS_SQL[ctx.dialect].format(end=param("end"), end_epoch=float(end_epoch))
     weighted = f"({weight}) * EXP({decay_per_day!r} * {age})"
     # SQLite: "+e.ts" keeps the planner off the ts index when the window holds most events, where a
     # sequential scan beats one index probe per row (9 s instead of 24 s for 1M events).
@@ -202,7 +204,11 @@ def load_pair_weights(ctx: Context, start: dt.datetime, end: dt.datetime) -> pd.
         if ctx.dialect == "postgresql":
             from psycopg import ClientCursor
 
-            sql = weights_sql(ctx, lambda name: f"%({name})s", grouped=True)
+            sql = weights_sql(ctx, lambda name: f"%({name})s", grouped=True, end_epoch=end.timestamp())
+            # Enough memory to hash-aggregate instead of sorting on disk, and no JIT (it took longer to
+            # compile than it saved): 8 s instead of 38 s for 1M events on a busy 2-core machine.
+            cur.execute("SET LOCAL work_mem = '256MB'")
+            cur.execute("SET LOCAL jit = off")
             # COPY cannot take parameters: render them with the driver's own quoting first.
             query = ClientCursor(raw.driver_connection).mogrify(sql, {"start": start, "end": end})
             buf = io.BytesIO()
