@@ -38,10 +38,23 @@ def _choice(rng: np.random.Generator, weights: dict[str, float]) -> str | None:
     return names[int(rng.choice(len(names), p=p))]
 
 
+# Width of the 10-90 % range of a normal distribution, in standard deviations.
+_P10_P90_SPAN = 2.5631
+
+
 def _lognormal(rng: np.random.Generator, spec: dict[str, Any], limits: tuple[float, float]) -> float:
-    """A draw around the members' geometric mean, at most two spreads away, inside ``limits``."""
+    """A draw around the members' geometric mean, at most two spreads away, inside ``limits``.
+
+    The spread is that of the members' own means (from their 10th and 90th percentiles): the variety of
+    tastes inside the cluster. Each listener's listening spread is wider (it includes whatever they were
+    exposed to), and drawing from it would write many tracks that suit nobody in the cluster.
+    """
     mean_log2 = float(spec.get("mean_log2", math.log2(spec.get("mean", 100.0))))
-    spread = min(float(spec.get("spread_log2") or 0.0), 0.5)
+    if spec.get("p10") and spec.get("p90"):
+        spread = (math.log2(float(spec["p90"])) - math.log2(float(spec["p10"]))) / _P10_P90_SPAN
+    else:
+        spread = float(spec.get("spread_log2") or 0.0)
+    spread = min(max(spread, 0.02), 0.25)  # some variety even in a tight cluster, never a different cluster
     z = float(np.clip(rng.normal(), -2.0, 2.0))
     return float(np.clip(2.0 ** (mean_log2 + z * spread), *limits))
 
