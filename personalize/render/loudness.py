@@ -24,6 +24,7 @@ LIMITER_LOOKAHEAD_S = 0.005
 LIMITER_HOLD_S = 0.050
 LIMITER_MARGIN_DB = 0.3  # aim under the ceiling: the final check scales down whatever still sticks out
 MAX_ROUNDS = 6  # loudness measurements while searching the make-up gain
+FIRST_MAKEUP_DB = 3.0  # make-up most limited tracks need; more widens the exact envelope
 MAX_MAKEUP_DB = 12.0  # deepest limiting allowed; past it a track stays quieter than the target
 ABSOLUTE_GATE_LUFS = -70.0
 BLOCK_S = 0.400  # BS.1770 gating block
@@ -246,13 +247,21 @@ def normalize(
     ceiling = 10 ** ((true_peak_max_dbtp - LIMITER_MARGIN_DB) / 20)
     # One envelope answers both "does anything cross the ceiling?" and "what is the true peak?": every
     # frame that could beat the ceiling or the loudest plain sample is oversampled.
+    # The envelope is exact wherever it can matter: at frames that could beat the loudest plain sample,
+    # or that the limiter would touch with up to FIRST_MAKEUP_DB of make-up gain.
     sample_peak = float(peak_level(base).max())
-    envelope = true_peak_envelope(base, floor=min(ceiling, sample_peak))
+    envelope = true_peak_envelope(base, floor=min(ceiling * 10 ** (-FIRST_MAKEUP_DB / 20), sample_peak))
     out, limited_db = base, 0.0
     peak = float(envelope.max())
     if peak > ceiling:
-        envelope = true_peak_envelope(base, floor=ceiling * 10 ** (-MAX_MAKEUP_DB / 20))
-        out, loudness, limited_db = _limit_to_target(base, envelope, ceiling, target_lufs, sample_rate_hz)
+        out, loudness, limited_db, short = _limit_to_target(
+            base, envelope, ceiling, target_lufs, sample_rate_hz, FIRST_MAKEUP_DB
+        )
+        if short:  # needs more make-up than the envelope was made exact for: widen it once
+            envelope = true_peak_envelope(base, floor=ceiling * 10 ** (-MAX_MAKEUP_DB / 20))
+            out, loudness, limited_db, _ = _limit_to_target(
+                base, envelope, ceiling, target_lufs, sample_rate_hz, MAX_MAKEUP_DB
+            )
         peak_db = true_peak_dbtp(out)
     else:
         peak_db = 20.0 * float(np.log10(peak)) if peak > 0 else float("-inf")
@@ -272,26 +281,36 @@ def normalize(
 
 
 def _limit_to_target(
-    base: np.ndarray, envelope: np.ndarray, ceiling: float, target_lufs: float, sample_rate_hz: int
-) -> tuple[np.ndarray, float, float]:
-    """Find the make-up gain that, after limiting, lands on the target (secant steps on loudness(makeup))."""
+    base: np.ndarray,
+    envelope: np.ndarray,
+    ceiling: float,
+    target_lufs: float,
+    sample_rate_hz: int,
+    max_makeup_db: float,
+) -> tuple[np.ndarray, float, float, bool]:
+    """Find the make-up gain that, after limiting, lands on the target (secant steps on loudness(makeup)).
+
+    Returns the limited audio, its loudness, the deepest gain reduction in dB, and whether the target
+    was missed because ``max_makeup_db`` was not enough.
+    """
     tried: list[tuple[float, float]] = []
     makeup_db = 0.0
-    best: tuple[np.ndarray, float, float] | None = None
+    best: tuple[np.ndarray, float, float, bool] | None = None
     for _ in range(MAX_ROUNDS):
         scale = 10 ** (makeup_db / 20)
         gain = limiter_gain(envelope * scale, ceiling, sample_rate_hz) * scale
         out = base * gain[:, None].astype(np.float32)
         loudness = integrated_loudness(out, sample_rate_hz)
         limited_db = float(-20 * np.log10(max(float(gain.min()) / scale, 1e-12)))
-        best = (out, loudness, limited_db)
-        tried.append((makeup_db, loudness))
         error = target_lufs - loudness
-        if abs(error) < 0.1 or (error > 0 and makeup_db >= MAX_MAKEUP_DB):
+        capped = error > 0.1 and makeup_db >= max_makeup_db
+        best = (out, loudness, limited_db, capped)
+        tried.append((makeup_db, loudness))
+        if abs(error) < 0.1 or capped:
             break
         slope = 1.0
         if len(tried) >= 2 and tried[-1][0] != tried[-2][0]:
             slope = (tried[-1][1] - tried[-2][1]) / (tried[-1][0] - tried[-2][0])
-        makeup_db = float(np.clip(makeup_db + error / np.clip(slope, 0.2, 1.0), 0.0, MAX_MAKEUP_DB))
+        makeup_db = float(np.clip(makeup_db + error / np.clip(slope, 0.2, 1.0), 0.0, max_makeup_db))
     assert best is not None
     return best
