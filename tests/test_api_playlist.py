@@ -34,6 +34,7 @@ def test_latest_published_playlist_with_signed_audio_urls(api):
     assert "piano" in first["instruments"]
     assert "/v1/tracks/" in first["audio_url"] and "sig=" in first["audio_url"]
     assert body["next_cursor"] is None and body["total_items"] == 5
+    assert body["published_at"] == f"{body['run_date']}T04:00:00+00:00"
 
 
 def test_playlist_of_a_given_date_and_missing_date(api):
@@ -71,6 +72,8 @@ def test_playlist_history_pages_newest_first(api):
     first = client.get("/v1/listeners/L0000/playlists", params={"limit": 1}).json()
     assert [p["run_date"] for p in first["playlists"]] == [max(world.run_dates).isoformat()]
     assert first["playlists"][0]["n_items"] == 5
+    published = dt.datetime.fromisoformat(first["playlists"][0]["published_at"])
+    assert published.utcoffset() == dt.timedelta(0)  # RFC 3339: always with an offset
     second = client.get(
         "/v1/listeners/L0000/playlists", params={"limit": 1, "cursor": first["next_cursor"]}
     ).json()

@@ -136,14 +136,18 @@ def _date_text(value: dt.date | str) -> str:
     return value if isinstance(value, str) else value.isoformat()
 
 
-def _datetime_text(value: dt.datetime | str | None) -> str | None:
-    """ISO 8601 with an offset, whether the driver gave a datetime or SQLite's text."""
+def _utc(value: dt.datetime | str | None) -> dt.datetime | None:
+    """An aware datetime, whether the driver gave one or SQLite's offset-less text (the product stores UTC)."""
     if value is None:
         return None
     parsed = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-    if parsed.tzinfo is None:  # SQLite drops the offset; the product stores UTC
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.isoformat()
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+def _datetime_text(value: dt.datetime | str | None) -> str | None:
+    """ISO 8601 with an offset (RFC 3339 date-time, as the spec promises)."""
+    parsed = _utc(value)
+    return None if parsed is None else parsed.isoformat()
 
 
 def playlist_history(
@@ -157,7 +161,7 @@ def playlist_history(
     return PlaylistHistoryOut(
         listener_id=listener_id,
         playlists=[
-            PlaylistSummaryOut(run_date=r.run_date, published_at=r.published_at, n_items=r.n_items)
+            PlaylistSummaryOut(run_date=r.run_date, published_at=_utc(r.published_at), n_items=r.n_items)
             for r in rows
         ],
         next_cursor=rows[-1].run_date.isoformat() if has_more else None,
