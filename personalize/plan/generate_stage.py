@@ -214,8 +214,10 @@ def run(ctx: Context, run_date: dt.date, cluster_id: int | None = None) -> dict[
             attempts = int(getattr(piece, "attempts", 1) or 1)
             summary["attempts"] += attempts
             if not getattr(piece, "ok", True) or getattr(piece, "midi", None) is None:
-                why = getattr(piece, "error", None) or getattr(piece, "reason", None) or "missed its controls"
-                detail = f"{Controls(**plan.controls).describe()}: {why} after {attempts} attempts"
+                detail = getattr(piece, "error", None) or (
+                    f"controls {Controls(**plan.controls).describe()} missed after {attempts} attempts"
+                )
+                detail = f"track {track_id_for(run_date, plan.cluster_id, plan.slot)}: {detail}"
                 updates.append(
                     (plan.id, {"status": "failed", "attempts": attempts, "detail": str(detail)[:4000]})
                 )
