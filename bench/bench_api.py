@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from personalize.api.keys import create_key
+from personalize.api.local_server import local_server
 from personalize.api.sample_world import seed
 from personalize.context import make_context
 from personalize.db.session import upgrade
@@ -56,12 +56,6 @@ request = function()
   return wrk.format("GET", path, {{["X-API-Key"] = key}})
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_wrk(text: str) -> dict[str, float]:
@@ -143,28 +137,8 @@ def main() -> None:
             f"seeded {n_listeners:,} listeners x 3 nights x 5 tracks in {time.perf_counter() - t0:.1f} s"
         )
 
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "PERSONALIZE_DATA_DIR": str(data_dir), "PERSONALIZE_DATABASE_URL": db_url}
-        cli = Path(sys.executable).with_name("personalize")
-        server_log = Path(tmp) / "serve.log"
-        server = subprocess.Popen(
-            [str(cli), "serve", "--port", str(port), "--workers", str(args.workers)],
-            env=env,
-            stdout=server_log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"personalize serve did not start:\n{server_log.read_text()[-3000:]}")
-                time.sleep(0.2)
+        with local_server(data_dir, db_url, workers=args.workers) as server:
+            base = server.base_url
             item = httpx.get(f"{base}/v1/listeners/L0000/playlist", headers={"X-API-Key": key}).json()[
                 "items"
             ][0]
@@ -190,9 +164,6 @@ def main() -> None:
                 for name, (url, extra) in scenarios.items():
                     results[name].append(run_wrk(url, duration_s, args.connections, extra, server.pid))
                 console.print(f"round {r + 1}/{rounds} done")
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
     def median(name: str, field: str) -> float:
         return statistics.median(run[field] for run in results[name])

@@ -3,17 +3,13 @@ track is listed with its reason, and the audio element plays (its currentTime ad
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from personalize.api.keys import create_key
+from personalize.api.local_server import local_server
 from personalize.api.sample_world import seed
 from personalize.context import make_context
 from personalize.db.session import upgrade
@@ -32,12 +28,6 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path: Path):
     """A seeded SQLite world and `personalize serve` on it, on a free loopback port."""
@@ -48,32 +38,8 @@ def served(tmp_path: Path):
     world = seed(ctx, n_listeners=2, n_dates=1, playlist_size=4, audio_duration_s=6.0)
     key = create_key(ctx, "player-test").key
     ctx.engine.dispose()
-    port = _free_port()
-    env = {**os.environ, "PERSONALIZE_DATA_DIR": str(data_dir), "PERSONALIZE_DATABASE_URL": url}
-    cli = Path(sys.executable).with_name("personalize")
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"personalize serve did not come up on {base}:\n{out}")
-            time.sleep(0.2)
-        yield base, key, world
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with local_server(data_dir, url, workers=1) as server:
+        yield server.base_url, key, world
 
 
 def test_player_lists_tracks_and_plays_audio(served):
