@@ -12,6 +12,7 @@ and prints median requests/s, p50/p99 latency and each figure's ratio to the anc
 
     .venv/bin/python bench/bench_api.py            # 3 rounds x 8 s per endpoint, 2,000 listeners
     .venv/bin/python bench/bench_api.py --quick    # 1 round x 3 s, 300 listeners
+    .venv/bin/python bench/bench_api.py --postgres # the same against PostgreSQL (PERSONALIZE_PG_URL)
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,6 +47,7 @@ from personalize.context import make_context
 from personalize.db.session import upgrade
 
 console = Console(width=150)
+PG_ADMIN_URL = os.environ.get("PERSONALIZE_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 GOAL_RPS = 1000.0
 GOAL_P99_MS = 25.0
 
@@ -108,6 +114,24 @@ def run_wrk(
     return out
 
 
+@contextmanager
+def database(postgres: bool, tmp: Path) -> Iterator[str]:
+    """A fresh SQLite file, or a throwaway PostgreSQL database dropped afterwards."""
+    if not postgres:
+        yield f"sqlite:///{tmp / 'personalize.db'}"
+        return
+    name = f"bench_api_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 round x 3 s per endpoint, 300 listeners")
@@ -117,6 +141,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="serve from a fresh database on PERSONALIZE_PG_URL, not SQLite",
+    )
     args = parser.parse_args()
     n_listeners = args.listeners or (300 if args.quick else 2000)
     duration_s = args.duration_s or (3 if args.quick else 8)
@@ -124,9 +153,11 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: `apt-get install -y wrk` (it is in the Makefile's SYSTEM_PACKAGES).")
 
-    with tempfile.TemporaryDirectory(prefix="bench_api_") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench_api_") as tmp,
+        database(args.postgres, Path(tmp)) as db_url,
+    ):
         data_dir = Path(tmp) / "data"
-        db_url = f"sqlite:///{Path(tmp) / 'personalize.db'}"
         upgrade(db_url)
         ctx = make_context(data_dir=data_dir, database_url=db_url)
         t0 = time.perf_counter()
@@ -170,7 +201,8 @@ def main() -> None:
 
     anchor = "anchor: GET /healthz"
     table = Table(
-        title=f"API on loopback: {args.workers} workers, wrk 1 thread x {args.connections} connections, "
+        title=f"API on loopback ({'PostgreSQL' if args.postgres else 'SQLite'}): {args.workers} workers, "
+        f"wrk 1 thread x {args.connections} connections, "
         f"median of {rounds} x {duration_s} s (cores: {os.cpu_count()})"
     )
     columns = (
