@@ -342,11 +342,16 @@ def build_corpus(
     if jobs:
         from rich.progress import Progress
 
-        ctx = get_context("spawn")
-        with Progress(disable=not progress) as bar, ctx.Pool(max(1, workers)) as pool:
+        with Progress(disable=not progress) as bar:
             task = bar.add_task(f"parsing {len(jobs)} source files", total=len(jobs))
-            for _ in pool.imap_unordered(_parse_source, jobs):
-                bar.advance(task)
+            if workers <= 1 or len(jobs) == 1:
+                for job in jobs:
+                    _parse_source(job)
+                    bar.advance(task)
+            else:
+                with get_context("spawn").Pool(workers) as pool:
+                    for _ in pool.imap_unordered(_parse_source, jobs):
+                        bar.advance(task)
 
     used = {(name, f.stem) for name in names for f in _limited(name, limit_per_collection)}
     pieces: list[dict] = []

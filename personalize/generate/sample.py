@@ -4,7 +4,11 @@
 same number of pitched parts share a batch (their prefixes have one length, so one KV cache serves them
 all). Every step either takes a token the grammar forces (``BAR``, ``PART_i``) or samples among the
 tokens it allows: pitches inside the part's instrument range and durations that end at or before the bar
-line. Those two are decoding rules, not learned behaviour; the model card says so.
+line. Those two are decoding rules, not learned behaviour; the model card says so. A third rule, density
+guidance (``Grammar.bias``), nudges duration logits toward the requested density bin, and a fourth, key
+guidance, adds a fixed bonus (+1 logit) to the requested key's tonic-triad pitches and a penalty (-2) to
+tones outside its scale (``tokens.scale_prior``). Both can be turned off (``density_guidance=False``, ``key_guidance=0``) to
+see what the model does alone.
 
 Pieces longer than the model's context slide it: when the cache is full, the prefix plus the most recent
 half of the body are fed again into a fresh cache (the model was trained on such mid-stream starts).
@@ -23,6 +27,10 @@ from personalize.generate.controls import Controls
 from personalize.generate.drums import drum_part
 from personalize.generate.transformer import MusicTransformer, TransformerConfig
 from personalize.music.gm import DRUMS
+
+# Density each bin steers toward, notes per quarter note per pitched part: inside the bin, away from its
+# edges (the edges are 0.9, 1.35 and 1.8).
+DENSITY_TARGETS = (0.7, 1.12, 1.57, 2.2)
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -64,9 +72,16 @@ def sample_tokens(
         mask, forced = grammar.allowed()
         if bool((forced == T.PAD).all()):
             break
-        scores = (last / max(temperature, 1e-4)).masked_fill(~mask, float("-inf"))
+        scores = last / max(temperature, 1e-4)
+        bias = grammar.bias()
+        if bias is not None:
+            scores = scores + bias
+        scores = scores.masked_fill(~mask, float("-inf"))
         scores = _top_p_filter(scores, top_p)
-        sampled = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
+        # Inverse-CDF sampling: one uniform draw per row (cheaper than torch.multinomial on CPU).
+        cdf = torch.softmax(scores, dim=-1).cumsum(dim=-1)
+        u = torch.rand(b, 1, generator=generator) * cdf[:, -1:]
+        sampled = (cdf < u).sum(dim=-1).clamp(max=scores.size(-1) - 1)
         tok = torch.where(forced >= 0, forced, sampled)
         grammar.step(tok)
         body.append(tok)
@@ -100,6 +115,8 @@ class TransformerGenerator:
         max_batch: int = 64,
         threads: int | None = None,
         version: str = "transformer",
+        density_guidance: bool = True,
+        key_guidance: float = 1.0,
     ) -> None:
         self.model = model.eval()
         self.temperature = temperature
@@ -107,6 +124,8 @@ class TransformerGenerator:
         self.max_batch = max_batch
         self.threads = threads
         self.version = version
+        self.density_guidance = density_guidance
+        self.key_guidance = key_guidance
 
     @classmethod
     def load(cls, model_dir: Path, **kwargs: object) -> TransformerGenerator:
@@ -158,8 +177,14 @@ class TransformerGenerator:
         self, controls: list[Controls], gen: torch.Generator, seed: int
     ) -> list[pretty_midi.PrettyMIDI]:
         prefixes, ordered = zip(*(T.controls_prefix(c) for c in controls), strict=True)
+        targets = [DENSITY_TARGETS[c.density_bin] for c in controls] if self.density_guidance else None
         grammar = T.Grammar(
-            list(ordered), [T.bar_ticks_of(c.meter) for c in controls], [c.bars for c in controls]
+            list(ordered),
+            [T.bar_ticks_of(c.meter) for c in controls],
+            [c.bars for c in controls],
+            targets,
+            keys=[(c.key_pc, c.mode) for c in controls],
+            key_strength=self.key_guidance,
         )
         bodies = sample_tokens(self.model, list(prefixes), grammar, gen, self.temperature, self.top_p)
         return [

@@ -241,6 +241,30 @@ def window_density_bin(
     return density_bin(density_of_parts(parts, bar_ticks, first_bar, n_bars))
 
 
+# Scale degrees (semitones above the tonic): the major scale; for minor the natural minor plus the raised
+# seventh (harmonic minor's leading tone), which minor-key music uses all the time.
+_SCALE = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}
+_TRIAD = {"major": (0, 4, 7), "minor": (0, 3, 7)}
+TRIAD_BONUS = 1.0
+OUT_OF_SCALE = -2.0
+
+
+def scale_prior(key_pc: int, mode: str) -> object:
+    """Logit offsets over the vocabulary for a key: a bonus on pitches of the tonic triad, a penalty on
+    pitches outside the scale, 0 elsewhere (and on every non-pitch token). Scaled by a strength, this is
+    the key-guidance decoding rule."""
+    import torch
+
+    prior = torch.zeros(VOCAB_SIZE)
+    for pitch in range(PITCH_LO, PITCH_HI + 1):
+        degree = (pitch - int(key_pc)) % 12
+        if degree in _TRIAD[mode]:
+            prior[pitch_token(pitch)] = TRIAD_BONUS
+        elif degree not in _SCALE[mode]:
+            prior[pitch_token(pitch)] = OUT_OF_SCALE
+    return prior
+
+
 class Grammar:
     """Per-row decoding state that says which tokens may come next (a decoding rule, not learned).
 
@@ -253,7 +277,14 @@ class Grammar:
     """
 
     def __init__(
-        self, programs_high_to_low: list[list[int]], bar_ticks: list[int], n_bars: list[int]
+        self,
+        programs_high_to_low: list[list[int]],
+        bar_ticks: list[int],
+        n_bars: list[int],
+        density_target: list[float] | None = None,
+        density_gain: float = 3.0,
+        keys: list[tuple[int, str]] | None = None,
+        key_strength: float = 0.0,
     ) -> None:
         import torch
 
@@ -280,6 +311,38 @@ class Grammar:
         dur_len[DUR1 : DUR1 + MAX_DUR] = torch.arange(1, MAX_DUR + 1)
         self.dur_len = dur_len
         self.rows = torch.arange(b)
+        # Density guidance (see ``bias``): notes started and ticks written so far, summed over parts.
+        self.density_target = torch.tensor(density_target, dtype=torch.float32) if density_target else None
+        self.density_gain = density_gain
+        self.notes = torch.zeros(b)
+        self.ticks = torch.zeros(b)
+        log_d = torch.zeros(VOCAB_SIZE)
+        log_d[DUR1 : DUR1 + MAX_DUR] = torch.log(torch.arange(1, MAX_DUR + 1, dtype=torch.float32) / 4.0)
+        self.dur_log_quarters = log_d  # log of each duration token's length in quarters (0 elsewhere)
+        self.is_rest = torch.zeros(VOCAB_SIZE)
+        self.is_rest[REST] = 1.0
+        # Key guidance (see ``bias``): a fixed bonus for the requested key's tonic triad and a penalty for
+        # tones outside its scale, scaled by key_strength (0 turns it off).
+        self.key_bias = None
+        if keys and key_strength > 0:
+            self.key_bias = torch.stack([scale_prior(pc, mode) for pc, mode in keys]) * key_strength
+
+    def bias(self) -> object | None:
+        """Additive logits that steer each row's running note density toward its requested bin.
+
+        A proportional controller, applied while decoding (not learned): with the running density of
+        notes per quarter per part below the target, shorter durations and fewer rests get more weight,
+        above it longer ones. ``None`` when no target was given.
+        """
+        if self.density_target is None:
+            return self.key_bias
+        torch = self.torch
+        prior_q = 4.0  # a few quarters at the target density, so the first notes do not swing it
+        quarters = self.ticks / 4.0
+        running = (self.notes + self.density_target * prior_q) / (quarters + prior_q)
+        gain = (self.density_gain * torch.log(self.density_target / running)).clamp(-3.0, 3.0)
+        out = -gain[:, None] * (self.dur_log_quarters[None, :] + self.is_rest[None, :])
+        return out if self.key_bias is None else out + self.key_bias
 
     def allowed(self) -> tuple[object, object]:
         """``(mask (batch, vocab) bool, forced (batch,) long or -1)``: the tokens allowed next per row."""
@@ -314,5 +377,7 @@ class Grammar:
         self.want_dur[is_note] = True
         is_dur = (t >= DUR1) & (t < DUR1 + MAX_DUR)
         self.remaining[is_dur] -= t[is_dur] - DUR1 + 1
+        self.ticks[is_dur] += (t[is_dur] - DUR1 + 1).float()
+        self.notes += ((t >= PITCH0) & (t <= PITCH0 + PITCH_HI - PITCH_LO)).float()
         self.want_dur[is_dur] = False
         self.remaining[is_bar] = 0

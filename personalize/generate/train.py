@@ -39,6 +39,7 @@ class TrainConfig:
     corpus_dir: str | None = None  # default <data_dir>/corpus
     collections: list[str] = field(default_factory=lambda: ["bach_chorales", "oneills1850", "ryans_mammoth"])
     corpus_limit_per_collection: int | None = None  # tiny configs build a small corpus
+    corpus_workers: int = 2
     seed: int = 1
     batch_size: int = 16
     max_steps: int = 4000
@@ -150,6 +151,7 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
         corpus_dir,
         cfg.collections,
         limit_per_collection=cfg.corpus_limit_per_collection,
+        workers=cfg.corpus_workers,
         progress=progress,
         parse_missing=not have_corpus.is_file(),  # an existing corpus is used as built
     )
