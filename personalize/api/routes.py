@@ -1,9 +1,10 @@
 """HTTP handlers: parse and check the request, call a service, shape the response. No logic of their own.
 
-The read handlers are ``async`` and run their short, indexed queries inline on the event loop: handing
-each request to a worker thread (FastAPI's way for plain ``def``) costs more than the query itself and,
-under load, GIL hand-offs between threads dominated the tail latency. Work that can take long (event
-ingest, large or remote audio reads) still runs in worker threads.
+The read handlers are ``async`` and reach the database through ``ApiState.db``: on SQLite the short,
+indexed queries run inline on the event loop, because handing each request to a worker thread (FastAPI's
+way for plain ``def``) costs more than the query and, under load, GIL hand-offs between threads dominated
+the tail latency; on a networked database they run in a worker thread so round trips never stall the
+loop. Work that can take long (event ingest, large or remote audio reads) always runs in worker threads.
 """
 
 from __future__ import annotations
@@ -87,8 +88,7 @@ def _require_key(conn: Connection, presented: str | None) -> KeyInfo:
 async def healthz(request: Request) -> Response:
     """Liveness and database reachability; needs no key."""
     try:
-        with _state(request).ctx.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        await _state(request).db(lambda conn: conn.execute(text("SELECT 1")))
     except Exception as exc:
         raise ApiError(
             503, "database_unavailable", f"The database does not answer: {type(exc).__name__}"
@@ -110,9 +110,13 @@ async def get_playlist(
 ) -> Response:
     """The listener's newest published playlist (or the one of `date`), each track with a signed audio URL."""
     state = _state(request)
-    with state.ctx.engine.connect() as conn:
+    urls = state.urls(request)
+
+    def read(conn: Connection) -> dict[str, Any]:
         _require_key(conn, api_key)
-        out = services.playlist(conn, state.urls(request), listener_id, page.date, page.limit, page.cursor)
+        return services.playlist(conn, urls, listener_id, page.date, page.limit, page.cursor)
+
+    out = await state.db(read)
     return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
 
 
@@ -131,10 +135,12 @@ async def get_playlist_history(
 ) -> Response:
     """The listener's published playlists, newest first (dates and sizes)."""
     state = _state(request)
-    with state.ctx.engine.connect() as conn:
+
+    def read(conn: Connection) -> PlaylistHistoryOut:
         _require_key(conn, api_key)
-        out = services.playlist_history(conn, listener_id, limit, cursor)
-    return _json(out)
+        return services.playlist_history(conn, listener_id, limit, cursor)
+
+    return _json(await state.db(read))
 
 
 @router.get(
@@ -150,10 +156,13 @@ async def get_track(
 ) -> Response:
     """Metadata, the controls the track was generated from, what was measured, and why it was picked."""
     state = _state(request)
-    with state.ctx.engine.connect() as conn:
+    urls = state.urls(request)
+
+    def read(conn: Connection) -> TrackOut:
         _require_key(conn, api_key)
-        out = services.track_detail(conn, state.urls(request), track_id, listener_id)
-    return _json(out)
+        return services.track_detail(conn, urls, track_id, listener_id)
+
+    return _json(await state.db(read))
 
 
 @router.get(
@@ -195,8 +204,7 @@ async def get_audio(
         )
     if refusal is not None:
         raise ApiError(403, "bad_signature", "This audio URL is not valid for this listener and track.")
-    with state.ctx.engine.connect() as conn:
-        row = services.audio_location(conn, track_id)
+    row = await state.db(lambda conn: services.audio_location(conn, track_id))
     uri = row.audio_uri
     stored = audio.AudioObject(uri)
     try:
@@ -268,9 +276,12 @@ async def create_player_link(
 ) -> Response:
     """A short-lived signed link to the web player for one listener (hand it to that listener only)."""
     state = _state(request)
-    with state.ctx.engine.connect() as conn:
+
+    def check(conn: Connection) -> None:
         _require_key(conn, api_key)
         services.require_listener(conn, listener_id)
+
+    await state.db(check)
     ttl_s = state.ctx.settings.player_url_ttl_s
     now = services.now_s()
     query = state.signer.player_query(listener_id, ttl_s, now=now)
@@ -305,8 +316,8 @@ async def player_page(
         raise ApiError(403, "url_expired", "This player link has expired: ask the app for a new one.")
     if refusal is not None:
         raise ApiError(403, "bad_signature", "This player link is not valid for this listener.")
-    with state.ctx.engine.connect() as conn:
-        playlist = services.playlist(conn, state.urls(request), listener_id, None, PAGE_MAX, None)
+    urls = state.urls(request)
+    playlist = await state.db(lambda conn: services.playlist(conn, urls, listener_id, None, PAGE_MAX, None))
     nonce = secrets.token_urlsafe(16)
     html = state.render_player(playlist=playlist, nonce=nonce)
     return HTMLResponse(

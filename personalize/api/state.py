@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 from fastapi import Request
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
 
 from personalize.api.services import Urls, now_s
 from personalize.api.signing import Signer, load_signing_secret
 from personalize.context import Context
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,6 +28,18 @@ class ApiState:
 
     def __post_init__(self) -> None:
         self.signer = Signer(load_signing_secret(self.ctx.settings))
+        self.inline_db = self.ctx.dialect == "sqlite"
+
+    async def db(self, work: Callable[[Connection], T]) -> T:
+        """``work(conn)`` on a pooled connection: inline for SQLite (a local read is cheaper than a thread
+        hop), in a worker thread for a networked database (its round trips must not stall the loop)."""
+        if self.inline_db:
+            return self._on_connection(work)
+        return await run_in_threadpool(self._on_connection, work)
+
+    def _on_connection(self, work: Callable[[Connection], T]) -> T:
+        with self.ctx.engine.connect() as conn:
+            return work(conn)
 
     def urls(self, request: Request) -> Urls:
         return Urls(
