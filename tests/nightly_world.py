@@ -14,14 +14,15 @@ from personalize.db.models import Playlist, PlaylistItem
 from personalize.db.session import upgrade
 
 WORLD_END = dt.date(2026, 11, 10)
-# Four short tracks a night: only the largest clusters get some (minimum 0), so the other clusters'
-# listeners are served from their nearest clusters, and the second night also reaches back to the first.
+# Two short tracks a night (a track costs seconds of CPU to write and verify): only the largest clusters
+# get one (minimum 0), so most listeners are served from their nearest clusters, and the second night also
+# reaches back to the first night's tracks (which a listener already received must not get again).
 NIGHT_SETTINGS = {
-    "tracks_total": 4,
+    "tracks_total": 2,
     "tracks_per_cluster_min": 0,
-    "tracks_per_cluster_max": 2,
+    "tracks_per_cluster_max": 1,
     "track_bars": 4,
-    "playlist_size": 3,
+    "playlist_size": 2,
     "render_workers": 1,
 }
 
