@@ -32,7 +32,8 @@ DEFAULT_ARGS = {
 def _context():  # type: ignore[no-untyped-def]
     from personalize.context import make_context
 
-    return make_context()
+    # Render workers are forked: a task process cannot re-import the `airflow` program in a child.
+    return make_context(render_start_method="fork")
 
 
 def _small(summary: dict) -> dict:

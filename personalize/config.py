@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +84,10 @@ class Settings(BaseSettings):
     render_fade_out_s: float = 0.5
     render_codec: str = "ogg"  # ogg (Vorbis, 44.1 kHz) | opus (48 kHz)
     render_workers: int | None = None  # processes for batch rendering; default one per core
+    # How render worker processes start. forkserver is the safe default; "fork" is for hosts whose main
+    # program cannot be imported again in a child (an Airflow task process: `airflow` needs its metadata
+    # DB, which Airflow 3 hides from tasks). The nightly DAG sets it.
+    render_start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
 
     # App backend API
     signing_secret: str | None = Field(

@@ -136,8 +136,9 @@ def render_batch(
     if not items:
         return []
     n_workers = max(1, min(workers or default_workers(settings), len(items)))
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["personalize.render.batch"])
+    ctx = mp.get_context(settings.render_start_method)
+    if settings.render_start_method == "forkserver":
+        ctx.set_forkserver_preload(["personalize.render.batch"])
     results: mp.Queue = ctx.Queue()
     hard_limit_s = settings.render_timeout_s + HARD_LIMIT_GRACE_S
     outcomes: list[RenderOutcome | None] = [None] * len(items)
