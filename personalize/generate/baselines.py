@@ -186,6 +186,7 @@ class LSTMConfig:
     lr: float = 2e-3
     eval_every: int = 250
     threads: int = 1
+    max_minutes: float | None = None  # stop early with the best weights so far (saved at every evaluation)
 
     @classmethod
     def tiny(cls) -> LSTMConfig:
@@ -327,19 +328,37 @@ def train_lstm(
                 if val_nll < best_val:
                     best_val = val_nll
                     best_state = {k: v.clone() for k, v in model.state_dict().items()}
+                    _save_lstm(out, cfg, best_state, best_val, val_notes, history, started, step)
                 bar.update(task, description=f"LSTM baseline (val {val_nll:.3f} nats/note)")
             bar.update(task, completed=step)
+            if cfg.max_minutes is not None and time.perf_counter() - started >= 60 * cfg.max_minutes:
+                break
     assert best_state is not None
-    model.load_state_dict(best_state)
-    train_time_s = time.perf_counter() - started
+    return _save_lstm(out, cfg, best_state, best_val, val_notes, history, started, step)
+
+
+def _save_lstm(
+    out: Path,
+    cfg: LSTMConfig,
+    state: dict,
+    val_nll: float,
+    val_notes: int,
+    history: list,
+    started: float,
+    step: int,
+) -> dict[str, object]:
+    """Write the best weights so far with their config and figures; returns the summary."""
     summary = {
-        "val_nll_per_note_nats": best_val,
+        "val_nll_per_note_nats": val_nll,
         "val_notes": val_notes,
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_time_s": round(train_time_s, 1),
+        "params": sum(v.numel() for v in state.values()),
+        "steps": step,
+        "train_time_s": round(time.perf_counter() - started, 1),
         "history": history,
     }
-    torch.save({"config": asdict(cfg), "model": model.state_dict(), "summary": summary}, out)
+    tmp = out.with_suffix(".tmp")
+    torch.save({"config": asdict(cfg), "model": state, "summary": summary}, tmp)
+    tmp.replace(out)
     out.with_suffix(".json").write_text(json.dumps({"config": asdict(cfg), **summary}, indent=1))
     return summary
 
