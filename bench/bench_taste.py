@@ -37,7 +37,7 @@ from personalize.features.synthetic import make_world, write_world
 PG_ADMIN_URL = os.environ.get("PERSONALIZE_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 RUN_DATE = dt.date(2026, 3, 1)
 CHUNK_LISTENERS = 10_000
-console = Console()
+console = Console(width=170)  # the table stays readable when the output goes to a file
 
 
 def fill(ctx: Context, first_listener: int, n_listeners: int, events_per_listener: int) -> float:
