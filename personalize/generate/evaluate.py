@@ -432,6 +432,7 @@ def evaluate_generator(
     bars: int = BARS,
     with_nll: bool = True,
     progress: bool = True,
+    threads: int = 1,
 ) -> dict[str, object]:
     """Run the evaluation and write ``eval.json`` and the PNG plots into ``out_dir``; return the report."""
     from rich.progress import Progress
@@ -448,7 +449,9 @@ def evaluate_generator(
         raise ValueError(f"--n must be at least 1, got {n}")
     started = time.perf_counter()
 
-    generator = load_generator(model_root / model, name=model)
+    # One thread: on a shared machine, torch's thread pool spins against other jobs and runs far slower.
+    torch.set_num_threads(threads)
+    generator = load_generator(model_root / model, name=model, threads=threads)
     controls = evaluation_controls(n, bars)
     pieces = []
     chunk = 24
