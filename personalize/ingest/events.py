@@ -18,12 +18,13 @@ from personalize.ingest.read import (
     check_columns,
     check_readable,
     count_rows,
+    estimate_rows,
     frame_chunks,
     raw_json,
     read_chunks,
 )
-from personalize.ingest.report import IngestReport
-from personalize.ingest.store import TrackDurations, insert_events, write_quarantine
+from personalize.ingest.report import IngestFileError, IngestReport
+from personalize.ingest.store import EventWriter, TrackDurations, bulk_load_wanted
 from personalize.ingest.validate import first_reason, hash_ids, number_column, text_column, timestamp_column
 
 EVENT_COLUMNS = ("event_id", "listener_id", "track_id", "ts", "ms_played", "kind")
@@ -82,9 +83,10 @@ class _DuplicateFinder:
 class EventIngest:
     """One source's ingest: holds the per-run state (now, track cache, duplicate finder, report)."""
 
-    def __init__(self, ctx: Context, source: str) -> None:
+    def __init__(self, ctx: Context, source: str, expected_rows: int | None = None) -> None:
         self.ctx = ctx
         self.source = source[-300:]
+        self.writer = EventWriter(ctx, self.source, bulk=bulk_load_wanted(ctx, expected_rows))
         self.report = IngestReport(source=self.source)
         self.tracks = TrackDurations(ctx)
         self.duplicates = _DuplicateFinder()
@@ -101,13 +103,13 @@ class EventIngest:
         if n:
             good, refused = self._validate(frame, chunk)
             quarantined.extend(refused)
-            part.ingested = insert_events(self.ctx, good, self.source)
+            part.ingested = self.writer.insert(good)
             part.already_present = len(good) - part.ingested
         for q in quarantined:
             part.add_quarantined(q.reason)
         quarantined.sort(key=lambda q: q.row_number)
         part.examples = [(q.row_number, q.reason, q.detail) for q in quarantined[:5]]
-        write_quarantine(self.ctx, self.source, quarantined, self.run_date)
+        self.writer.quarantine(quarantined, self.run_date)
         self.report.merge(part)
 
     def _validate(self, frame: pd.DataFrame, chunk: Chunk) -> tuple[pd.DataFrame, list[Quarantine]]:
@@ -262,15 +264,35 @@ class EventIngest:
         return f"{where}: {code}"
 
     def finish(self, started: float) -> IngestReport:
+        self.writer.close()
         self.report.elapsed_s = time.perf_counter() - started
         return self.report
 
 
 def _run(
-    ctx: Context, source: str, chunks: Iterable[Chunk], total: int | None, progress: bool
+    ctx: Context,
+    source: str,
+    chunks: Iterable[Chunk],
+    total: int | None,
+    progress: bool,
+    expected_rows: int | None = None,
 ) -> IngestReport:
     started = time.perf_counter()
-    job = EventIngest(ctx, source)
+    job = EventIngest(ctx, source, expected_rows)
+    try:
+        return _feed(job, chunks, total, progress, started)
+    except IngestFileError:
+        # The file broke off part-way: the rows read before stay in, as the error message promises.
+        job.writer.close(commit=True)
+        raise
+    except BaseException:
+        job.writer.close(commit=False)
+        raise
+
+
+def _feed(
+    job: EventIngest, chunks: Iterable[Chunk], total: int | None, progress: bool, started: float
+) -> IngestReport:
     if not progress:
         for chunk in chunks:
             job.add(chunk)
@@ -306,7 +328,7 @@ def ingest_events(
     total = None
     if progress:
         total = count_rows(path) if path.suffix.lower() in (".parquet", ".pq") else path.stat().st_size
-    return _run(ctx, source, chunks, total, progress)
+    return _run(ctx, source, chunks, total, progress, estimate_rows(path))
 
 
 def ingest_events_frame(
@@ -317,4 +339,4 @@ def ingest_events_frame(
     columns = [str(c).strip().lower() for c in frame.columns]
     check_columns(Path(source), columns, EVENT_COLUMNS)
     chunks = frame_chunks(frame, first_row_number, ctx.settings.ingest_chunk_rows)
-    return _run(ctx, source, chunks, None, False)
+    return _run(ctx, source, chunks, None, False, len(frame))
