@@ -584,6 +584,18 @@ def train_vae(
 
     final = elbo_per_note(model, val)
     elapsed_s = time.perf_counter() - started
+    if step and (not history or history[-1]["step"] != step):
+        # A run stopped by its time budget between evaluations still ends its curve at its last step.
+        history.append(
+            {
+                "step": step,
+                "train_neg_elbo_per_note": float(np.mean(running)) if running else float("nan"),
+                "val_neg_elbo_per_note": final["neg_elbo_per_note_nats"],
+                "val_kl_per_note": final["kl_per_note_nats"],
+                "beta": min(1.0, step / max(1, cfg.kl_warmup_steps)),
+                "elapsed_s": elapsed_s,
+            }
+        )
     save(final=True)
     summary = {
         "out_dir": str(out),
