@@ -14,7 +14,7 @@ ordered high to low; the prefix's programs follow that order (see :func:`part_or
 Why our own tokens rather than miditok's REMI/TSD/MMM: with monophonic lines the position and velocity
 tokens those carry are redundant, and the grammar above is simple enough to enforce while decoding
 (durations that fill each bar exactly; pitches inside each part's instrument range), see
-:class:`Grammar`. The vocabulary has 305 tokens.
+:class:`Grammar`. The vocabulary has 296 tokens.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 @dataclass
 class TransformerConfig:
-    vocab_size: int = 305
+    vocab_size: int = 296
     block_size: int = 512  # longest sequence the position table covers
     n_layer: int = 4
     n_head: int = 4
