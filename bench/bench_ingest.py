@@ -36,7 +36,8 @@ from personalize.db.session import upgrade
 from personalize.ingest import ingest_catalog_frame, ingest_events
 
 PG_ADMIN_URL = os.environ.get("PERSONALIZE_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-console = Console()
+# A wide table also when the output goes to a log file.
+console = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def make_catalog(n_tracks: int, rng: np.random.Generator) -> pd.DataFrame:
