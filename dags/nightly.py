@@ -30,10 +30,18 @@ DEFAULT_ARGS = {
 
 
 def _context():  # type: ignore[no-untyped-def]
+    import os
+    import sys
+
     from personalize.context import make_context
 
-    # Render workers are forked: a task process cannot re-import the `airflow` program in a child.
-    return make_context(render_start_method="fork")
+    if os.environ.get("PERSONALIZE_RENDER_START_METHOD"):
+        return make_context()
+    # A task process of a real executor cannot import the `airflow` program again in a child, so its render
+    # workers fork. Under `airflow dags test` the task shares its process with the run loop's threads, where
+    # a forked worker can hang on a lock it inherited, and the default (forkserver) works.
+    in_dags_test = sys.argv[1:3] == ["dags", "test"]
+    return make_context(render_start_method="forkserver" if in_dags_test else "fork")
 
 
 def _small(summary: dict) -> dict:
