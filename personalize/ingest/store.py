@@ -177,9 +177,12 @@ class EventWriter:
             con = self._raw.driver_connection
             try:
                 _sqlite_begin(con)
+                # Only plain (non-unique) CREATE INDEX indexes: a unique one must keep refusing duplicates
+                # while the rows go in.
                 self._indexes = con.execute(
-                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'listening_events' "
-                    "AND sql IS NOT NULL"
+                    "SELECT m.name, m.sql FROM pragma_index_list('listening_events') AS il "
+                    "JOIN sqlite_master AS m ON m.type = 'index' AND m.name = il.name "
+                    "WHERE il.origin = 'c' AND NOT il.\"unique\" AND m.sql IS NOT NULL"
                 ).fetchall()
                 for name, _ in self._indexes:
                     con.execute(f'DROP INDEX "{name}"')
