@@ -164,7 +164,7 @@ def drift(points: list[dict[str, Any]]) -> bytes:
     if nights:
         ax.axvspan(nights[0], nights[-1], color="#eee", zorder=0, label="evaluated nights (plays fed back)")
     ax.set_ylabel("tempo moved since day 1 (BPM)")
-    ax.set_title("Profiles follow drifting listeners")
+    ax.set_title("Drifting listeners: true tempo shift vs what their profiles show")
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
     return png(fig)
