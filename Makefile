@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := libfluidsynth3 fluid-soundfont-gm fluidsynth chromium wrk
 export PERSONALIZE_DATA_DIR ?= $(CURDIR)/var
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+DEMO_TRACKS ?= 36
 
 .PHONY: setup system-deps demo test test-fast bench lint format clean
 
@@ -38,7 +39,8 @@ demo: setup
 	$(BIN)/personalize db upgrade
 	$(BIN)/personalize simulate --listeners 2000 --days 30 --seed 7
 	@# The night of the world's last day, run by real Airflow (`airflow dags test`, metadata DB in var/airflow).
-	$(BIN)/personalize run --airflow
+	@# A demo-sized night (36 tracks of 16 bars); production nights default to 200 (PERSONALIZE_TRACKS_TOTAL).
+	PERSONALIZE_TRACKS_TOTAL=$(DEMO_TRACKS) PERSONALIZE_TRACKS_PER_CLUSTER_MIN=2 $(BIN)/personalize run --airflow
 
 test: setup
 	$(BIN)/python -m pytest -q

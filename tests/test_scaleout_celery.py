@@ -35,7 +35,9 @@ def world_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _product_env(ctx, store_env: dict[str, str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
     env = dict(store_env)
-    for key, value in ctx.settings.model_dump(exclude_none=True).items():
+    # Only what the test world changed: the tasks keep the product's own defaults for everything else
+    # (for instance how render workers start inside an executor's task process).
+    for key, value in ctx.settings.model_dump(exclude_none=True, exclude_defaults=True).items():
         if isinstance(value, str | int | float | Path) and not isinstance(value, bool):
             env[f"PERSONALIZE_{key.upper()}"] = str(value)
     env["PERSONALIZE_DATABASE_URL"] = ctx.settings.resolved_database_url
