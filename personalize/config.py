@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     ingest_bulk_min_rows: int = 1_000_000
     ms_played_slack_s: float = 30.0
     midi_max_bytes: int = 8_000_000  # bigger MIDI files are quarantined (midi_too_large), not parsed
-    midi_parse_timeout_s: float = 30.0  # a file taking longer to parse and measure is quarantined (midi_timeout)
+    midi_parse_timeout_s: float = (
+        30.0  # a file taking longer to parse and measure is quarantined (midi_timeout)
+    )
 
     # Taste profiles: events in the window ending with the run date, weighted by engagement and recency
     profile_window_days: int = 28
@@ -69,7 +71,9 @@ class Settings(BaseSettings):
     playlist_size: int = 5
     track_bars: int = 16
     generate_max_attempts: int = 4  # tries per planned track before it is marked failed with the reason
-    generate_batch: int = 64  # control sets generated together (a step of a batch costs about one of a single piece)
+    generate_batch: int = (
+        64  # control sets generated together (a step of a batch costs about one of a single piece)
+    )
     playlist_diversity: float = 0.3  # MMR trade-off: 0 = closest tracks only, 1 = most varied
     playlist_history_days: int = 365  # tracks received within this many days are never offered again
     stage_lock_timeout_s: float = 3 * 3600.0  # a stage claim left "running" this long is taken over
@@ -98,9 +102,13 @@ class Settings(BaseSettings):
         description="HMAC key for signed audio and player URLs; default: generated once into <data_dir>/signing_secret",
     )
     audio_url_ttl_s: int = Field(default=6 * 3600, description="How long a signed audio URL stays valid")
-    player_url_ttl_s: int = Field(default=15 * 60, description="How long a signed web-player link stays valid")
+    player_url_ttl_s: int = Field(
+        default=15 * 60, description="How long a signed web-player link stays valid"
+    )
     events_batch_max: int = Field(default=5000, description="Most events one POST /v1/events may carry")
-    request_body_max_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body the API reads")
+    request_body_max_bytes: int = Field(
+        default=8 * 1024 * 1024, description="Largest request body the API reads"
+    )
 
     @cached_property
     def resolved_database_url(self) -> str:
