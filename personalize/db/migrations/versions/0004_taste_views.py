@@ -8,24 +8,16 @@ Revises: 0003
 Create Date: 2026-11-21
 """
 
-from pathlib import Path
-
 from alembic import op
+
+from personalize.db.views import view_sql
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-VIEWS_DIR = Path(__file__).resolve().parents[4] / "sql" / "views"
 TASTE_VIEWS = ("v_cluster_summary", "v_listener_taste", "v_cluster_moves", "v_cluster_flows")
-
-
-def view_sql(name: str, dialect: str) -> str:
-    for candidate in (VIEWS_DIR / f"{name}.{dialect}.sql", VIEWS_DIR / f"{name}.sql"):
-        if candidate.is_file():
-            return candidate.read_text()
-    raise FileNotFoundError(f"view {name}: no {VIEWS_DIR / (name + '.sql')} (the repository's sql/ folder)")
 
 
 def upgrade() -> None:

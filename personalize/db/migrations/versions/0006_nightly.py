@@ -6,31 +6,22 @@ Revises: 0005
 Create Date: 2026-11-21
 """
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
+
+from personalize.db.views import view_sql
 
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-VIEWS_DIR = Path(__file__).resolve().parents[4] / "sql" / "views"
 NIGHTLY_VIEWS = (
     "v_generation_daily",
     "v_fidelity_by_cluster",
     "v_playlist_coverage",
     "v_engagement_by_source",
 )
-
-
-def view_sql(name: str, dialect: str) -> str:
-    """``sql/views/<name>.<dialect>.sql`` where a view needs engine-specific SQL, else ``<name>.sql``."""
-    for candidate in (VIEWS_DIR / f"{name}.{dialect}.sql", VIEWS_DIR / f"{name}.sql"):
-        if candidate.is_file():
-            return candidate.read_text()
-    raise FileNotFoundError(f"view {name}: no {VIEWS_DIR / (name + '.sql')} (the repository's sql/ folder)")
 
 
 def upgrade() -> None:
