@@ -1,12 +1,14 @@
-"""SQLite bulk loads (one transaction, secondary indexes built again at the end) give the same rows,
-quarantine and counts as chunk-by-chunk ingest, leave the table's indexes and foreign-key checks in place,
-and roll back whole when a load fails part-way."""
+"""Bulk loads (one transaction; SQLite builds the secondary indexes again at the end, PostgreSQL COPYs into
+the bare table and builds its keys, indexes and foreign keys again) give the same rows, quarantine and
+counts as chunk-by-chunk ingest, leave the table's indexes and foreign-key checks in place, and roll back
+whole when a load fails part-way."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 from sqlalchemy import func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from personalize.db.models import ListeningEvent, QuarantinedRow
 from personalize.ingest import ingest_catalog_frame, ingest_events, ingest_events_frame
@@ -47,6 +49,25 @@ def _index_names(ctx) -> set[str]:  # type: ignore[no-untyped-def]
     return {ix["name"] for ix in inspect(ctx.engine).get_indexes("listening_events")}
 
 
+def _assert_keys_in_place(ctx) -> None:  # type: ignore[no-untyped-def]
+    """Primary key and both foreign keys are there and enforced after a load."""
+    inspector = inspect(ctx.engine)
+    assert inspector.get_pk_constraint("listening_events")["constrained_columns"] == ["event_id"]
+    referred = {fk["referred_table"] for fk in inspector.get_foreign_keys("listening_events")}
+    assert referred == {"listeners", "tracks"}
+    with ctx.engine.connect() as conn:
+        if ctx.dialect == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    with pytest.raises(IntegrityError), ctx.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO listening_events (event_id, listener_id, track_id, ts, ms_played, kind) "
+                "VALUES ('orphan', 'nobody', 't1', '2026-01-01 00:00:00', 1, 'play')"
+            )
+        )
+
+
 def test_bulk_load_matches_chunked_ingest(ctx, tmp_path):
     _catalog(ctx)
     ctx.settings.ingest_bulk_min_rows = 10
@@ -59,7 +80,7 @@ def test_bulk_load_matches_chunked_ingest(ctx, tmp_path):
     indexes = _index_names(ctx)
     assert {"ix_listening_events_ts", "ix_listening_events_listener_ts"} <= indexes
 
-    assert bulk_load_wanted(ctx, 150) == (ctx.dialect == "sqlite")
+    assert bulk_load_wanted(ctx, 150)
     report = ingest_events(ctx, path)
     assert (report.rows_read, report.ingested, report.quarantined) == (
         150,
@@ -76,10 +97,7 @@ def test_bulk_load_matches_chunked_ingest(ctx, tmp_path):
             .select_from(ListeningEvent)
             .where(ListeningEvent.ts >= pd.Timestamp("2026-01-09"))
         ) == sum(1 for i in range(150) if i % 9 == 8 and i not in (5, 9))
-    with ctx.engine.connect() as conn:
-        if ctx.dialect == "sqlite":
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    _assert_keys_in_place(ctx)
 
     again = ingest_events(ctx, path)
     assert (again.ingested, again.already_present, again.quarantined_total) == (0, 148, 2)
@@ -102,8 +120,44 @@ def test_failed_bulk_load_leaves_table_as_it_was(ctx):
     assert _index_names(ctx) == indexes
     with ctx.engine.connect() as conn:
         count = conn.execute(text("SELECT COUNT(*) FROM listening_events")).scalar_one()
-        # PostgreSQL (chunk by chunk) keeps the chunks committed before the failure; SQLite's bulk load
-        # rolls back whole.
-        assert count == (5 if ctx.dialect == "sqlite" else 35)
-        if ctx.dialect == "sqlite":
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert count == 5  # the load rolled back whole
+    _assert_keys_in_place(ctx)
+
+
+def test_bulk_load_into_a_table_with_rows_counts_those_already_there(ctx, tmp_path):
+    _catalog(ctx)
+    ingest_events_frame(ctx, _events(60), source="earlier")  # under the bulk threshold: chunk by chunk
+    ctx.settings.ingest_bulk_min_rows = 100
+    frame = _events(150)
+    frame.loc[5, "track_id"] = "t9"  # these two were stored by the earlier batch; here they are bad rows
+    frame.loc[9, "ms_played"] = -1
+    path = tmp_path / "events.csv"
+    frame.to_csv(path, index=False)
+    assert bulk_load_wanted(ctx, 150)
+
+    report = ingest_events(ctx, path)
+    assert (report.ingested, report.already_present, report.quarantined_total) == (90, 58, 2)
+    with ctx.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM listening_events")).scalar_one() == 150
+        assert (
+            conn.execute(text("SELECT source FROM listening_events WHERE event_id = 'e00010'")).scalar_one()
+            == "earlier"
+        )  # a row already there is left as it was
+    _assert_keys_in_place(ctx)
+
+
+def test_postgres_bulk_load_goes_chunk_by_chunk_when_the_table_is_busy(ctx, tmp_path, monkeypatch):
+    if ctx.dialect != "postgresql":
+        pytest.skip("PostgreSQL's table lock; SQLite waits on its busy timeout instead")
+    from personalize.ingest import pg_bulk
+
+    monkeypatch.setattr(pg_bulk, "LOCK_TIMEOUT", "200ms")
+    _catalog(ctx)
+    ctx.settings.ingest_bulk_min_rows = 10
+    path = tmp_path / "events.csv"
+    _events(30).to_csv(path, index=False)
+    with ctx.engine.connect() as reader:
+        reader.execute(text("SELECT COUNT(*) FROM listening_events"))  # holds a share lock until rollback
+        report = ingest_events(ctx, path)
+        reader.rollback()
+    assert (report.ingested, report.quarantined_total) == (30, 0)

@@ -67,12 +67,16 @@ class Track(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+_BYTEWISE_ID = String(64).with_variant(String(64, collation="C"), "postgresql")
+
+
 class ListeningEvent(Base):
     __tablename__ = "listening_events"
     __table_args__ = (Index("ix_listening_events_listener_ts", "listener_id", "ts"),)
 
-    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    listener_id: Mapped[str] = mapped_column(ForeignKey("listeners.listener_id"))
+    # Bytewise on PostgreSQL (migration 0007): opaque keys, indexed faster without the locale's rules.
+    event_id: Mapped[str] = mapped_column(_BYTEWISE_ID, primary_key=True)
+    listener_id: Mapped[str] = mapped_column(_BYTEWISE_ID, ForeignKey("listeners.listener_id"))
     track_id: Mapped[str] = mapped_column(ForeignKey("tracks.track_id"))
     ts: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)  # UTC
     ms_played: Mapped[int] = mapped_column(Integer)

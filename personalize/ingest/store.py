@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from itertools import repeat
@@ -16,6 +17,8 @@ from sqlalchemy import select
 from personalize.context import Context
 from personalize.db.models import QuarantinedRow, Track
 from personalize.ingest.read import Quarantine
+
+log = logging.getLogger(__name__)
 
 _LOOKUP_BATCH = 900  # under SQLite's default limit of bound parameters per statement
 
@@ -63,11 +66,21 @@ class TrackDurations:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.cache: dict[str, float | None] = {}
+        self.complete = False  # every track is in the cache: an id not in it is unknown
+
+    def load_all(self) -> None:
+        """Fetch every track's duration now (a bulk load on PostgreSQL locks the tracks table while it runs)."""
+        with self.ctx.engine.connect() as conn:
+            self.cache.update(
+                (track_id, float(duration_s))
+                for track_id, duration_s in conn.execute(select(Track.track_id, Track.duration_s))
+            )
+        self.complete = True
 
     def lookup(self, track_ids: pd.Series) -> pd.Series:
         """Duration in seconds per row (NaN where the track is unknown)."""
         unique = pd.unique(track_ids.to_numpy(dtype=object))
-        wanted = [t for t in unique if t not in self.cache]
+        wanted = [] if self.complete else [t for t in unique if t not in self.cache]
         for start in range(0, len(wanted), _LOOKUP_BATCH):
             part = wanted[start : start + _LOOKUP_BATCH]
             for t in part:
@@ -77,7 +90,7 @@ class TrackDurations:
                     select(Track.track_id, Track.duration_s).where(Track.track_id.in_(part))
                 ):
                     self.cache[track_id] = float(duration_s)
-        return track_ids.map(self.cache).astype(float)
+        return track_ids.map(self.cache).astype(float)  # NaN for ids not in the cache
 
 
 def insert_events(ctx: Context, events: pd.DataFrame, source: str) -> int:
@@ -123,8 +136,9 @@ def _sqlite_write_events(con: sqlite3.Connection, events: pd.DataFrame, source: 
 
 
 def _sqlite_begin(con: sqlite3.Connection) -> None:
-    # A bigger page cache keeps the event_id index in memory during big loads.
-    con.execute("PRAGMA cache_size = -262144")
+    # A bigger page cache keeps the event_id index in memory during big loads (a 10M-event load inserts
+    # about 15 % faster with 1 GiB than with 256 MiB). Pages are only allocated as they are used.
+    con.execute("PRAGMA cache_size = -1048576")
     # Every track_id was looked up in the catalog during validation (unknown ones are quarantined) and the
     # listeners go in first in the same transaction, so the per-row foreign-key probes only repeat what is
     # already known (about 10 % of the insert's CPU). The pragma is a no-op inside a transaction: it is
@@ -169,10 +183,19 @@ class EventWriter:
     def __init__(self, ctx: Context, source: str, bulk: bool = False) -> None:
         self.ctx = ctx
         self.source = source
-        self.bulk = bulk and ctx.dialect == "sqlite"
+        self.bulk = bulk
         self._raw = None
+        self._pg = None
         self._indexes: list[tuple[str, str]] = []
-        if self.bulk:
+        if bulk and ctx.dialect == "postgresql":
+            from personalize.ingest.pg_bulk import LockUnavailable, PostgresBulkLoad
+
+            try:
+                self._pg = PostgresBulkLoad(ctx, source)
+            except LockUnavailable as exc:
+                log.warning("bulk load of %s goes chunk by chunk: %s", source, exc)
+                self.bulk = False
+        elif bulk and ctx.dialect == "sqlite":
             self._raw = ctx.engine.raw_connection()
             con = self._raw.driver_connection
             try:
@@ -189,9 +212,21 @@ class EventWriter:
             except BaseException:
                 self.close(commit=False)
                 raise
+        else:
+            self.bulk = False
 
-    def insert(self, events: pd.DataFrame) -> int:
-        """Insert validated events (see :func:`insert_events`); returns how many were new."""
+    def encode(self, events: pd.DataFrame) -> object:
+        """What :meth:`insert` takes for these validated events: the frame itself, or for a PostgreSQL bulk
+        load its COPY payload (built ahead, off the writing thread)."""
+        if self._pg is not None and not events.empty:
+            return self._pg.encode(events)
+        return events
+
+    def insert(self, events: pd.DataFrame | object) -> int:
+        """Insert validated events (see :func:`insert_events`) or what :meth:`encode` made of them; returns
+        how many were new."""
+        if self._pg is not None and not isinstance(events, pd.DataFrame):
+            return self._pg.insert(events)
         if events.empty:
             return 0
         if self._raw is None:
@@ -199,6 +234,9 @@ class EventWriter:
         return _sqlite_write_events(self._raw.driver_connection, events, self.source)
 
     def quarantine(self, rows: Sequence[Quarantine], run_date: dt.date | None) -> None:
+        if self._pg is not None:
+            self._pg.quarantine(rows, run_date)
+            return
         if self._raw is None:
             write_quarantine(self.ctx, self.source, rows, run_date)
             return
@@ -218,10 +256,15 @@ class EventWriter:
             ],
         )
 
-    def close(self, commit: bool = True) -> None:
-        """Build the dropped indexes again and commit (or roll everything back)."""
+    def close(self, commit: bool = True) -> int:
+        """End a bulk load: build the dropped indexes again and commit (or roll everything back). Returns how
+        many of the rows :meth:`insert` counted as new turned out to be present already (PostgreSQL bulk
+        loads learn that only here)."""
+        if self._pg is not None:
+            load, self._pg = self._pg, None
+            return load.close(commit)
         if self._raw is None:
-            return
+            return 0
         raw, self._raw = self._raw, None
         con = raw.driver_connection
         ok = False
@@ -235,17 +278,28 @@ class EventWriter:
                 _sqlite_end(con, commit=ok)
             finally:
                 raw.close()
+        return 0
 
 
 def bulk_load_wanted(ctx: Context, expected_rows: int | None) -> bool:
-    """Whether a source of ``expected_rows`` events should go in as one SQLite bulk load: it is big (at least
+    """Whether a source of ``expected_rows`` events should go in as one bulk load: it is big (at least
     ``ingest_bulk_min_rows``) and at least as big as the table already is, so building the indexes again
     costs less than keeping them up to date row by row."""
-    if ctx.dialect != "sqlite" or not expected_rows or expected_rows < ctx.settings.ingest_bulk_min_rows:
+    if ctx.dialect not in ("sqlite", "postgresql"):
+        return False
+    if not expected_rows or expected_rows < ctx.settings.ingest_bulk_min_rows:
         return False
     with ctx.engine.connect() as conn:
-        # MAX(rowid) reads one B-tree edge; COUNT(*) would scan the table.
-        present = conn.exec_driver_sql("SELECT MAX(rowid) FROM listening_events").scalar() or 0
+        if ctx.dialect == "sqlite":
+            # MAX(rowid) reads one B-tree edge; COUNT(*) would scan the table.
+            present = conn.exec_driver_sql("SELECT MAX(rowid) FROM listening_events").scalar() or 0
+        else:
+            # The planner's row estimate (kept by ANALYZE and autovacuum); -1 until the table was analyzed.
+            present = conn.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE oid = 'listening_events'::regclass"
+            ).scalar()
+            if present is None or present < 0:
+                present = conn.exec_driver_sql("SELECT count(*) FROM listening_events").scalar() or 0
     return expected_rows >= present
 
 
