@@ -24,7 +24,7 @@ from pathlib import Path
 
 from personalize.config import get_settings
 from personalize.render import RenderJob, encode, render_batch, render_midi
-from personalize.render.engine import engine_for
+from personalize.render.engine import engine_for, use_one_core
 from personalize.render.pieces import demo_piece, midi_bytes
 
 PROGRAM_SETS = ((0, 33, 73), (4, 32, 65, 26), (48, 35, 56), (24, 33, 81), (0, 38, 71, 11), (19, 34, 68))
@@ -72,7 +72,9 @@ def main() -> int:
             path = Path(tmp) / f"piece{i}.mid"
             path.write_bytes(midi_bytes(pm))
             paths.append(path)
-        engine_for(soundfont, sr)  # the soundfont loads once per worker process, not per track
+        # Set up like one of the batch's workers: soundfont loaded once per process, numerics on one thread.
+        engine_for(soundfont, sr)
+        use_one_core()
         for _ in range(repeats):
             for path, pm, seconds in zip(paths, pieces, music_s, strict=True):
                 audio_box = {}

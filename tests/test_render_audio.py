@@ -152,7 +152,8 @@ def test_synth_is_reset_between_tracks(settings):
 
 
 def test_loudness_meter_matches_pyloudnorm():
-    """The fast BS.1770 meter used for normalizing gives pyloudnorm's number on music, silence and bursts."""
+    """The fast BS.1770 meter used for normalizing gives pyloudnorm's number on music, silence and bursts
+    (to 0.001 LU: it filters in single precision, pyloudnorm in double)."""
     from personalize.render.loudness import measure_loudness
 
     rng = np.random.default_rng(0)
@@ -161,4 +162,20 @@ def test_loudness_meter_matches_pyloudnorm():
     music = render_midi(demo_piece(8, seed=6), get_settings()).samples
     for signal, rate in ((music, 44_100), (burst, 44_100), (burst[:48_000] * 1e-3, 48_000)):
         expected = pyloudnorm.Meter(rate).integrated_loudness(signal.astype(np.float64))
-        assert measure_loudness(signal, rate)[0] == pytest.approx(expected, abs=1e-6)
+        assert measure_loudness(signal, rate)[0] == pytest.approx(expected, abs=1e-3)
+
+
+def test_loudness_after_a_gain_comes_from_the_blocks_alone():
+    """Re-drawing the gates on shifted block loudness gives what measuring the scaled signal gives, also when
+    the gain lifts quiet blocks over the absolute gate or drops loud ones under it."""
+    from personalize.render.loudness import gated_loudness, measure_loudness
+
+    rng = np.random.default_rng(3)
+    signal = np.zeros((44_100 * 8, 2), dtype=np.float32)
+    signal[: 44_100 * 3] = rng.standard_normal((44_100 * 3, 2)) * 3e-4  # near the -70 LUFS gate
+    signal[44_100 * 4 : 44_100 * 6] = rng.standard_normal((44_100 * 2, 2)) * 0.2
+    lufs, blocks = measure_loudness(signal, 44_100)
+    assert gated_loudness(blocks) == pytest.approx(lufs, abs=1e-6)
+    for gain_db in (-20.0, 6.0, 25.0):
+        scaled = signal * np.float32(10 ** (gain_db / 20))
+        assert gated_loudness(blocks + gain_db) == pytest.approx(measure_loudness(scaled, 44_100)[0], abs=1e-3)

@@ -248,6 +248,17 @@ def _default_pans(parts: list[Part]) -> list[int | None]:
 _ENGINES: dict[tuple[str, int], SynthEngine] = {}
 
 
+def use_one_core() -> None:
+    """Keep this process's numerical libraries (BLAS under numpy's matrix products) on one thread.
+
+    Rendering runs one worker process per core; a BLAS thread pool inside each worker only competes with
+    the other workers, and its idle threads spin: left alone they cost a worker about a fifth of its CPU.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 def engine_for(soundfont: Path, sample_rate_hz: int) -> SynthEngine:
     """This process's synthesizer for a soundfont and rate, created (soundfont loaded) on first use."""
     key = (str(soundfont), int(sample_rate_hz))

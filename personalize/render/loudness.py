@@ -28,7 +28,7 @@ FIRST_MAKEUP_DB = 3.0  # make-up most limited tracks need; more widens the exact
 MAX_MAKEUP_DB = 12.0  # deepest limiting allowed; past it a track stays quieter than the target
 ABSOLUTE_GATE_LUFS = -70.0
 BLOCK_S = 0.400  # BS.1770 gating block
-MERGE_GAP_BLOCKS = 256  # a numpy call costs about as much as oversampling ~4000 frames
+MERGE_GAP_BLOCKS = 48  # one run's fixed cost is about that of oversampling 48 blocks of 16 frames
 BLOCK_OVERLAP = 0.75
 
 
@@ -67,8 +67,12 @@ def measure_loudness(samples: np.ndarray, sample_rate_hz: int) -> tuple[float, n
             "measurement needs: the piece is (nearly) empty; regenerate it.",
         )
     data = samples if samples.ndim == 2 else samples[:, None]
-    # channels as contiguous rows: filtering and running sums along a row are several times faster
-    weighted = sosfilt(_k_weighting(rate), np.ascontiguousarray(data.T), axis=-1)
+    # channels as contiguous rows: filtering and running sums along a row are several times faster. Single
+    # precision filters twice as fast and moves the result by under 0.001 LU (the test against pyloudnorm
+    # holds it to 0.01); block energies are summed in double precision below.
+    weighted = sosfilt(
+        _k_weighting(rate).astype(np.float32), np.ascontiguousarray(data.T, np.float32), axis=-1
+    )
     np.square(weighted, out=weighted)
     n = len(data)
     duration_s = n / rate
@@ -79,7 +83,11 @@ def measure_loudness(samples: np.ndarray, sample_rate_hz: int) -> tuple[float, n
     upper = np.minimum((BLOCK_S * (j * step + 1) * rate).astype(np.int64), n)
     # energy up to each block edge: sums between consecutive edges (one pass), then a short running sum
     edges = np.unique(np.r_[lower, upper, n])
-    between = np.add.reduceat(weighted, edges[:-1], axis=-1) if len(edges) > 1 else weighted[:, :0]
+    between = (
+        np.add.reduceat(weighted, edges[:-1], axis=-1, dtype=np.float64)
+        if len(edges) > 1
+        else weighted[:, :0]
+    )
     energy = np.zeros((data.shape[1], len(edges)), dtype=np.float64)
     np.cumsum(between, axis=-1, out=energy[:, 1:])
     at_upper, at_lower = np.searchsorted(edges, upper), np.searchsorted(edges, lower)
@@ -95,6 +103,22 @@ def measure_loudness(samples: np.ndarray, sample_rate_hz: int) -> tuple[float, n
         mean_square = np.nan_to_num(z[gated].mean(axis=0)) if gated.any() else np.zeros(data.shape[1])
         lufs = -0.691 + 10.0 * np.log10(mean_square @ gains)
     return float(lufs), blocks
+
+
+def gated_loudness(blocks: np.ndarray) -> float:
+    """BS.1770 integrated loudness from the 400 ms blocks' loudness alone (as :func:`measure_loudness` gives
+    them). K-weighting is linear, so a gain shifts every block by exactly its dB: the loudness after a gain
+    is ``gated_loudness(blocks + gain_db)``, with the gates re-drawn, and no filtering again."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        above_absolute = blocks >= ABSOLUTE_GATE_LUFS
+        if not above_absolute.any():
+            return float("-inf")
+        power = 10.0 ** ((blocks + 0.691) / 10.0)  # the blocks' channel-weighted mean squares
+        relative_gate = -0.691 + 10.0 * np.log10(power[above_absolute].mean()) - 10.0
+        gated = (blocks > relative_gate) & (blocks > ABSOLUTE_GATE_LUFS)
+        if not gated.any():
+            return float("-inf")
+        return float(-0.691 + 10.0 * np.log10(power[gated].mean()))
 
 
 def integrated_loudness(samples: np.ndarray, sample_rate_hz: int) -> float:
@@ -166,17 +190,49 @@ def true_peak_envelope(samples: np.ndarray, floor: float = 0.0) -> np.ndarray:
     group_starts = np.flatnonzero(keep)
     starts, ends = starts[group_starts], ends[np.r_[group_starts[1:] - 1, len(ends) - 1]]
     envelope = level.copy()
-    # phase 0 of the interpolator is the sample itself (its other taps sit on the sinc's zeros)
-    phases = _PHASES[1:].astype(np.float32)
     for ch in range(samples.shape[1]):
         padded = np.pad(samples[:, ch], (HALF_WIDTH, HALF_WIDTH))
         for start_block, end_block in zip(starts.tolist(), ends.tolist(), strict=True):
             lo, hi = start_block * width, min(len(level), end_block * width)
             segment = padded[lo + 1 : hi + width]  # the samples frames lo .. hi-1 read
-            out = envelope[lo:hi]
-            for kernel in phases:
-                np.maximum(out, np.abs(np.correlate(segment, kernel, "valid")), out=out)
+            np.maximum(envelope[lo:hi], _oversampled_peak(segment, hi - lo), out=envelope[lo:hi])
     return envelope
+
+
+def _block_kernels() -> tuple[np.ndarray, np.ndarray]:
+    """The interpolator as two (16, 3*16) matrices: with the signal cut into rows of 16 samples X, the three
+    in-between points of the 16 frames of row m are ``X[m] @ A + X[m + 1] @ B``. Two matrix products over
+    contiguous rows run at full SIMD speed; a sliding dot product per frame (``np.correlate``) does not."""
+    width = 2 * HALF_WIDTH
+    phases = _PHASES[1:]  # phase 0 of the interpolator is the sample itself (its other taps sit on zeros)
+    a = np.zeros((width, len(phases) * width))
+    b = np.zeros_like(a)
+    for k, kernel in enumerate(phases):
+        for r in range(width):  # output frame r of a row reads row samples r .. r + 15
+            for j in range(width):
+                c = r + j
+                if c < width:
+                    a[c, k * width + r] = kernel[j]
+                else:
+                    b[c - width, k * width + r] = kernel[j]
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+_BLOCK_A, _BLOCK_B = _block_kernels()
+
+
+def _oversampled_peak(segment: np.ndarray, n: int) -> np.ndarray:
+    """Per frame, the largest |value| of the 3 in-between oversampled points, for ``n`` frames whose 16 input
+    samples each are ``segment[i : i + 16]``."""
+    width = 2 * HALF_WIDTH
+    rows = -(-n // width) + 1
+    x = np.zeros(rows * width, dtype=np.float32)
+    x[: len(segment)] = segment[: rows * width]
+    x = x.reshape(rows, width)
+    y = x[:-1] @ _BLOCK_A
+    y += x[1:] @ _BLOCK_B
+    np.abs(y, out=y)
+    return y.reshape(rows - 1, -1, width).max(axis=1).reshape(-1)[:n]
 
 
 def true_peak_dbtp(samples: np.ndarray) -> float:
@@ -234,12 +290,11 @@ def normalize(
     loudness = target_lufs
     for _ in range(3):
         # Loudness follows gain exactly except for BS.1770's absolute gate at -70 LUFS: quiet blocks that
-        # the gain lifts over it (or drops under it) join (or leave) the average, so measure again.
+        # the gain lifts over it (or drops under it) join (or leave) the average: draw the gates again.
         crossing = (blocks < ABSOLUTE_GATE_LUFS) != (blocks + gain_db < ABSOLUTE_GATE_LUFS)
         if not crossing.any():
             break
-        loudness, blocks = measure_loudness(samples * np.float32(10 ** (gain_db / 20)), sample_rate_hz)
-        blocks = blocks - gain_db
+        loudness = gated_loudness(blocks + gain_db)
         if abs(target_lufs - loudness) < 0.02:
             break
         gain_db += target_lufs - loudness
