@@ -13,6 +13,7 @@ Backfill a range of dates (runs them one at a time, ``max_active_runs=1``)::
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 from airflow.sdk import Asset, dag, task
 
@@ -21,7 +22,10 @@ HEAVY_POOL = "personalize_heavy"  # generate and render: CPU-bound, shared with 
 
 DEFAULT_ARGS = {
     "owner": "personalize",
-    "retries": 3,
+    # A scheduled night retries a failed task (a database restart, a full disk cleared in the meantime);
+    # a one-off run from `personalize run --airflow` sets 0 so a failure shows at once instead of after
+    # the whole backoff.
+    "retries": int(os.environ.get("PERSONALIZE_DAG_RETRIES", "3")),
     "retry_delay": dt.timedelta(minutes=2),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": dt.timedelta(minutes=30),

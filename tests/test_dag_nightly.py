@@ -44,6 +44,7 @@ def _airflow_env(tmp_path: Path) -> dict[str, str]:
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
     )
+    env.pop("PERSONALIZE_DAG_RETRIES", None)
     return env
 
 
@@ -61,7 +62,25 @@ def test_dag_parses_fast_with_the_agreed_shape(tmp_path: Path) -> None:
     )
     assert info["tasks"] == ["cluster", "generate", "plan", "profile", "publish", "render", "report"]
     assert info["schedule"] == "@daily" and info["catchup"] is False and info["max_active_runs"] == 1
-    assert all(r >= 1 for r in info["retries"].values()) and all(b > 1 for b in info["backoff"].values())
+    assert set(info["retries"].values()) == {3} and all(b > 1 for b in info["backoff"].values())
     assert info["pools"]["generate"] == info["pools"]["render"] == "personalize_heavy"
     assert info["mapped"] == ["generate", "render"]
     assert info["outlets"]["publish"] == ["personalize://playlists/published"]
+
+
+def test_watched_runs_do_not_retry(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`personalize run --airflow` passes PERSONALIZE_DAG_RETRIES=0: a failing task fails the run at once
+    instead of after minutes of backoff."""
+    from personalize.context import make_context
+    from personalize.pipeline_cli import airflow_env
+
+    monkeypatch.delenv("PERSONALIZE_DAG_RETRIES", raising=False)
+    run_env = airflow_env(make_context(data_dir=tmp_path / "data"))
+    assert run_env["PERSONALIZE_DAG_RETRIES"] == "0"
+    run_env["AIRFLOW_HOME"] = str(tmp_path / "airflow")
+    code = f"DAGS = {str(REPO / 'dags')!r}\n" + DAGBAG_PROBE
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=run_env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert set(json.loads(proc.stdout.split("JSON", 1)[1])["retries"].values()) == {0}

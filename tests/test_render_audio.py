@@ -178,4 +178,6 @@ def test_loudness_after_a_gain_comes_from_the_blocks_alone():
     assert gated_loudness(blocks) == pytest.approx(lufs, abs=1e-6)
     for gain_db in (-20.0, 6.0, 25.0):
         scaled = signal * np.float32(10 ** (gain_db / 20))
-        assert gated_loudness(blocks + gain_db) == pytest.approx(measure_loudness(scaled, 44_100)[0], abs=1e-3)
+        assert gated_loudness(blocks + gain_db) == pytest.approx(
+            measure_loudness(scaled, 44_100)[0], abs=1e-3
+        )
