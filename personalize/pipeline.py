@@ -9,7 +9,8 @@ work per taste cluster (the DAG maps them over clusters); their rows are named `
 Every stage first claims its ``pipeline_runs`` row for the date: the unique ``(run_date, stage)``
 constraint plus a conditional update decide, inside the database, which of two concurrent runs of the
 same stage and date goes ahead; the other gets :class:`StageBusy`. A claim left ``running`` by a killed
-process is taken over after ``stage_lock_timeout_s``.
+process is taken over after ``stage_lock_timeout_s``, or at once after :func:`release_claims`
+(``personalize run-release``).
 """
 
 from __future__ import annotations
@@ -100,6 +101,83 @@ def claim_stage(ctx: Context, run_date: dt.date, label: str) -> dt.datetime:
         f"stage {label} for {run_date} is already {holder} (since {since}); wait for it to finish, "
         f"or after {ctx.settings.stage_lock_timeout_s:.0f} s a killed run's claim is taken over"
     )
+
+
+def _holder_alive(detail: str | None) -> bool | None:
+    """Whether the process named in a claim's ``running on host:pid`` still runs: True or False when it ran
+    on this machine, None when it ran elsewhere (its processes cannot be seen from here)."""
+    holder = (detail or "").removeprefix("running on ").strip()
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def release_claims(
+    ctx: Context, run_date: dt.date, stages: Sequence[str] | None = None, force: bool = False
+) -> list[dict[str, Any]]:
+    """Free the ``running`` claims of ``run_date`` left by runs that are gone (killed, machine lost), so the
+    next run takes the stages at once instead of after ``stage_lock_timeout_s``.
+
+    A claim whose process still runs on this machine is kept; one held on another machine is kept unless
+    ``force`` (check that run is gone first). ``stages`` limits it to those stages (``generate`` covers
+    every ``generate:c<id>``). Released claims become ``failed`` with who released them; returns one
+    ``{stage, holder, started_at, released, why}`` per running claim.
+    """
+    with ctx.sessions() as session:
+        rows = session.execute(
+            select(PipelineRun.stage, PipelineRun.detail, PipelineRun.started_at).where(
+                PipelineRun.run_date == run_date, PipelineRun.status == "running"
+            )
+        ).all()
+    out: list[dict[str, Any]] = []
+    for label, detail, started_at in rows:
+        if stages and label.split(":", 1)[0] not in stages and label not in stages:
+            continue
+        alive = _holder_alive(detail)
+        if alive and not force:
+            why = "its process still runs on this machine"
+        elif alive is None and not force:
+            why = "held on another machine: check that run is gone, then release with force"
+        else:
+            why = "process gone" if alive is False else "forced"
+            with ctx.engine.begin() as conn:
+                freed = conn.execute(
+                    update(PipelineRun)
+                    .where(
+                        PipelineRun.run_date == run_date,
+                        PipelineRun.stage == label,
+                        PipelineRun.status == "running",
+                        PipelineRun.started_at == started_at,  # not a claim taken since we looked
+                    )
+                    .values(
+                        status="failed",
+                        finished_at=_now(),
+                        detail=f"claim released by {_holder()} ({why}); it was {detail}",
+                    )
+                ).rowcount
+            if freed != 1:
+                why = "taken over by another run meanwhile"
+            out.append(
+                {
+                    "stage": label,
+                    "holder": detail,
+                    "started_at": started_at,
+                    "released": freed == 1,
+                    "why": why,
+                }
+            )
+            continue
+        out.append(
+            {"stage": label, "holder": detail, "started_at": started_at, "released": False, "why": why}
+        )
+    return out
 
 
 def _finish(

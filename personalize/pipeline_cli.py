@@ -145,6 +145,37 @@ def run_command(
         print_summary(summary)
 
 
+def release_command(
+    date: str = typer.Option(..., "--date", help="Run date YYYY-MM-DD whose claims to free."),
+    stages: str | None = typer.Option(
+        None, "--stages", help="Comma-separated stages (default: all; generate covers every generate:c<id>)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Also free claims held on other machines (check that run is gone first)."
+    ),
+) -> None:
+    """Free the stage claims a killed run left for a date, so the next run goes ahead at once.
+
+    Without this a claim is taken over only after PERSONALIZE_STAGE_LOCK_TIMEOUT_S (3 h). A claim whose
+    process still runs on this machine is never freed; one held on another machine needs --force.
+    """
+    from personalize import pipeline
+    from personalize.context import make_context
+
+    ctx = make_context()
+    run_date = pipeline.parse_run_date(date)
+    chosen = [s.strip() for s in stages.split(",")] if stages else None
+    result = pipeline.release_claims(ctx, run_date, chosen, force=force)
+    if not result:
+        console.print(f"no stage of {run_date} is running: nothing to release")
+        return
+    for r in result:
+        mark = "[green]released[/]" if r["released"] else "[yellow]kept[/]"
+        console.print(f"{mark} {r['stage']} ({r['holder']}, since {r['started_at']}): {r['why']}")
+    if not all(r["released"] for r in result):
+        raise typer.Exit(1)
+
+
 def report_command(
     date: str | None = typer.Option(
         None, "--date", help="Run date YYYY-MM-DD (default: last day with events)."
@@ -190,5 +221,6 @@ def eval_playlists_command(
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     app.command("run")(run_command)
+    app.command("run-release")(release_command)
     app.command("report")(report_command)
     eval_app.command("playlists")(eval_playlists_command)

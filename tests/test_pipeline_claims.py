@@ -82,3 +82,57 @@ def test_run_stage_checks_its_arguments(ctx):
     with pytest.raises(ValueError, match="not a date"):
         pipeline.parse_run_date("yesterday")
     assert pipeline.parse_run_date(dt.datetime(2026, 3, 1, 0, 0, tzinfo=dt.UTC)) == DAY
+
+
+def _set_holder(ctx, stage: str, holder: str) -> None:
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(PipelineRun).where(PipelineRun.stage == stage).values(detail=f"running on {holder}")
+        )
+
+
+def test_release_frees_a_killed_runs_claims_at_once_and_keeps_live_ones(ctx):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(gone.stdout)  # a process that has exited
+    for stage in ("generate:c0", "generate:c1", "render:c0", "publish"):
+        pipeline.claim_stage(ctx, DAY, stage)
+    _set_holder(ctx, "generate:c0", f"{socket.gethostname()}:{dead_pid}")
+    _set_holder(ctx, "generate:c1", f"{socket.gethostname()}:{dead_pid}")
+    _set_holder(ctx, "render:c0", f"other-machine:{os.getpid()}")
+    # "publish" is held by this very process: still running
+
+    result = {r["stage"]: r for r in pipeline.release_claims(ctx, DAY, ["generate", "render", "publish"])}
+    assert {s for s, r in result.items() if r["released"]} == {"generate:c0", "generate:c1"}
+    assert "still runs" in result["publish"]["why"] and "another machine" in result["render:c0"]["why"]
+    assert _row(ctx, "generate:c0").status == "failed" and "released" in _row(ctx, "generate:c0").detail
+    pipeline.claim_stage(ctx, DAY, "generate:c0")  # no 3-hour wait
+    with pytest.raises(pipeline.StageBusy):
+        pipeline.claim_stage(ctx, DAY, "render:c0")
+
+    forced = pipeline.release_claims(ctx, DAY, ["render"], force=True)
+    assert [r["stage"] for r in forced if r["released"]] == ["render:c0"]
+    assert _row(ctx, "publish").status == "running"  # outside the chosen stages, untouched
+
+
+def test_release_command_says_what_it_freed(ctx, monkeypatch):
+    from typer.testing import CliRunner
+
+    from personalize.cli import app
+
+    pipeline.claim_stage(ctx, DAY, "report")
+    _set_holder(ctx, "report", "elsewhere:1")
+    monkeypatch.setenv("PERSONALIZE_DATABASE_URL", ctx.settings.resolved_database_url)
+    monkeypatch.setenv("PERSONALIZE_DATA_DIR", str(ctx.settings.data_dir))
+    runner = CliRunner()
+    kept = runner.invoke(app, ["run-release", "--date", DAY.isoformat()])
+    assert kept.exit_code == 1 and "kept report" in kept.output and "--force" not in kept.output
+    freed = runner.invoke(app, ["run-release", "--date", DAY.isoformat(), "--force"])
+    assert freed.exit_code == 0 and "released report" in freed.output
+    assert _row(ctx, "report").status == "failed"
