@@ -161,3 +161,43 @@ def test_postgres_bulk_load_goes_chunk_by_chunk_when_the_table_is_busy(ctx, tmp_
         report = ingest_events(ctx, path)
         reader.rollback()
     assert (report.ingested, report.quarantined_total) == (30, 0)
+
+
+def test_a_write_failure_stops_the_validating_thread_and_is_raised(ctx, monkeypatch):
+    """Validation runs ahead on a helper thread; when writing fails, the error reaches the caller and the
+    helper stops, even with validated chunks still waiting to be written."""
+    import threading
+    import time
+
+    from personalize.ingest.store import EventWriter
+
+    _catalog(ctx)
+    ctx.settings.ingest_bulk_min_rows = 10**9  # chunk by chunk: each chunk its own transaction
+    ctx.settings.ingest_chunk_rows = 10  # several chunks: validation runs ahead on its thread
+    calls = {"n": 0}
+    real_insert = EventWriter.insert
+
+    def failing_insert(self, events):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            time.sleep(0.5)  # meanwhile the last chunks are validated and wait, and the end is signalled
+            raise RuntimeError("database went away")
+        return real_insert(self, events)
+
+    monkeypatch.setattr(EventWriter, "insert", failing_insert)
+    outcome: dict[str, BaseException | None] = {"error": None}
+
+    def ingest() -> None:
+        try:
+            _run(ctx, "chunks", frame_chunks(_events(40), 1, 10), None, False, expected_rows=40)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the ingest hung after a write failure"
+    assert isinstance(outcome["error"], RuntimeError) and "went away" in str(outcome["error"])
+    assert not any(t.name == "ingest-validate" and t.is_alive() for t in threading.enumerate())
+    with ctx.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM listening_events")).scalar_one() == 10  # chunk 1 only

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,21 +345,24 @@ def _prepared(job: EventIngest, chunks: Iterable[Chunk], overlap: bool) -> Itera
     stop = threading.Event()
     done = object()
 
+    def offer(item: object) -> bool:
+        """Hand ``item`` over; False once the writing side has stopped (it will take nothing more)."""
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for chunk in chunks:
-                item = job.prepare(chunk)
-                while not stop.is_set():
-                    try:
-                        handoff.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(job.prepare(chunk)):
                     return
-            handoff.put(done)
+            offer(done)
         except BaseException as exc:  # handed to the writing side, which raises it
-            handoff.put(exc)
+            offer(exc)
 
     worker = threading.Thread(target=produce, name="ingest-validate", daemon=True)
     worker.start()
@@ -384,8 +388,9 @@ def _feed(
     overlap: bool = False,
 ) -> IngestReport:
     if not progress:
-        for prepared in _prepared(job, chunks, overlap):
-            job.store(prepared)
+        with closing(_prepared(job, chunks, overlap)) as ready:
+            for prepared in ready:
+                job.store(prepared)
         return job.finish(started)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -399,9 +404,10 @@ def _feed(
     )
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("events", total=total, rows=0)
-        for prepared in _prepared(job, chunks, overlap):
-            job.store(prepared)
-            bar.update(task, completed=prepared.bytes_done, rows=job.report.rows_read)
+        with closing(_prepared(job, chunks, overlap)) as ready:
+            for prepared in ready:
+                job.store(prepared)
+                bar.update(task, completed=prepared.bytes_done, rows=job.report.rows_read)
     return job.finish(started)
 
 
