@@ -150,6 +150,19 @@ class AirflowDeployment:
                 PERSONALIZE_WORKER_NAME=name,
             )
         wait_for(lambda: _port_open(self.api_port), 180, "the Airflow api-server", list(self.procs.values()))
+        # Every Celery worker consuming before the run starts: a worker still importing when the mapped
+        # tasks are queued would leave them all to the other one.
+        workers = (
+            [n for n in self.procs if n.startswith("worker-")] if self.executor == "CeleryExecutor" else []
+        )
+        wait_for(
+            lambda: all(
+                " ready." in (self.workdir / f"{n}.log").read_text(errors="replace") for n in workers
+            ),
+            240,
+            "every Celery worker to be ready",
+            list(self.procs.values()),
+        )
         wait_for(
             self._dag_registered, 240, "the dag-processor to register 'nightly'", list(self.procs.values())
         )

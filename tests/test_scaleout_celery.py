@@ -95,13 +95,16 @@ def test_celery_workers_share_the_night_and_publish_what_local_executor_publishe
                 deployment.stop()
 
             celery_ctx, hosts = results["celery"]
-            for task in ("generate", "render"):
-                mapped = [(m, h, s) for t, m, h, s in hosts if t == task]
-                assert len(mapped) >= 2, f"{task} was mapped over {len(mapped)} clusters; the test needs >= 2"
-                assert all(s == "success" for _, _, s in mapped), mapped
-                assert {h for _, h, _ in mapped} == {"worker-1", "worker-2"}, (
-                    f"mapped {task} tasks ran on {sorted({h for _, h, _ in mapped})}, not on both workers"
-                )
+            mapped = {
+                task: [(m, h, st) for t, m, h, st in hosts if t == task] for task in ("generate", "render")
+            }
+            for task, runs in mapped.items():
+                assert len(runs) >= 2, f"{task} was mapped over {len(runs)} clusters; the test needs >= 2"
+                assert all(st == "success" for _, _, st in runs), runs
+            # Both workers took a share of the mapped work. Which worker takes which task is the broker's
+            # choice, so the share is asserted over generate and render together, not per task.
+            used = {h for runs in mapped.values() for _, h, _ in runs}
+            assert used == {"worker-1", "worker-2"}, f"mapped tasks ran on {sorted(used)} only: {mapped}"
 
             with celery_ctx.sessions() as s:
                 audio = (
