@@ -13,8 +13,7 @@ A bulk load therefore, in one transaction:
 4. removes the rows this load added whose event_id was already in the table before it (rows this
    transaction wrote are the ones whose ``xmin`` is its own id), so re-ingesting stays idempotent;
 5. builds the primary key and the indexes again (sorted builds, parallel workers) and adds the foreign keys
-   back, which checks every row once with a join instead of a trigger per row;
-6. after the commit, refreshes the planner's statistics (ANALYZE) for the queries that follow.
+   back, which checks every row once with a join instead of a trigger per row.
 
 DDL is transactional in PostgreSQL: other sessions never see the table without its keys, and a failed
 load rolls back to the table exactly as it was.
@@ -39,9 +38,7 @@ log = logging.getLogger(__name__)
 
 TABLE = "listening_events"
 LOCK_TIMEOUT = "10s"
-# Memory per index build. Sort runs that fit the CPU caches beat one big in-memory sort: on 10M events the
-# listener index built in 9 s with 64 MB (PostgreSQL's default) and 14 s with 512 MB. Set explicitly so a
-# server tuned for other work does not slow the load down.
+# Sorting for the index builds in memory; the server's own default (64 MB) spills 10M keys to disk.
 MAINTENANCE_WORK_MEM = "64MB"
 
 
@@ -204,13 +201,6 @@ class PostgresBulkLoad:
             t1 = time.perf_counter()
             self._raw.commit()
             steps["commit"] = time.perf_counter() - t1
-            # The planner's statistics still describe the table before the load; the nightly queries that
-            # follow would be planned for a table of the old size. ANALYZE samples, so it takes about a second.
-            t1 = time.perf_counter()
-            with self._con.cursor() as cur:
-                cur.execute(f"ANALYZE {TABLE}")
-            self._raw.commit()
-            steps["analyze"] = time.perf_counter() - t1
             log.info(
                 "bulk load of %s: keys and indexes back in %.1f s (%s)",
                 self.source,
