@@ -252,6 +252,14 @@ def test_duplicate_finder_across_many_chunks():
     )
     assert list(again[:1000]) == list(range(1000, 0, -1))  # each points at its first row
     assert again[1000] == 0
+    # A chunk whose ids are longer, or not ASCII, still finds the earlier chunks' ids (and repeats inside it).
+    mixed = pd.Series(["id7", "événement-" + "x" * 40, "id999", "événement-" + "x" * 40], dtype=object)
+    third = finder.check(mixed, np.ones(4, bool), np.arange(2002, 2006))
+    assert list(third) == [8, 0, 1000, 2003]
+    fourth = finder.check(
+        pd.Series(["événement-" + "x" * 40, "id1"], dtype=object), np.ones(2, bool), np.arange(2006, 2008)
+    )
+    assert list(fourth) == [2003, 2]
 
 
 def test_semicolon_separated_csv_is_read(ctx, tmp_path):
