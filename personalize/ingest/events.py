@@ -402,7 +402,8 @@ def _feed(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True) as bar:
+    # Two refreshes a second: each one takes the GIL from the thread doing the work.
+    with Progress(*columns, transient=True, refresh_per_second=2) as bar:
         task = bar.add_task("events", total=total, rows=0)
         with closing(_prepared(job, chunks, overlap)) as ready:
             for prepared in ready:
