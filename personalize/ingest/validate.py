@@ -24,15 +24,17 @@ def text_column(
         as_int = filled.round().astype(np.int64)
         text = as_int.astype("str").where((filled == as_int).to_numpy(), filled.astype("str"))
     else:
-        # Arrow-backed strings: strip, lower and measure in C++ before handing Python objects on.
-        text = values.where(~missing, "").astype("str").str.strip()
+        # Arrow-backed strings: strip, lower and measure in C++ before handing Python objects on. (Filling
+        # gaps rebuilds the whole array from Python objects: only when there are gaps.)
+        text = (values.where(~missing, "") if missing.any() else values).astype("str").str.strip()
         if lower:
             text = text.str.lower()
     missing |= (text == "").to_numpy(dtype=bool)
     too_long = np.zeros(len(values), dtype=bool)
     if max_chars is not None:
         too_long = (text.str.len() > max_chars).to_numpy(dtype=bool)
-    return text.astype(object).where(~missing, ""), missing, too_long
+    text = text.astype(object)
+    return (text.where(~missing, "") if missing.any() else text), missing, too_long
 
 
 def hash_ids(values: np.ndarray) -> np.ndarray:
