@@ -216,19 +216,24 @@ class EventIngest:
                 )  # fmt: skip
                 refused.append(Quarantine(row_number, raw_json(records[j]), code, detail))
         ok = reason == None  # noqa: E711
-        # Python strings stay Python strings (dtype object): both writers want them so, and letting pandas
-        # turn them into Arrow strings here and back again cost 0.3 µs a row.
+        # For PostgreSQL the Python strings stay Python strings (dtype object): its COPY encoder takes them
+        # straight to Arrow, and letting pandas turn them into Arrow strings here and back again cost 0.3 µs
+        # a row. SQLite keeps pandas' Arrow strings: sorted there by event_id and turned into Python strings
+        # only then, the objects it binds lie in memory in the order it reads them (about 25 % faster).
+        keep = self.ctx.dialect == "postgresql"
+
+        def text(values: np.ndarray) -> object:
+            return pd.Series(values, dtype=object, copy=False) if keep else values
+
         good = pd.DataFrame(
             {
-                "event_id": pd.Series(event_id[ok].to_numpy(dtype=object), dtype=object, copy=False),
-                "listener_id": pd.Series(listener_id[ok].to_numpy(dtype=object), dtype=object, copy=False),
-                "track_id": pd.Series(track_id[ok].to_numpy(dtype=object), dtype=object, copy=False),
-                "ts": pd.Series(_sqlalchemy_utc_text(ts_us[ok]), dtype=object, copy=False)
-                if self.ctx.dialect == "sqlite"
-                else None,
+                "event_id": text(event_id[ok].to_numpy(dtype=object)),
+                "listener_id": text(listener_id[ok].to_numpy(dtype=object)),
+                "track_id": text(track_id[ok].to_numpy(dtype=object)),
+                "ts": _sqlalchemy_utc_text(ts_us[ok]) if self.ctx.dialect == "sqlite" else None,
                 "ts_us": ts_us[ok],
                 "ms_played": ms_safe[ok].astype(np.int64),
-                "kind": pd.Series(kind[ok].to_numpy(dtype=object), dtype=object, copy=False),
+                "kind": text(kind[ok].to_numpy(dtype=object)),
             }
         )
         return good, refused
