@@ -177,13 +177,14 @@ class EventWriter:
     secondary indexes of listening_events dropped at the start and built again from the sorted data at the
     end: inserting 10M rows into three random-order indexes costs far more than sorting them once. SQLite
     DDL is transactional, so other connections never see the table without its indexes and a failed load
-    rolls back to the table as it was. Other writers wait (busy timeout) until the load commits.
+    rolls back to the table as it was. Other writers wait (busy timeout) until the load commits. On
+    PostgreSQL a bulk load is :class:`~personalize.ingest.pg_bulk.PostgresBulkLoad` (COPY into the bare
+    table, keys built after); when its table lock cannot be had, the source goes chunk by chunk.
     """
 
     def __init__(self, ctx: Context, source: str, bulk: bool = False) -> None:
         self.ctx = ctx
         self.source = source
-        self.bulk = bulk
         self._raw = None
         self._pg = None
         self._indexes: list[tuple[str, str]] = []
@@ -194,7 +195,6 @@ class EventWriter:
                 self._pg = PostgresBulkLoad(ctx, source)
             except LockUnavailable as exc:
                 log.warning("bulk load of %s goes chunk by chunk: %s", source, exc)
-                self.bulk = False
         elif bulk and ctx.dialect == "sqlite":
             self._raw = ctx.engine.raw_connection()
             con = self._raw.driver_connection
@@ -212,8 +212,6 @@ class EventWriter:
             except BaseException:
                 self.close(commit=False)
                 raise
-        else:
-            self.bulk = False
 
     def encode(self, events: pd.DataFrame) -> object:
         """What :meth:`insert` takes for these validated events: the frame itself, or for a PostgreSQL bulk
