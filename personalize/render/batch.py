@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from personalize.config import Settings
 from personalize.render.encode import codec_rate_hz, encode
-from personalize.render.engine import render_midi, use_one_core
+from personalize.render.engine import prepare_worker, render_midi
 from personalize.render.errors import ENCODE_FAILED, TIMEOUT, WORKER_CRASHED, RenderRejected
 
 HARD_LIMIT_GRACE_S = 30.0  # on top of render_timeout_s, for parsing and encoding, before a worker is killed
@@ -91,7 +91,7 @@ def render_job(job: RenderJob, settings: Settings) -> RenderOutcome:
 
 
 def _worker(settings: Settings, tasks: mp.Queue, results: mp.Queue) -> None:
-    use_one_core()
+    prepare_worker()
     while True:
         item = tasks.get()
         if item is None:
