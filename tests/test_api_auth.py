@@ -162,3 +162,16 @@ def test_player_link_is_bound_to_its_listener_and_expires(api):
         link.path, params={"expires": past, "sig": signer.signature("player", "L0000", "", past)}
     )
     assert resp.status_code == 403 and _code(resp) == "url_expired"
+
+
+def test_every_id_ingest_keeps_is_routed_and_no_other(api):
+    """The API takes exactly the ids ingest stores (colons, @, dots included): such an unknown listener is a
+    404 of its own, not a refused request; an id ingest would refuse is refused here too."""
+    client, _, created, _ = api
+    headers = {"X-API-Key": created.key}
+    for listener in ("user:42", "ana@example.com", "isrc.USRC17607839"):
+        resp = client.get(f"/v1/listeners/{listener}/playlist", headers=headers)
+        assert resp.status_code == 404 and _code(resp) == "unknown_listener", (listener, resp.text)
+    for listener in ("ana%20smith", "50%25off", "m%C3%BCller", ".hidden"):
+        resp = client.get(f"/v1/listeners/{listener}/playlist", headers=headers)
+        assert resp.status_code == 422 and _code(resp) == "invalid_request", (listener, resp.text)

@@ -267,3 +267,48 @@ def test_semicolon_separated_csv_is_read(ctx, tmp_path):
     path = tmp_path / "excel.csv"
     path.write_text("event_id;listener_id;track_id;ts;ms_played;kind\nx1;l1;t1;2026-01-01T00:00:00Z;5;play\n")
     assert ingest_events(ctx, path).ingested == 1
+
+
+ODD_BUT_SERVABLE = ["user:42", "ana@example.com", "isrc.USRC17607839", "a-b_c"]
+NOT_SERVABLE = ["ana smith", "a/b", "..", ".hidden", "50%off", "müller", "tab\there", "~root"]
+
+
+def test_ids_keep_the_alphabet_the_api_can_serve(ctx, tmp_path):
+    """Listener and track ids the API could not take back in a URL are quarantined at ingest with a detail
+    naming the field and the rule; the usual id schemes (colons, @, dots) go in."""
+    _catalog(ctx)
+    catalog = pd.DataFrame(
+        {
+            "track_id": ["isrc.USRC17607839", "bad track", "a/b"],
+            "title": ["Ok", "Space", "Slash"],
+            "duration_s": [180.0] * 3,
+            "tempo_bpm": [100.0] * 3,
+            "key": ["C major"] * 3,
+            "meter": ["4/4"] * 3,
+            "programs": ["0"] * 3,
+        }
+    )
+    report = ingest_catalog_frame(ctx, catalog, source="odd-catalog")
+    assert report.ingested == 1 and report.quarantined == {"unparseable_field": 2}
+
+    listeners = ODD_BUT_SERVABLE + NOT_SERVABLE
+    rows = [
+        f"o{i},{listener},{'isrc.USRC17607839' if i % 2 else 't1'},2026-01-01T10:00:00Z,1000,play".encode()
+        for i, listener in enumerate(listeners)
+    ]
+    path = _write_events(tmp_path / "odd.csv", rows)
+    path.write_bytes(path.read_bytes() + b"\n")
+    report = ingest_events(ctx, path)
+    assert report.ingested == len(ODD_BUT_SERVABLE)
+    assert report.quarantined == {"unparseable_field": len(NOT_SERVABLE)}
+    with ctx.sessions() as session:
+        stored = set(session.scalars(select(Listener.listener_id)))
+        details = {
+            q.row_number: q.detail
+            for q in session.scalars(select(QuarantinedRow))
+            if q.source == str(path.resolve())
+        }
+    assert stored >= set(ODD_BUT_SERVABLE) and not stored & set(NOT_SERVABLE)
+    for offset, listener in enumerate(NOT_SERVABLE):
+        detail = details[len(ODD_BUT_SERVABLE) + offset + 1]
+        assert f"listener_id {listener!r} has characters" in detail and "letters, digits" in detail

@@ -38,6 +38,7 @@ from personalize.api.schemas import (
     TrackOut,
 )
 from personalize.api.state import ApiState
+from personalize.ids import ID_RULE
 
 router = APIRouter()
 
@@ -49,8 +50,8 @@ API_KEY_HEADER = APIKeyHeader(
 SIG_PATTERN = r"^[0-9a-f]{64}$"
 EXPIRES_MAX = 2**40  # far beyond any real expiry; keeps the number a plain 64-bit integer
 
-ListenerId = Annotated[str, Path(pattern=ID_PATTERN, description="Listener id (letters, digits, - and _)")]
-TrackId = Annotated[str, Path(pattern=ID_PATTERN, description="Track id (letters, digits, - and _)")]
+ListenerId = Annotated[str, Path(pattern=ID_PATTERN, description=f"Listener id: {ID_RULE}")]
+TrackId = Annotated[str, Path(pattern=ID_PATTERN, description=f"Track id: {ID_RULE}")]
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -7,8 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-# Listener and track ids: letters, digits, '-' and '_' only, so no id can ever look like a path.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+from personalize.ids import ID_PATTERN as STORED_ID_PATTERN
+
+# Listener and track ids: the alphabet ingest keeps (personalize.ids), so every stored id can be fetched and
+# none can look like a path: no slash, backslash, percent sign, tilde or leading dot.
+ID_PATTERN = STORED_ID_PATTERN
 CURSOR_PATTERN = r"^[0-9]{1,9}$"
 PAGE_MAX = 200
 

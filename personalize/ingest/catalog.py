@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from personalize.context import Context
-from personalize.ingest.events import ID_MAX_CHARS
+from personalize.ids import ID_MAX_CHARS, ID_RULE
 from personalize.ingest.midi import MidiMeasurer, find_midi_files, midi_track_id
 from personalize.ingest.read import Chunk, Quarantine, check_columns, frame_chunks, raw_json, read_chunks
 from personalize.ingest.report import IngestFileError, IngestReport
 from personalize.ingest.store import insert_tracks, write_quarantine
-from personalize.ingest.validate import first_reason, number_column, text_column
+from personalize.ingest.validate import first_reason, id_column, number_column, text_column
 from personalize.music.gm import format_programs, parse_programs
 from personalize.music.keys import parse_key, parse_meter
 
@@ -81,7 +81,7 @@ class CatalogIngest:
     ) -> tuple[list[dict[str, object]], list[Quarantine]]:
         frame = chunk.frame
         n = len(frame)
-        track_id, id_missing, id_long = text_column(frame["track_id"], ID_MAX_CHARS)
+        track_id, id_missing, id_long, id_chars = id_column(frame["track_id"])
         title, title_missing, title_long = text_column(frame["title"], TITLE_MAX_CHARS)
         duration_s, dur_missing, dur_bad = number_column(frame["duration_s"])
         tempo_bpm, tempo_missing, tempo_bad = number_column(frame["tempo_bpm"])
@@ -138,7 +138,7 @@ class CatalogIngest:
                 self.seen[t] = int(chunk.row_numbers[i])
         any_missing = np.logical_or.reduce(list(missing.values()))
         any_unparseable = (
-            key_bad | meter_bad | programs_bad | np.logical_or.reduce(list(unparseable.values()))
+            key_bad | meter_bad | programs_bad | id_chars | np.logical_or.reduce(list(unparseable.values()))
         ) | np.logical_or.reduce(list(too_long.values()))
         reason = first_reason(
             [
@@ -196,6 +196,11 @@ class CatalogIngest:
                 problems += [
                     f"{c} is longer than {limits[c]} characters" for c, m in too_long.items() if m[i]
                 ]
+                if id_chars[i]:
+                    problems.append(
+                        f"track_id {str(frame['track_id'].iloc[i]).strip()!r} has characters the app could "
+                        f"not fetch it by: use {ID_RULE}"
+                    )
                 detail = f"{where}: {'; '.join(problems)}. Correct the row and ingest the file again."
             elif code == "out_of_range":
                 problems = [

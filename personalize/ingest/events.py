@@ -16,6 +16,7 @@ import pandas as pd
 
 from personalize.context import Context
 from personalize.db.models import EVENT_KINDS
+from personalize.ids import ID_MAX_CHARS, ID_RULE
 from personalize.ingest.read import (
     Chunk,
     Quarantine,
@@ -29,10 +30,16 @@ from personalize.ingest.read import (
 )
 from personalize.ingest.report import IngestFileError, IngestReport
 from personalize.ingest.store import EventWriter, TrackDurations, bulk_load_wanted
-from personalize.ingest.validate import first_reason, hash_ids, number_column, text_column, timestamp_column
+from personalize.ingest.validate import (
+    first_reason,
+    hash_ids,
+    id_column,
+    number_column,
+    text_column,
+    timestamp_column,
+)
 
 EVENT_COLUMNS = ("event_id", "listener_id", "track_id", "ts", "ms_played", "kind")
-ID_MAX_CHARS = 64  # listeners.listener_id, tracks.track_id and listening_events.event_id are String(64)
 EARLIEST_TS = pd.Timestamp("2000-01-01", tz="UTC")
 FUTURE_TOLERANCE_S = 300  # clocks of phones and servers disagree by a few minutes; more is a bad timestamp
 MS_PLAYED_MAX = 2**31 - 1  # listening_events.ms_played is a 32-bit integer
@@ -151,14 +158,16 @@ class EventIngest:
     def _validate(self, frame: pd.DataFrame, chunk: Chunk) -> tuple[pd.DataFrame, list[Quarantine]]:
         n = len(frame)
         event_id, event_missing, event_long = text_column(frame["event_id"], ID_MAX_CHARS)
-        listener_id, listener_missing, listener_long = text_column(frame["listener_id"], ID_MAX_CHARS)
-        track_id, track_missing, track_long = text_column(frame["track_id"], ID_MAX_CHARS)
+        listener_id, listener_missing, listener_long, listener_chars = id_column(frame["listener_id"])
+        track_id, track_missing, track_long, track_chars = id_column(frame["track_id"])
         kind, kind_missing, _ = text_column(frame["kind"], lower=True)
         kind_text = frame["kind"]
         ts_us, ts_missing, ts_bad = timestamp_column(frame["ts"])
         ms, ms_missing, ms_bad = number_column(frame["ms_played"])
         ms_bad |= ~ms_missing & ~ms_bad & (~np.isfinite(ms) | (np.floor(ms) != ms))
         long_id = {"event_id": event_long, "listener_id": listener_long, "track_id": track_long}
+        # ids the API could not serve back (an app fetches playlists and tracks by them)
+        odd_id = {"listener_id": listener_chars, "track_id": track_chars}
         missing = {
             "event_id": event_missing,
             "listener_id": listener_missing,
@@ -168,7 +177,7 @@ class EventIngest:
             "kind": kind_missing,
         }
         any_missing = np.logical_or.reduce(list(missing.values()))
-        unparseable = ts_bad | ms_bad | np.logical_or.reduce(list(long_id.values()))
+        unparseable = ts_bad | ms_bad | np.logical_or.reduce([*long_id.values(), *odd_id.values()])
         usable = ~chunk.bad_encoding & ~any_missing & ~unparseable
         earlier = self.duplicates.check(
             event_id, ~chunk.bad_encoding & ~event_missing & ~event_long, chunk.row_numbers
@@ -211,8 +220,8 @@ class EventIngest:
                 row_number = int(chunk.row_numbers[i])
                 code = str(reason[i])
                 detail = self._detail(
-                    code, row_number, i, event_id, track_id, kind_text, frame, missing, long_id, ts_bad, ms_bad,
-                    ms_safe, durations, earlier,
+                    code, row_number, i, event_id, track_id, kind_text, frame, missing, long_id, odd_id, ts_bad,
+                    ms_bad, ms_safe, durations, earlier,
                 )  # fmt: skip
                 refused.append(Quarantine(row_number, raw_json(records[j]), code, detail))
         ok = reason == None  # noqa: E711
@@ -249,6 +258,7 @@ class EventIngest:
         frame: pd.DataFrame,
         missing: dict[str, np.ndarray],
         long_id: dict[str, np.ndarray],
+        odd_id: dict[str, np.ndarray],
         ts_bad: np.ndarray,
         ms_bad: np.ndarray,
         ms: np.ndarray,
@@ -279,6 +289,12 @@ class EventIngest:
             for col, mask in long_id.items():
                 if mask[i]:
                     problems.append(f"{col} is longer than {ID_MAX_CHARS} characters")
+            for col, mask in odd_id.items():
+                if mask[i]:
+                    problems.append(
+                        f"{col} {str(frame[col].iloc[i]).strip()!r} has characters the app could not fetch it "
+                        f"by: use {ID_RULE}"
+                    )
             return f"{where}: {'; '.join(problems)}. {FIX_AND_RETRY}"
         if code == "duplicate_event_id":
             return (

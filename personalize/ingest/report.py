@@ -12,7 +12,7 @@ REASONS: dict[str, str] = {
     "truncated_row": "the file ends in the middle of this row (the last line was cut off)",
     "malformed_row": "the row has a different number of fields than the header",
     "missing_field": "a required field is empty, null or NaN",
-    "unparseable_field": "a field has the wrong type or cannot be parsed (timestamp, number, key, meter, programs)",
+    "unparseable_field": "a field has the wrong type or cannot be parsed (timestamp, number, id, key, meter, programs)",
     "unknown_kind": "kind is not one of play, skip, like, dislike, complete, save",
     "negative_ms_played": "ms_played is below zero",
     "ts_before_2000": "the timestamp is before 2000-01-01 UTC",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from personalize.ids import ID_BODY, ID_MAX_CHARS
+
 # How spreadsheets and dataframes spell "no value" in a number or timestamp column.
 NULL_TOKENS = ("nan", "nat", "null", "none", "na", "n/a", "<na>")
 
@@ -15,6 +17,21 @@ def text_column(
 ) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """Stripped strings (object dtype, ready for the database driver), a mask of rows that are empty, null or
     NaN, and a mask of rows longer than ``max_chars``."""
+    text, missing, too_long = _stripped_text(values, max_chars, lower)
+    return _as_objects(text, missing), missing, too_long
+
+
+def id_column(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`text_column` for listener and track ids, plus a mask of ids that are present and short
+    enough but use characters outside :data:`personalize.ids.ID_RULE` (checked in Arrow, not per row)."""
+    text, missing, too_long = _stripped_text(values, ID_MAX_CHARS, lower=False)
+    bad_chars = ~text.str.fullmatch(ID_BODY).to_numpy(dtype=bool, na_value=False) & ~missing & ~too_long
+    return _as_objects(text, missing), missing, too_long, bad_chars
+
+
+def _stripped_text(
+    values: pd.Series, max_chars: int | None, lower: bool
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     missing = values.isna().to_numpy(dtype=bool).copy()  # pandas may hand out a read-only view
     if values.dtype.kind in "iu":
         text = values.astype("str")
@@ -33,8 +50,12 @@ def text_column(
     too_long = np.zeros(len(values), dtype=bool)
     if max_chars is not None:
         too_long = (text.str.len() > max_chars).to_numpy(dtype=bool)
+    return text, missing, too_long
+
+
+def _as_objects(text: pd.Series, missing: np.ndarray) -> pd.Series:
     text = text.astype(object)
-    return (text.where(~missing, "") if missing.any() else text), missing, too_long
+    return text.where(~missing, "") if missing.any() else text
 
 
 def hash_ids(values: np.ndarray) -> np.ndarray:
