@@ -296,18 +296,16 @@ def _block_kernel() -> np.ndarray:
     return kernel.astype(np.float32)
 
 
-_BLOCK_KERNEL = _block_kernel()
-_KERNEL_T = np.ascontiguousarray(_BLOCK_KERNEL.T)  # (48, 32)
-_BLOCKS_PER_PASS = (
-    4096  # bounds the products' memory (4096 blocks x 48 points x 2 channels x 4 bytes = 1.5 MiB)
-)
+_KERNEL_T = np.ascontiguousarray(_block_kernel().T)  # (48, 32)
+# Blocks oversampled per matrix product: bounds its memory (4096 blocks x 48 points x 4 bytes = 0.75 MiB).
+_BLOCKS_PER_PASS = 4096
 
 
-def true_peak_dbtp(samples: np.ndarray, level: np.ndarray | None = None) -> float:
+def true_peak_dbtp(samples: np.ndarray) -> float:
     """Highest 4x-oversampled peak over all channels, in dBTP (dB relative to full scale)."""
     if len(samples) == 0:
         return float("-inf")
-    meter = TruePeak(samples, level)
+    meter = TruePeak(samples)
     sample_peak = float(meter.level.max())
     if sample_peak <= 0:
         return float("-inf")
