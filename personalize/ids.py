@@ -12,3 +12,8 @@ ID_MAX_CHARS = 64  # listeners.listener_id, tracks.track_id and listening_events
 ID_BODY = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}"
 ID_PATTERN = rf"^{ID_BODY}$"
 ID_RULE = "letters, digits and . _ : @ - (starting with a letter or digit), at most 64 characters"
+
+
+def unservable_id(column: str, value: object) -> str:
+    """What to tell the sender of an id outside the alphabet (a quarantine detail)."""
+    return f"{column} {str(value).strip()!r} has characters the app could not fetch it by: use {ID_RULE}"

@@ -25,7 +25,6 @@ from personalize.api import audio, services
 from personalize.api.errors import ApiError
 from personalize.api.keys import KeyInfo, verify_key
 from personalize.api.schemas import (
-    ID_PATTERN,
     PAGE_MAX,
     ErrorOut,
     EventsIn,
@@ -38,7 +37,7 @@ from personalize.api.schemas import (
     TrackOut,
 )
 from personalize.api.state import ApiState
-from personalize.ids import ID_RULE
+from personalize.ids import ID_PATTERN, ID_RULE
 
 router = APIRouter()
 
@@ -50,6 +49,8 @@ API_KEY_HEADER = APIKeyHeader(
 SIG_PATTERN = r"^[0-9a-f]{64}$"
 EXPIRES_MAX = 2**40  # far beyond any real expiry; keeps the number a plain 64-bit integer
 
+# The alphabet ingest keeps, so every stored id can be fetched and none can look like a path (no slash,
+# backslash, percent sign, tilde or leading dot).
 ListenerId = Annotated[str, Path(pattern=ID_PATTERN, description=f"Listener id: {ID_RULE}")]
 TrackId = Annotated[str, Path(pattern=ID_PATTERN, description=f"Track id: {ID_RULE}")]
 

@@ -7,11 +7,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from personalize.ids import ID_PATTERN as STORED_ID_PATTERN
-
-# Listener and track ids: the alphabet ingest keeps (personalize.ids), so every stored id can be fetched and
-# none can look like a path: no slash, backslash, percent sign, tilde or leading dot.
-ID_PATTERN = STORED_ID_PATTERN
 CURSOR_PATTERN = r"^[0-9]{1,9}$"
 PAGE_MAX = 200
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from personalize.context import Context
-from personalize.ids import ID_MAX_CHARS, ID_RULE
+from personalize.ids import ID_MAX_CHARS, unservable_id
 from personalize.ingest.midi import MidiMeasurer, find_midi_files, midi_track_id
 from personalize.ingest.read import Chunk, Quarantine, check_columns, frame_chunks, raw_json, read_chunks
 from personalize.ingest.report import IngestFileError, IngestReport
@@ -197,10 +197,7 @@ class CatalogIngest:
                     f"{c} is longer than {limits[c]} characters" for c, m in too_long.items() if m[i]
                 ]
                 if id_chars[i]:
-                    problems.append(
-                        f"track_id {str(frame['track_id'].iloc[i]).strip()!r} has characters the app could "
-                        f"not fetch it by: use {ID_RULE}"
-                    )
+                    problems.append(unservable_id("track_id", frame["track_id"].iloc[i]))
                 detail = f"{where}: {'; '.join(problems)}. Correct the row and ingest the file again."
             elif code == "out_of_range":
                 problems = [

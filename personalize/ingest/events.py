@@ -16,7 +16,7 @@ import pandas as pd
 
 from personalize.context import Context
 from personalize.db.models import EVENT_KINDS
-from personalize.ids import ID_MAX_CHARS, ID_RULE
+from personalize.ids import ID_MAX_CHARS, unservable_id
 from personalize.ingest.read import (
     Chunk,
     Quarantine,
@@ -291,10 +291,7 @@ class EventIngest:
                     problems.append(f"{col} is longer than {ID_MAX_CHARS} characters")
             for col, mask in odd_id.items():
                 if mask[i]:
-                    problems.append(
-                        f"{col} {str(frame[col].iloc[i]).strip()!r} has characters the app could not fetch it "
-                        f"by: use {ID_RULE}"
-                    )
+                    problems.append(unservable_id(col, frame[col].iloc[i]))
             return f"{where}: {'; '.join(problems)}. {FIX_AND_RETRY}"
         if code == "duplicate_event_id":
             return (
