@@ -39,10 +39,12 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # shared fixtures
+
+from local_server import local_server
+from sample_world import seed
 
 from personalize.api.keys import create_key
-from personalize.api.local_server import local_server
-from personalize.api.sample_world import seed
 from personalize.context import make_context
 from personalize.db.session import upgrade
 

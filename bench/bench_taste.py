@@ -28,11 +28,14 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # shared fixtures
 
-from personalize import cluster, features
+from synthetic_taste import make_world, write_world
+
+import personalize.cluster.stage as cluster
+import personalize.profile.stage as profile
 from personalize.context import Context, make_context
 from personalize.db.session import upgrade
-from personalize.features.synthetic import make_world, write_world
 
 PG_ADMIN_URL = os.environ.get("PERSONALIZE_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 RUN_DATE = dt.date(2026, 3, 1)
@@ -97,7 +100,7 @@ def measure_engine(
             profile_s, cluster_s = [], []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                p = features.run(ctx, RUN_DATE, progress=lambda _msg: None)
+                p = profile.run(ctx, RUN_DATE, progress=lambda _msg: None)
                 t1 = time.perf_counter()
                 c = cluster.run(ctx, RUN_DATE, progress=lambda _msg: None)
                 t2 = time.perf_counter()

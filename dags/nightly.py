@@ -34,18 +34,13 @@ DEFAULT_ARGS = {
 
 
 def _context():  # type: ignore[no-untyped-def]
-    import os
-    import sys
-
     from personalize.context import make_context
 
-    if os.environ.get("PERSONALIZE_RENDER_START_METHOD"):
-        return make_context()
-    # A task process of a real executor cannot import the `airflow` program again in a child, so its render
-    # workers fork. Under `airflow dags test` the task shares its process with the run loop's threads, where
-    # a forked worker can hang on a lock it inherited, and the default (forkserver) works.
-    in_dags_test = sys.argv[1:3] == ["dags", "test"]
-    return make_context(render_start_method="forkserver" if in_dags_test else "fork")
+    # A task process of a real executor cannot start the `airflow` program again in a child, so its render
+    # workers fork unless PERSONALIZE_RENDER_START_METHOD says otherwise (`personalize run --airflow` sets
+    # forkserver: under `airflow dags test` the task shares its process with the run loop's threads, where
+    # a forked worker can hang on a lock it inherited).
+    return make_context(render_start_method=os.environ.get("PERSONALIZE_RENDER_START_METHOD", "fork"))
 
 
 def _small(summary: dict) -> dict:

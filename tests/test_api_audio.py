@@ -7,11 +7,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from sample_world import seed
 from sqlalchemy import update
 
 from personalize.api.app import create_app
 from personalize.api.keys import create_key
-from personalize.api.sample_world import seed
 from personalize.db.models import Track
 
 

@@ -8,10 +8,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from sample_world import seed
 
 from personalize.api.app import create_app
 from personalize.api.keys import create_key, list_keys, revoke_key
-from personalize.api.sample_world import seed
 from personalize.api.signing import Signer, load_signing_secret
 
 

@@ -6,11 +6,11 @@ import datetime as dt
 
 import pytest
 from fastapi.testclient import TestClient
+from sample_world import seed
 from sqlalchemy import func, select
 
 from personalize.api.app import create_app
 from personalize.api.keys import create_key
-from personalize.api.sample_world import seed
 from personalize.db.models import ListeningEvent, QuarantinedRow
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi.testclient import TestClient
+from sample_world import seed
 from sqlalchemy import select
 
-from personalize import features
+import personalize.profile.stage as profile
 from personalize.api.app import create_app
 from personalize.api.keys import create_key
-from personalize.api.sample_world import seed
 from personalize.db.models import ListeningEvent, TasteProfile
 
 
@@ -47,7 +47,7 @@ def test_posted_likes_and_skips_move_the_next_profile(ctx):
     resp = client.post("/v1/events", json={"events": events("a", before, [(slow, "play", 45_000)] * 8)})
     assert resp.json()["accepted"] == 8
     night_1 = before.date()
-    features.run(ctx, night_1)
+    profile.run(ctx, night_1)
     p1 = _profile(ctx, "L0000", night_1)
     assert p1.status == "profiled" and abs(p1.tempo_bpm - slow["tempo_bpm"]) < 1
 
@@ -60,7 +60,7 @@ def test_posted_likes_and_skips_move_the_next_profile(ctx):
     assert stored.startswith("api:")
 
     night_2 = now.date()
-    features.run(ctx, night_2)
+    profile.run(ctx, night_2)
     p2 = _profile(ctx, "L0000", night_2)
     assert p2.n_events == 8 + 13
     # The profile moves most of the way from the slow track's tempo to the fast one's.

@@ -7,12 +7,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from sample_world import seed
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
 from personalize.api.app import create_app
 from personalize.api.keys import create_key
-from personalize.api.sample_world import seed
 
 EXAMPLES_PER_OPERATION = 25
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from local_server import local_server
+from sample_world import seed
 
 from personalize.api.keys import create_key
-from personalize.api.local_server import local_server
-from personalize.api.sample_world import seed
 from personalize.context import make_context
 from personalize.db.session import upgrade
 

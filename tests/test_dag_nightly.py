@@ -71,8 +71,8 @@ def test_dag_parses_fast_with_the_agreed_shape(tmp_path: Path) -> None:
 def test_watched_runs_do_not_retry(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """`personalize run --airflow` passes PERSONALIZE_DAG_RETRIES=0: a failing task fails the run at once
     instead of after minutes of backoff."""
+    from personalize.cli.run import airflow_env
     from personalize.context import make_context
-    from personalize.pipeline_cli import airflow_env
 
     monkeypatch.delenv("PERSONALIZE_DAG_RETRIES", raising=False)
     run_env = airflow_env(make_context(data_dir=tmp_path / "data"))

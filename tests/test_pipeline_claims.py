@@ -10,7 +10,7 @@ import threading
 import pytest
 from sqlalchemy import select, update
 
-from personalize import pipeline
+from personalize import pipeline, runs
 from personalize.context import Context
 from personalize.db.models import PipelineRun
 
@@ -25,17 +25,17 @@ def _row(ctx, stage: str) -> PipelineRun:
 
 
 def test_a_stage_runs_once_at_a_time_and_records_its_outcome(ctx):
-    with pipeline.recorded(ctx, DAY, "publish") as counts:
-        with pytest.raises(pipeline.StageBusy, match="already running"):
-            pipeline.claim_stage(ctx, DAY, "publish")
+    with runs.recorded(ctx, DAY, "publish") as counts:
+        with pytest.raises(runs.StageBusy, match="already running"):
+            runs.claim_stage(ctx, DAY, "publish")
         counts["published"] = 3
     row = _row(ctx, "publish")
     assert row.status == "ok" and row.counts["published"] == 3 and row.duration_s >= 0
-    with pytest.raises(RuntimeError, match="boom"), pipeline.recorded(ctx, DAY, "publish"):
+    with pytest.raises(RuntimeError, match="boom"), runs.recorded(ctx, DAY, "publish"):
         raise RuntimeError("boom")
     row = _row(ctx, "publish")
     assert row.status == "failed" and "boom" in row.detail
-    with pipeline.recorded(ctx, DAY, "publish"):  # a failed run is retried, same row
+    with runs.recorded(ctx, DAY, "publish"):  # a failed run is retried, same row
         pass
     assert _row(ctx, "publish").status == "ok"
     with ctx.sessions() as s:
@@ -43,13 +43,13 @@ def test_a_stage_runs_once_at_a_time_and_records_its_outcome(ctx):
 
 
 def test_a_killed_runs_claim_is_taken_over_after_the_timeout(ctx):
-    pipeline.claim_stage(ctx, DAY, "render:c2")  # never finished: the process died
-    with pytest.raises(pipeline.StageBusy):
-        pipeline.claim_stage(ctx, DAY, "render:c2")
+    runs.claim_stage(ctx, DAY, "render:c2")  # never finished: the process died
+    with pytest.raises(runs.StageBusy):
+        runs.claim_stage(ctx, DAY, "render:c2")
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=ctx.settings.stage_lock_timeout_s + 60)
     with ctx.engine.begin() as conn:
         conn.execute(update(PipelineRun).where(PipelineRun.stage == "render:c2").values(started_at=long_ago))
-    pipeline.claim_stage(ctx, DAY, "render:c2")
+    runs.claim_stage(ctx, DAY, "render:c2")
     assert _row(ctx, "render:c2").status == "running"
 
 
@@ -61,9 +61,9 @@ def test_of_many_simultaneous_claims_exactly_one_wins(ctx):
     def attempt() -> None:
         barrier.wait()
         try:
-            pipeline.claim_stage(other, DAY, "publish")
+            runs.claim_stage(other, DAY, "publish")
             outcomes.append("claimed")
-        except pipeline.StageBusy:
+        except runs.StageBusy:
             outcomes.append("busy")
 
     threads = [threading.Thread(target=attempt) for _ in range(4)]
@@ -80,8 +80,8 @@ def test_run_stage_checks_its_arguments(ctx):
     with pytest.raises(ValueError, match="only generate/render"):
         pipeline.run_stage(ctx, "publish", DAY, cluster_id=3)
     with pytest.raises(ValueError, match="not a date"):
-        pipeline.parse_run_date("yesterday")
-    assert pipeline.parse_run_date(dt.datetime(2026, 3, 1, 0, 0, tzinfo=dt.UTC)) == DAY
+        runs.parse_run_date("yesterday")
+    assert runs.parse_run_date(dt.datetime(2026, 3, 1, 0, 0, tzinfo=dt.UTC)) == DAY
 
 
 def _set_holder(ctx, stage: str, holder: str) -> None:
@@ -102,21 +102,21 @@ def test_release_frees_a_killed_runs_claims_at_once_and_keeps_live_ones(ctx):
     )
     dead_pid = int(gone.stdout)  # a process that has exited
     for stage in ("generate:c0", "generate:c1", "render:c0", "publish"):
-        pipeline.claim_stage(ctx, DAY, stage)
+        runs.claim_stage(ctx, DAY, stage)
     _set_holder(ctx, "generate:c0", f"{socket.gethostname()}:{dead_pid}")
     _set_holder(ctx, "generate:c1", f"{socket.gethostname()}:{dead_pid}")
     _set_holder(ctx, "render:c0", f"other-machine:{os.getpid()}")
     # "publish" is held by this very process: still running
 
-    result = {r["stage"]: r for r in pipeline.release_claims(ctx, DAY, ["generate", "render", "publish"])}
+    result = {r["stage"]: r for r in runs.release_claims(ctx, DAY, ["generate", "render", "publish"])}
     assert {s for s, r in result.items() if r["released"]} == {"generate:c0", "generate:c1"}
     assert "still runs" in result["publish"]["why"] and "another machine" in result["render:c0"]["why"]
     assert _row(ctx, "generate:c0").status == "failed" and "released" in _row(ctx, "generate:c0").detail
-    pipeline.claim_stage(ctx, DAY, "generate:c0")  # no 3-hour wait
-    with pytest.raises(pipeline.StageBusy):
-        pipeline.claim_stage(ctx, DAY, "render:c0")
+    runs.claim_stage(ctx, DAY, "generate:c0")  # no 3-hour wait
+    with pytest.raises(runs.StageBusy):
+        runs.claim_stage(ctx, DAY, "render:c0")
 
-    forced = pipeline.release_claims(ctx, DAY, ["render"], force=True)
+    forced = runs.release_claims(ctx, DAY, ["render"], force=True)
     assert [r["stage"] for r in forced if r["released"]] == ["render:c0"]
     assert _row(ctx, "publish").status == "running"  # outside the chosen stages, untouched
 
@@ -126,7 +126,7 @@ def test_release_command_says_what_it_freed(ctx, monkeypatch):
 
     from personalize.cli import app
 
-    pipeline.claim_stage(ctx, DAY, "report")
+    runs.claim_stage(ctx, DAY, "report")
     _set_holder(ctx, "report", "elsewhere:1")
     monkeypatch.setenv("PERSONALIZE_DATABASE_URL", ctx.settings.resolved_database_url)
     monkeypatch.setenv("PERSONALIZE_DATA_DIR", str(ctx.settings.data_dir))

@@ -25,11 +25,12 @@ from nightly_world import (
 )
 from sqlalchemy import select, text
 
-from personalize import pipeline
+from personalize import pipeline, runs
+from personalize.cli.run import run_with_airflow
 from personalize.db.models import PipelineRun, Playlist, TasteProfile, Track, TrackPlan
 from personalize.music.keys import key_name
-from personalize.pipeline_cli import run_with_airflow
-from personalize.publish.playlists import PublishCrash
+from personalize.publish.stage import PublishCrash
+from personalize.report.summary import night_summary
 
 NIGHT_1 = WORLD_END
 NIGHT_2 = WORLD_END + dt.timedelta(days=1)
@@ -84,7 +85,7 @@ def night(request: pytest.FixtureRequest, world_files: Path, tmp_path_factory: p
 def test_airflow_night_gives_every_listener_a_fresh_varied_playlist_with_reasons(night):
     ctx, log = night
     assert "DagRun Finished" in log.read_text()
-    made = pipeline.night_summary(ctx, NIGHT_1)
+    made = night_summary(ctx, NIGHT_1)
     playlists = playlists_of(ctx, NIGHT_1)
     with ctx.sessions() as s:
         listeners = set(
@@ -173,7 +174,7 @@ def test_two_runs_of_one_date_cannot_both_publish(night):
         try:
             pipeline.run_stage(ctx, "publish", NIGHT_2)
             outcomes.append("published")
-        except pipeline.StageBusy:
+        except runs.StageBusy:
             outcomes.append("busy")
 
     threads = [threading.Thread(target=attempt) for _ in range(2)]
@@ -192,8 +193,8 @@ def test_two_runs_of_one_date_cannot_both_publish(night):
             text("SELECT COUNT(*) FROM taste_profiles WHERE run_date = :d"), {"d": NIGHT_2}
         ).scalar_one()
     assert n == listeners
-    held = pipeline.claim_stage(ctx, NIGHT_2, "publish")  # a run in progress elsewhere
-    with pytest.raises(pipeline.StageBusy, match="already running"):
+    held = runs.claim_stage(ctx, NIGHT_2, "publish")  # a run in progress elsewhere
+    with pytest.raises(runs.StageBusy, match="already running"):
         pipeline.run_stage(ctx, "publish", NIGHT_2)
     assert held is not None
 

@@ -8,11 +8,13 @@ import datetime as dt
 
 import pytest
 from sqlalchemy import select
+from synthetic_taste import make_world, write_world
 
-from personalize import cluster, features, plan
+import personalize.cluster.stage as cluster
+import personalize.plan.stage as plan
+import personalize.profile.stage as profile
 from personalize.db.models import Cluster, TrackPlan
-from personalize.features.synthetic import make_world, write_world
-from personalize.generate.controls import density_bin_for
+from personalize.music.controls import density_bin_for
 from personalize.music.gm import DRUMS
 from personalize.plan.draw import allocate, draw_controls
 
@@ -67,7 +69,7 @@ def test_controls_vary_across_a_cluster_and_repeat_for_the_same_date_and_slot():
 def test_plan_stage_follows_cluster_sizes_and_is_rerun_safe(ctx):
     world, tracks, events = make_world(160, 25, DAY, n_segments=3, seed=4)
     write_world(ctx, tracks, events, world.listener_ids)
-    features.run(ctx, DAY)
+    profile.run(ctx, DAY)
     cluster.run(ctx, DAY)
     summary = plan.run(ctx, DAY)
     with ctx.sessions() as s:

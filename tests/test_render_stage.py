@@ -9,9 +9,9 @@ import pretty_midi
 from sqlalchemy import func, select
 
 from personalize.db.models import QuarantinedRow, Track
-from personalize.render import decode, run
+from personalize.render import decode
 from personalize.render.pieces import demo_piece, midi_bytes
-from personalize.render.stage import quarantine_row_number
+from personalize.render.stage import quarantine_row_number, run
 
 RUN_DATE = dt.date(2026, 11, 20)
 

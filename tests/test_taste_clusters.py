@@ -9,18 +9,20 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 from sqlalchemy import select
+from synthetic_taste import make_world, write_world
 
-from personalize import cluster, features
+import personalize.cluster.stage as cluster
+import personalize.profile.stage as profile
+from personalize.cluster.distribution import listener_vectors, taste_distribution
 from personalize.cluster.ids import match_ids
 from personalize.db.models import Cluster, TasteRun
-from personalize.features.synthetic import make_world, write_world
-from personalize.features.vector import FEATURE_NAMES, load_space, track_vector
+from personalize.profile.vector import FEATURE_NAMES, load_space, track_vector
 
 DAY1 = dt.date(2026, 3, 1)
 
 
 def _night(ctx, run_date):
-    features.run(ctx, run_date)
+    profile.run(ctx, run_date)
     return cluster.run(ctx, run_date)
 
 
@@ -36,7 +38,7 @@ def test_clusters_recover_segments_and_keep_their_ids_the_next_night(ctx):
     write_world(ctx, tracks, events, world.listener_ids)
     first = _night(ctx, DAY1)
     assert first["k"] == 4 and first["n_new_clusters"] == 4 and first["previous_date"] is None
-    lv = cluster.listener_vectors(ctx, DAY1)
+    lv = listener_vectors(ctx, DAY1)
     assert adjusted_rand_score([world.segment_of[lid] for lid in lv["listener_id"]], lv["cluster_id"]) == 1.0
     by_segment_day1 = {
         world.segment_of[lid]: cid for lid, cid in zip(lv["listener_id"], lv["cluster_id"], strict=True)
@@ -48,7 +50,7 @@ def test_clusters_recover_segments_and_keep_their_ids_the_next_night(ctx):
     write_world(ctx, tracks.iloc[:0], events2, [])
     second = _night(ctx, day2)
     assert second["n_new_clusters"] == 0 and second["previous_date"] == DAY1.isoformat()
-    lv2 = cluster.listener_vectors(ctx, day2)
+    lv2 = listener_vectors(ctx, day2)
     by_segment_day2 = {
         world.segment_of[lid]: cid for lid, cid in zip(lv2["listener_id"], lv2["cluster_id"], strict=True)
     }
@@ -89,13 +91,13 @@ def test_taste_distribution_and_track_ranking_share_one_space(ctx):
     world, tracks, events = make_world(160, 25, DAY1, n_segments=2, seed=5)
     write_world(ctx, tracks, events, world.listener_ids)
     _night(ctx, DAY1)
-    lv = cluster.listener_vectors(ctx, DAY1)
+    lv = listener_vectors(ctx, DAY1)
     slow_cluster = int(
         lv.loc[
             lv["listener_id"] == next(lid for lid, s in world.segment_of.items() if s == 0), "cluster_id"
         ].iloc[0]
     )
-    dist = cluster.taste_distribution(ctx, DAY1, slow_cluster)
+    dist = taste_distribution(ctx, DAY1, slow_cluster)
     assert dist["tempo_bpm"]["mean"] == pytest.approx(64.0, rel=0.05) and dist["tempo_bpm"]["spread_log2"] > 0
     assert (
         sum(dist["keys"].values()) == pytest.approx(1.0, abs=1e-3)
@@ -104,7 +106,7 @@ def test_taste_distribution_and_track_ranking_share_one_space(ctx):
     assert set(dist["programs"]) <= {"40", "0", "73"} and dist["meters"] == {"3/4": 1.0}
     assert sum(dist["families"].values()) == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(LookupError, match="does not exist"):
-        cluster.taste_distribution(ctx, DAY1, 99)
+        taste_distribution(ctx, DAY1, 99)
 
     # A slow string track ranks closer to a slow-cluster listener than a fast synth track does.
     space = load_space(ctx, DAY1)

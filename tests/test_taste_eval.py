@@ -9,8 +9,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from personalize import cluster, features
-from personalize.cluster.evaluate import evaluate
+import personalize.cluster.stage as cluster
+import personalize.profile.stage as profile
+from personalize.evaluate.taste import evaluate
 from personalize.simulate.world import WorldConfig, build_world, load_world
 
 END = dt.date(2026, 3, 1)
@@ -22,7 +23,7 @@ def test_taste_recovers_the_demo_worlds_truth(ctx, monkeypatch):
     sim = ctx.settings.data_dir / "sim"
     build_world(sim, SMALL)
     load_world(ctx, sim)
-    features.run(ctx, END)
+    profile.run(ctx, END)
     cluster.run(ctx, END)
     result = evaluate(ctx, END)
     assert result["n_listeners"] >= 300 and result["n_segments"] == 6

@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import func, select
+from synthetic_taste import write_world
 
-from personalize import cluster, features
+import personalize.cluster.stage as cluster
+import personalize.profile.stage as profile
+from personalize.cluster.distribution import listener_vectors
 from personalize.db.models import QuarantinedRow, TasteProfile
-from personalize.features.synthetic import write_world
-from personalize.features.vector import FEATURE_NAMES, track_vector
+from personalize.profile.vector import FEATURE_NAMES, track_vector
 
 RUN_DATE = dt.date(2026, 3, 1)
 END = pd.Timestamp("2026-03-02", tz="UTC")
@@ -86,7 +88,7 @@ def test_a_listener_who_enjoys_fast_tracks_gets_a_fast_profile(ctx):
         rows += [("calm", "slow", day + 0.5, 200_000, "complete"), ("calm", "fast", day + 0.6, 4_000, "skip")]
     rows.append(("speedy", "fast", 1.0, 0, "like"))
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["speedy", "calm"])
-    summary = features.run(ctx, RUN_DATE)
+    summary = profile.run(ctx, RUN_DATE)
     assert summary["n_profiled"] == 2 and summary["n_events"] == len(rows)
     prof = _profiles(ctx)
     assert prof["speedy"].tempo_bpm == pytest.approx(170.0, rel=0.01)
@@ -103,7 +105,7 @@ def test_recent_plays_count_more_than_old_ones(ctx):
     rows = [("drifter", "slow", 25.0 + d * 0.1, 200_000, "complete") for d in range(6)]
     rows += [("drifter", "fast", 1.0 + d * 0.1, 200_000, "complete") for d in range(6)]
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["drifter"])
-    features.run(ctx, RUN_DATE)
+    profile.run(ctx, RUN_DATE)
     tempo = _profiles(ctx)["drifter"].tempo_bpm
     # Same number of full plays of each, but the slow ones are ~24 days older (> one 14-day half-life).
     assert tempo > np.sqrt(70.0 * 170.0) * 1.1
@@ -112,7 +114,7 @@ def test_recent_plays_count_more_than_old_ones(ctx):
 def test_a_listener_who_plays_one_track_sits_on_that_tracks_vector(ctx):
     rows = [("fan", "fast", d + 0.5, 200_000, "complete") for d in range(6)]
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["fan"])
-    features.run(ctx, RUN_DATE)
+    profile.run(ctx, RUN_DATE)
     vec = np.asarray(_profiles(ctx)["fan"].vector)
     expected = track_vector(
         FAST["tempo_bpm"], FAST["key_pc"], FAST["mode"], FAST["programs"], FAST["density"]
@@ -132,7 +134,7 @@ def test_cold_start_rule_thin_and_cold_listeners_are_counted_and_assigned(ctx):
     rows += [("gone", "slow", 40.0, 200_000, "complete")]  # outside the 28-day window
     ids = [f"slow{n}" for n in range(6)] + [f"fast{n}" for n in range(6)] + ["newbie", "skipper", "gone"]
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), ids)
-    summary = features.run(ctx, RUN_DATE)
+    summary = profile.run(ctx, RUN_DATE)
     assert (summary["n_profiled"], summary["n_thin"], summary["n_cold"]) == (12, 1, 2)
     prof = _profiles(ctx)
     assert prof["newbie"].status == "thin" and prof["newbie"].tempo_bpm == pytest.approx(170.0, rel=0.01)
@@ -147,7 +149,7 @@ def test_cold_start_rule_thin_and_cold_listeners_are_counted_and_assigned(ctx):
     assert prof["newbie"].cluster_id == prof["fast0"].cluster_id  # thin: nearest cluster
     default = csum["n_cold_default_cluster"]
     assert prof["skipper"].cluster_id == default and prof["gone"].cluster_id == default
-    vectors = cluster.listener_vectors(ctx, RUN_DATE).set_index("listener_id")
+    vectors = listener_vectors(ctx, RUN_DATE).set_index("listener_id")
     assert vectors.loc["gone", "vector"].shape == (len(FEATURE_NAMES),)  # the default profile
 
 
@@ -158,10 +160,10 @@ def test_rerun_of_a_date_replaces_its_profiles(ctx):
         for d in range(6)
     ]
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), [f"l{n}" for n in range(8)])
-    first = features.run(ctx, RUN_DATE)
+    first = profile.run(ctx, RUN_DATE)
     cluster.run(ctx, RUN_DATE)
     before = {k: (p.vector, p.cluster_id) for k, p in _profiles(ctx).items()}
-    second = features.run(ctx, RUN_DATE)
+    second = profile.run(ctx, RUN_DATE)
     cluster.run(ctx, RUN_DATE)
     after = {k: (p.vector, p.cluster_id) for k, p in _profiles(ctx).items()}
     assert before == after and first["n_listeners"] == second["n_listeners"] == 8
@@ -180,13 +182,13 @@ def test_a_track_with_unreadable_programs_is_quarantined_and_the_run_goes_on(ctx
     }
     rows = [("l1", t, d + 0.5, 200_000, "complete") for d in range(6) for t in ("fast", "bad")]
     write_world(ctx, _catalog(SLOW, FAST, bad), _events(rows), ["l1"])
-    summary = features.run(ctx, RUN_DATE)
+    summary = profile.run(ctx, RUN_DATE)
     assert summary["n_tracks_quarantined"] == 1 and summary["n_events_unusable_track"] == 6
     assert _profiles(ctx)["l1"].tempo_bpm == pytest.approx(170.0, rel=0.01)
     with ctx.sessions() as s:
         q = s.scalars(select(QuarantinedRow)).all()
     assert len(q) == 1 and q[0].reason == "bad_track_features" and "bad" in q[0].detail
-    features.run(ctx, RUN_DATE)  # a rerun keeps one quarantine row, not two
+    profile.run(ctx, RUN_DATE)  # a rerun keeps one quarantine row, not two
     with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(QuarantinedRow)) == 1
 
@@ -195,7 +197,7 @@ def test_a_young_service_with_only_thin_or_cold_listeners_does_not_crash(ctx):
     rows = [("a", "fast", 0.5, 200_000, "complete"), ("b", "slow", 0.5, 200_000, "complete")]
     rows += [("c", "slow", 0.5, 1_000, "skip")]
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["a", "b", "c", "d"])
-    summary = features.run(ctx, RUN_DATE)
+    summary = profile.run(ctx, RUN_DATE)
     assert (summary["n_profiled"], summary["n_thin"], summary["n_cold"]) == (0, 2, 2)
     csum = cluster.run(ctx, RUN_DATE)
     assert csum["fitted_on"] == "thin" and csum["k"] >= 1
@@ -206,6 +208,6 @@ def test_a_young_service_with_only_thin_or_cold_listeners_does_not_crash(ctx):
 
 def test_no_engagement_at_all_gives_no_clusters_and_a_reason(ctx):
     write_world(ctx, _catalog(SLOW, FAST), _events([("c", "slow", 0.5, 1_000, "skip")]), ["c"])
-    features.run(ctx, RUN_DATE)
+    profile.run(ctx, RUN_DATE)
     csum = cluster.run(ctx, RUN_DATE)
     assert csum["k"] == 0 and "no clusters tonight" in csum["detail"]

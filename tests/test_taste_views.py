@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, text
+from synthetic_taste import make_world, write_world
 
-from personalize import cluster, features
+import personalize.cluster.stage as cluster
+import personalize.profile.stage as profile
 from personalize.db.models import Cluster, Listener, TasteProfile, TasteRun
-from personalize.features.synthetic import make_world, write_world
 
 D1, D2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
 QUERIES = Path(__file__).resolve().parent.parent / "sql" / "queries"
@@ -25,7 +26,7 @@ def _rows(ctx, sql: str, **params) -> list[dict]:
 def test_summary_and_listener_views_match_the_stage_output(ctx):
     world, tracks, events = make_world(120, 20, D1, n_segments=3, seed=2)
     write_world(ctx, tracks, events, world.listener_ids)
-    features.run(ctx, D1)
+    profile.run(ctx, D1)
     summary = cluster.run(ctx, D1)
     rows = _rows(ctx, "SELECT * FROM v_cluster_summary WHERE run_date = :d ORDER BY cluster_id", d=D1)
     assert [r["cluster_id"] for r in rows] == sorted(summary["cluster_ids"])

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from personalize.context import Context
 from personalize.db.models import Cluster, TasteProfile
-from personalize.features.vector import FEATURE_NAMES, I_DENSITY, I_FAMILY0, I_TEMPO, key_name_of_index
 from personalize.music.gm import FAMILIES
+from personalize.profile.vector import FEATURE_NAMES, I_DENSITY, I_FAMILY0, I_TEMPO, key_name_of_index
 
 
 def _json(value: Any) -> Any:

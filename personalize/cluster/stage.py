@@ -19,7 +19,8 @@ from personalize.cluster.fit import CRITERION, fit_clusters
 from personalize.cluster.ids import match_ids
 from personalize.context import Context
 from personalize.db.models import Cluster, TasteProfile, TasteRun
-from personalize.features.vector import (
+from personalize.music.gm import FAMILIES
+from personalize.profile.vector import (
     FEATURE_NAMES,
     FEATURE_WEIGHTS,
     I_DENSITY,
@@ -30,7 +31,6 @@ from personalize.features.vector import (
     key_name_of_index,
     key_of_index,
 )
-from personalize.music.gm import FAMILIES
 
 log = logging.getLogger(__name__)
 

@@ -123,7 +123,7 @@ class PipelineRun(Base):
 class TasteProfile(Base):
     """One listener's taste on one run date: readable columns plus the raw taste vector.
 
-    ``vector`` is in the units of ``personalize.features.vector.FEATURE_NAMES`` (not standardized); the
+    ``vector`` is in the units of ``personalize.profile.vector.FEATURE_NAMES`` (not standardized); the
     run date's scaler lives in ``taste_runs``. ``status``: profiled (enough events, used to fit clusters),
     thin (some evidence, assigned to the nearest cluster), cold (no usable evidence: vector NULL, assigned
     to the default cluster).

@@ -257,7 +257,7 @@ def _drift_point(ctx: Context, truth_all: Any, date: dt.date) -> dict[str, Any] 
 def history_drift(ctx: Context, truth_all: Any, dates: list[dt.date]) -> list[dict[str, Any]]:
     """Drift points for dates of the world's own history, from profiles computed in memory (nothing written),
     so the figure shows how profiles followed drifting listeners before the evaluated nights too."""
-    from personalize.features.profiles import compute_profiles, load_pair_weights, load_tracks, window
+    from personalize.profile.stage import compute_profiles, load_pair_weights, load_tracks, window
 
     tracks, _ = load_tracks(ctx)
     points = []
@@ -282,8 +282,7 @@ def evaluate_nights(
 ) -> dict[str, Any]:
     """Run, evaluate and feed back ``nights`` consecutive nights from ``first_date``; the last night's
     figures plus every night's, and the drift record. Written to the report folder as JSON."""
-    from personalize import pipeline
-    from personalize.report.nightly import eval_path
+    from personalize import pipeline, runs
     from personalize.simulate.truth import load_truth
 
     truth_all = load_truth(Path(ctx.settings.data_dir))
@@ -298,7 +297,7 @@ def evaluate_nights(
     result: dict[str, Any] = {}
     for i in range(max(1, nights)):
         date = first_date + dt.timedelta(days=i)
-        if not pipeline.stage_ok(ctx, date, "publish"):
+        if not runs.stage_ok(ctx, date, "publish"):
             pipeline.run(ctx, date)
         result, plays = evaluate(ctx, date, seed)
         fed = feed_back(ctx, date, plays, seed) if nights > 1 else 0
@@ -317,12 +316,36 @@ def evaluate_nights(
         )
         if on_night is not None:
             on_night(date, result)
-        # The report of each night shows its own outcome.
-        path = eval_path(ctx, date)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result | {"nights": per_night, "drift": {"nights": drift}}, indent=2))
+        # Each night's outcome is a page of its own beside that night's report.
+        write_outcome(ctx, date, result | {"nights": per_night, "drift": {"nights": drift}})
     out = result | {"nights": per_night, "drift": {"nights": drift}}
-    if nights > 1:
-        # Rewrite the last night's report so it carries the outcome and the drift figure.
-        pipeline.run_stage(ctx, "report", first_date + dt.timedelta(days=max(1, nights) - 1))
     return out
+
+
+def write_outcome(ctx: Context, run_date: dt.date, result: dict[str, Any]) -> Path:
+    """The evaluated outcome of a night as ``reports/<date>/outcome.json`` and ``outcome.html`` (the
+    figures and the drift curve), next to that night's report page."""
+    import base64
+    import html
+
+    from personalize.report import figures
+    from personalize.report.stage import report_dir
+
+    folder = report_dir(ctx, run_date)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "outcome.json").write_text(json.dumps(result, indent=2))
+    headline = {k: v for k, v in result.items() if k not in ("nights", "drift")}
+    parts = [f"<h1>Outcome of {run_date} (simulated listeners)</h1>"]
+    parts.append(f"<pre>{html.escape(json.dumps(headline, indent=2))}</pre>")
+    nights = result.get("drift", {}).get("nights") or []
+    if len(nights) >= 2:
+        png = base64.b64encode(figures.drift(nights)).decode()
+        parts.append(f'<img alt="profiles following drift" src="data:image/png;base64,{png}">')
+    page = folder / "outcome.html"
+    page.write_text(
+        f"<!doctype html><html><head><meta charset=utf-8><title>Outcome {run_date}</title></head>"
+        f"<body style='font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto'>{''.join(parts)}"
+        "</body></html>",
+        encoding="utf-8",
+    )
+    return page

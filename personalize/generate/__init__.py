@@ -3,7 +3,7 @@
 Public API (stable; other stages build on it):
 
 - :class:`Controls` – key_pc, mode, tempo_bpm, meter, density_bin, programs (GM numbers or ``"drums"``),
-  bars. Density bins are documented in :mod:`personalize.generate.controls` (``density_bin_for`` converts
+  bars. Density bins are documented in :mod:`personalize.music.controls` (``density_bin_for`` converts
   a notes-per-second figure).
 - :class:`Generator` – the protocol every model implements:
   ``generate(controls: list[Controls], seed: int) -> list[pretty_midi.PrettyMIDI]``, one MIDI per request,
@@ -24,20 +24,20 @@ from typing import Protocol, runtime_checkable
 
 import pretty_midi
 
-from personalize.generate.controls import (
-    DENSITY_EDGES,
-    METERS,
-    N_DENSITY_BINS,
-    Controls,
-    density_bin,
-    density_bin_for,
-)
 from personalize.generate.verify import (
     GeneratedPiece,
     GenerationError,
     generate_verified,
     measure_piece,
     passes,
+)
+from personalize.music.controls import (
+    DENSITY_EDGES,
+    METERS,
+    N_DENSITY_BINS,
+    Controls,
+    density_bin,
+    density_bin_for,
 )
 
 

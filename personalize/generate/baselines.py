@@ -11,7 +11,7 @@ corpus holds them (every note of every part). Here a note's NLL is ``-log P(rest
 part so far)``: the three together pin the note down exactly, as the Transformer's ``PITCH DUR`` tokens
 (plus ``REST DUR`` for silences and ``BAR``/``PART`` tokens) do, and as the VAE's grid steps do; their
 sums of token NLLs over a piece are divided by the same note count (see
-:mod:`personalize.generate.evaluate`). Both baselines use the split the Transformer uses (the corpus
+:mod:`personalize.evaluate.generator`). Both baselines use the split the Transformer uses (the corpus
 manifest's ``val``).
 """
 

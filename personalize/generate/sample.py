@@ -24,9 +24,9 @@ import pretty_midi
 import torch
 
 from personalize.generate import tokens as T
-from personalize.generate.controls import Controls
 from personalize.generate.drums import drum_part
 from personalize.generate.transformer import MusicTransformer, TransformerConfig
+from personalize.music.controls import Controls
 from personalize.music.gm import DRUMS
 
 # Density each bin steers toward, notes per quarter note per pitched part: inside the bin, away from its

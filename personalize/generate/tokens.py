@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pretty_midi
 
-from personalize.generate.controls import (
+from personalize.music.controls import (
     METERS,
     N_DENSITY_BINS,
     N_TEMPO_BINS,

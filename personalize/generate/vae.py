@@ -35,9 +35,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from personalize.corpus import Piece
-from personalize.generate.controls import METERS, N_DENSITY_BINS, Controls, density_bin
 from personalize.generate.drums import drum_part
 from personalize.generate.tokens import TICKS_PER_QUARTER, bar_ticks_of, part_order, parts_to_midi
+from personalize.music.controls import METERS, N_DENSITY_BINS, Controls, density_bin
 from personalize.music.gm import DRUMS, program_range
 
 HOLD, REST = 0, 1

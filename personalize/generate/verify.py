@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pretty_midi
 
-from personalize.generate.controls import Controls, bar_quarters, density_bin
+from personalize.music.controls import Controls, bar_quarters, density_bin
 from personalize.music.gm import DRUMS, program_range
 from personalize.music.keys import key_name
 from personalize.music.measure import find_key, meter_of, pitch_class_histogram, tempo_of

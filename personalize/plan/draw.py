@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from personalize.generate.controls import MAX_PITCHED_PARTS, METERS, Controls, density_bin_for
+from personalize.music.controls import MAX_PITCHED_PARTS, METERS, Controls, density_bin_for
 from personalize.music.gm import DRUMS, Program, family_of
 from personalize.music.keys import parse_key
 

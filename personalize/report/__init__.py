@@ -1,6 +1,3 @@
-"""Reports: the nightly run's HTML page (:mod:`personalize.report.nightly`) and its figures; taste plots
-live in :mod:`personalize.report.taste`."""
-
-from personalize.report.nightly import run
-
-__all__ = ["run"]
+"""The report stage: the night's HTML page and its figures (:func:`personalize.report.stage.run`), the
+summary a person reads after a night (:mod:`personalize.report.summary`) and the taste plots
+(:mod:`personalize.report.taste`)."""

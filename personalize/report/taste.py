@@ -22,8 +22,8 @@ from sqlalchemy import select
 
 from personalize.context import Context
 from personalize.db.models import Cluster, TasteProfile
-from personalize.features.vector import I_FAMILY0, key_name_of_index, load_space
 from personalize.music.gm import FAMILIES
+from personalize.profile.vector import I_FAMILY0, key_name_of_index, load_space
 
 MAP_SAMPLE = 20_000  # listeners drawn on the taste map
 

@@ -27,7 +27,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from personalize.context import Context
 from personalize.db.models import Cluster, Playlist, PlaylistItem, TasteProfile, Track
-from personalize.features.vector import TasteSpace, load_space, track_vector
+from personalize.profile.vector import TasteSpace, load_space, track_vector
 from personalize.publish.rank import (
     ListenerFacts,
     TrackFacts,

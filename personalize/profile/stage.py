@@ -8,7 +8,7 @@ dislike takes ``profile_dislike_weight`` off. Each event is multiplied by ``0.5 
 profile_half_life_days)``, age counted from the end of the run date. Only events of the
 ``profile_window_days`` days ending with the run date count. Per listener and track the weights are
 summed in SQL; a track whose sum is not positive does not pull the profile. The profile is the weighted
-mean of the tracks' own vectors (:func:`personalize.features.vector.track_vector`).
+mean of the tracks' own vectors (:func:`personalize.profile.vector.track_vector`).
 
 Cold start rule: a listener with at least ``profile_min_events`` events and some positive weight is
 ``profiled`` (and fits the clusters); with fewer events but some positive weight ``thin`` (own vector,
@@ -34,7 +34,9 @@ from sqlalchemy import delete, insert, select
 
 from personalize.context import Context
 from personalize.db.models import Listener, QuarantinedRow, TasteProfile, Track
-from personalize.features.vector import (
+from personalize.music.gm import DRUMS, FAMILIES, parse_programs
+from personalize.music.keys import key_name
+from personalize.profile.vector import (
     I_DENSITY,
     I_FAMILY0,
     I_TEMPO,
@@ -45,8 +47,6 @@ from personalize.features.vector import (
     key_of_index,
     track_vector,
 )
-from personalize.music.gm import DRUMS, FAMILIES, parse_programs
-from personalize.music.keys import key_name
 
 log = logging.getLogger(__name__)
 

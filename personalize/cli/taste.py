@@ -1,4 +1,5 @@
-"""Command-line entry points of the taste stages: ``profile``, ``cluster``, ``eval taste``, ``taste-plots``."""
+"""``personalize profile``, ``cluster`` (one stage each, claimed and recorded like a nightly run),
+``eval taste`` and ``taste-plots``."""
 
 from __future__ import annotations
 
@@ -22,21 +23,21 @@ def _context():  # type: ignore[no-untyped-def]
 
 def profile(date: dt.datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help=DATE_HELP)) -> None:
     """Build every listener's taste profile for a date (idempotent: reruns replace that date's profiles)."""
-    from personalize.features import run
+    from personalize.pipeline import run_stage
 
     ctx = _context()
     with console.status(f"profiling listeners for {date:%Y-%m-%d}"):
-        summary = run(ctx, date.date(), progress=console.log)
+        summary = run_stage(ctx, "profile", date.date(), progress=console.log)
     console.print_json(json.dumps(summary))
 
 
 def cluster(date: dt.datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help=DATE_HELP)) -> None:
     """Fit taste clusters on a date's profiles, keep ids stable against the previous date, assign listeners."""
-    from personalize.cluster import run
+    from personalize.pipeline import run_stage
 
     ctx = _context()
     with console.status(f"clustering listeners for {date:%Y-%m-%d}"):
-        summary = run(ctx, date.date(), progress=console.log)
+        summary = run_stage(ctx, "cluster", date.date(), progress=console.log)
     console.print_json(json.dumps(summary))
 
 
@@ -46,7 +47,7 @@ def eval_taste(
     truth: Path | None = typer.Option(None, help="Ground-truth folder (default: <data dir>/sim/truth)."),
 ) -> None:
     """Score profiles and clusters against the demo world's truth: ARI, tempo MAE, key top-1, family recall."""
-    from personalize.cluster.evaluate import evaluate
+    from personalize.evaluate.taste import evaluate
 
     result = evaluate(_context(), date.date(), truth)
     if as_json:

@@ -47,11 +47,8 @@ def train(
         path = config or Path(__file__).parent / "configs" / "transformer.json"
         summary = train_transformer(path, log=console.print)
     elif model == "vae":
-        try:
-            from personalize.generate.vae import train_vae
-        except ImportError:
-            console.print("[red]The VAE trainer (personalize.generate.vae.train_vae) is not available.[/]")
-            raise typer.Exit(2) from None
+        from personalize.generate.vae import train_vae
+
         summary = train_vae(config)
     else:
         console.print(f"[red]unknown model {model!r}[/]: choose transformer or vae")

@@ -31,8 +31,8 @@ import torch
 
 from personalize.corpus import Piece, load_pieces
 from personalize.generate import tokens as T
-from personalize.generate.controls import METERS, N_DENSITY_BINS, Controls
 from personalize.music import metrics as Q
+from personalize.music.controls import METERS, N_DENSITY_BINS, Controls
 from personalize.music.gm import DRUMS
 
 TEMPO_GRID_BPM = (66.0, 80.0, 96.0, 112.0, 128.0, 144.0)

@@ -20,7 +20,8 @@ HEAVY_POOL_SLOTS = 1  # generate and render each use every core already; one hea
 
 
 def _date_or_default(ctx, value: str | None) -> dt.date:  # type: ignore[no-untyped-def]
-    from personalize.pipeline import default_run_date, parse_run_date
+    from personalize.pipeline import default_run_date
+    from personalize.runs import parse_run_date
 
     if value is None:
         return default_run_date(ctx)
@@ -61,6 +62,9 @@ def airflow_env(ctx) -> dict[str, str]:  # type: ignore[no-untyped-def]
         PERSONALIZE_DATABASE_URL=ctx.settings.resolved_database_url,
         PERSONALIZE_STORAGE_URL=ctx.settings.resolved_storage_url,
     )
+    # `airflow dags test` runs the tasks in its own process beside the run loop's threads: render workers
+    # start from a fork server, not a fork of that process (see dags/nightly.py).
+    env.setdefault("PERSONALIZE_RENDER_START_METHOD", "forkserver")
     return env
 
 
@@ -87,11 +91,28 @@ def run_with_airflow(ctx, run_date: dt.date, log_path: Path) -> int:  # type: ig
             if rc != 0:
                 console.print(f"[red]Airflow {what} failed (exit {rc}); see {log_path}[/]")
                 return rc
-    text = log_path.read_text(errors="replace")
-    if "state=success" not in text.rsplit("DagRun Finished", 1)[-1]:
-        console.print(f"[red]the nightly DAG run for {run_date} did not succeed; see {log_path}[/]")
+    unfinished = night_incomplete(ctx, run_date)
+    if unfinished:
+        console.print(
+            f"[red]the nightly DAG run for {run_date} did not finish: {', '.join(unfinished)}; see {log_path}[/]"
+        )
         return 1
     return 0
+
+
+def night_incomplete(ctx, run_date: dt.date) -> list[str]:  # type: ignore[no-untyped-def]
+    """The stages of the night that are not recorded ``ok`` in ``pipeline_runs`` (empty: the night is done).
+    Read from the product's own records, which every task writes through ``run_stage``."""
+    from personalize.pipeline import PER_CLUSTER_STAGES, STAGES, planned_clusters
+    from personalize.runs import stage_timings
+
+    done = {t["stage"]: t["status"] for t in stage_timings(ctx, run_date)}
+    nothing_planned = not planned_clusters(ctx, run_date)
+    return [
+        f"{s} ({done.get(s, 'not run')})"
+        for s in STAGES
+        if done.get(s) != "ok" and not (s in PER_CLUSTER_STAGES and nothing_planned and s not in done)
+    ]
 
 
 def run_command(
@@ -109,6 +130,8 @@ def run_command(
     """Run the nightly pipeline for one date: profile, cluster, plan, generate, render, publish, report."""
     from personalize import pipeline
     from personalize.context import make_context
+    from personalize.report.summary import night_summary
+    from personalize.runs import StageBusy
 
     ctx = make_context()
     run_date = _date_or_default(ctx, date)
@@ -135,10 +158,10 @@ def run_command(
 
         try:
             pipeline.run(ctx, run_date, chosen, on_stage=said)
-        except pipeline.StageBusy as exc:
+        except StageBusy as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
-    summary = pipeline.night_summary(ctx, run_date)
+    summary = night_summary(ctx, run_date)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -159,13 +182,13 @@ def release_command(
     Without this a claim is taken over only after PERSONALIZE_STAGE_LOCK_TIMEOUT_S (3 h). A claim whose
     process still runs on this machine is never freed; one held on another machine needs --force.
     """
-    from personalize import pipeline
     from personalize.context import make_context
+    from personalize.runs import release_claims
 
     ctx = make_context()
-    run_date = pipeline.parse_run_date(date)
+    run_date = _date_or_default(ctx, date)
     chosen = [s.strip() for s in stages.split(",")] if stages else None
-    result = pipeline.release_claims(ctx, run_date, chosen, force=force)
+    result = release_claims(ctx, run_date, chosen, force=force)
     if not result:
         console.print(f"no stage of {run_date} is running: nothing to release")
         return

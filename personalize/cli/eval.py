@@ -1,4 +1,4 @@
-"""``personalize eval generator``: the command that runs :func:`personalize.generate.evaluate.evaluate_generator`."""
+"""``personalize eval generator``: the command that runs :func:`personalize.evaluate.generator.evaluate_generator`."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def register(eval_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Control fidelity, quality metrics vs the corpus and validation NLL per note against the baselines."""
-        from personalize.generate.evaluate import _json_default, evaluate_generator, report_table
+        from personalize.evaluate.generator import _json_default, evaluate_generator, report_table
 
         if model not in ("transformer", "vae"):
             raise typer.BadParameter(

@@ -39,11 +39,6 @@ def report_dir(ctx: Context, run_date: dt.date) -> Path:
     return Path(ctx.settings.data_dir) / "reports" / run_date.isoformat()
 
 
-def eval_path(ctx: Context, run_date: dt.date) -> Path:
-    """Where ``personalize eval playlists`` leaves its JSON for the report to pick up."""
-    return Path(ctx.settings.data_dir) / "reports" / "eval" / f"playlists-{run_date.isoformat()}.json"
-
-
 def _img(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
@@ -75,24 +70,13 @@ def _view(ctx: Context, name: str, run_date: dt.date) -> list[dict[str, Any]]:
 
 
 def _taste_map(ctx: Context, run_date: dt.date) -> str:
+    from personalize.report.taste import taste_map_png
+
     try:
-        from personalize.report import taste
-    except ImportError as exc:
-        return f"<p class=muted>taste map unavailable ({html.escape(str(exc))})</p>"
-    for name in ("taste_map_png", "taste_map"):
-        fn = getattr(taste, name, None)
-        if fn is None:
-            continue
-        try:
-            out = fn(ctx, run_date)
-        except Exception as exc:  # a figure must not take the night's report down with it
-            log.warning("taste map failed: %s", exc)
-            return f"<p class=muted>taste map failed: {html.escape(str(exc))}</p>"
-        if isinstance(out, bytes):
-            return _img(out, "taste map")
-        if hasattr(out, "savefig"):
-            return _img(figures.png(out), "taste map")
-    return "<p class=muted>taste map unavailable (personalize.report.taste has no taste_map)</p>"
+        return _img(taste_map_png(ctx, run_date), "taste map")
+    except Exception as exc:  # a figure must not take the night's report down with it
+        log.warning("taste map failed: %s", exc)
+        return f"<p class=muted>taste map failed: {html.escape(str(exc))}</p>"
 
 
 def _corpus_reference(ctx: Context) -> dict[str, list[float]]:
@@ -231,23 +215,6 @@ def _example_playlists(ctx: Context, run_date: dt.date) -> str:
     return "".join(out) or "<p class=muted>no published playlists</p>"
 
 
-def _outcome(ctx: Context, run_date: dt.date) -> str:
-    path = eval_path(ctx, run_date)
-    if not path.is_file():
-        return (
-            "<p class=muted>not evaluated yet: run <code>personalize eval playlists --date "
-            f"{run_date.isoformat()} --nights 3</code> on a simulated world</p>"
-        )
-    result = json.loads(path.read_text())
-    parts = [
-        f"<pre>{html.escape(json.dumps({k: v for k, v in result.items() if k != 'nights'}, indent=2))}</pre>"
-    ]
-    nights = result.get("drift", {}).get("nights") or []
-    if len(nights) >= 2:
-        parts.append(_img(figures.drift(nights), "profiles following drift"))
-    return "".join(parts)
-
-
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{margin-bottom:0} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -258,7 +225,7 @@ th{background:#f4f4f4} img{max-width:100%} .muted{color:#777} .track{margin-bott
 
 
 def build_html(ctx: Context, run_date: dt.date, page_dir: Path) -> tuple[str, dict[str, Any]]:
-    from personalize.pipeline import stage_timings
+    from personalize.runs import stage_timings
 
     with ctx.sessions() as session:
         clusters = (
@@ -323,7 +290,6 @@ def build_html(ctx: Context, run_date: dt.date, page_dir: Path) -> tuple[str, di
         sections.append(("Stage timings", _img(png, "stage timings")))
     sections.append(("Listen", _piano_rolls(ctx, list(tracks), page_dir)))
     sections.append(("Example playlists", _example_playlists(ctx, run_date)))
-    sections.append(("Outcome (simulated listeners)", _outcome(ctx, run_date)))
 
     kpi_html = "".join(
         f"<span class=kpi><b>{html.escape(str(v))}</b>{html.escape(k)}</span>" for k, v in kpis.items()

@@ -1,0 +1,97 @@
+"""The plan stage: how many fresh tracks each taste cluster gets tonight and the controls of each one,
+drawn from the cluster's taste distribution, stored in ``track_plans`` for the generate stage.
+
+``run(ctx, run_date)`` plans the date. Rerun-safe: slots already generated (or failed) are kept as they
+are; slots still only planned are rewritten from the same seeded draw, so an unchanged night plans the
+same tracks again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+
+from personalize.context import Context
+from personalize.db.models import Cluster, TrackPlan
+from personalize.music.gm import format_programs
+from personalize.plan.draw import allocate, draw_controls
+
+log = logging.getLogger(__name__)
+
+
+def plan_rows(ctx: Context, run_date: dt.date) -> list[dict[str, Any]]:
+    """The date's plan as ``track_plans`` rows (nothing written)."""
+    from personalize.cluster.distribution import cluster_distributions
+
+    s = ctx.settings
+    with ctx.sessions() as session:
+        clusters = session.execute(select(Cluster).where(Cluster.run_date == run_date)).scalars().all()
+    if not clusters:
+        raise LookupError(f"no clusters for {run_date}: run the cluster stage (`personalize run`) first")
+    dists = cluster_distributions(ctx, run_date)
+    counts = allocate(
+        {int(c.cluster_id): int(c.size) for c in clusters},
+        s.tracks_total,
+        s.tracks_per_cluster_min,
+        s.tracks_per_cluster_max,
+    )
+    rows: list[dict[str, Any]] = []
+    for c in sorted(clusters, key=lambda c: c.cluster_id):
+        cid = int(c.cluster_id)
+        for slot in range(counts[cid]):
+            controls, density_nps, seed = draw_controls(
+                dists[cid], run_date, cid, slot, s.track_bars, fallback_key=(int(c.key_pc), c.mode)
+            )
+            rows.append(
+                {
+                    "run_date": run_date,
+                    "cluster_id": cid,
+                    "slot": slot,
+                    "seed": seed,
+                    "controls": controls.to_dict(),
+                    "tempo_bpm": controls.tempo_bpm,
+                    "key_pc": controls.key_pc,
+                    "mode": controls.mode,
+                    "meter": controls.meter,
+                    "programs": format_programs(controls.programs),
+                    "density": density_nps,
+                    "status": "planned",
+                }
+            )
+    return rows
+
+
+def run(ctx: Context, run_date: dt.date) -> dict[str, Any]:
+    """Plan the date's tracks per cluster; returns the cluster ids to generate for (XCom-sized)."""
+    rows = plan_rows(ctx, run_date)
+    with ctx.engine.begin() as conn:
+        done = {
+            (int(c), int(s))
+            for c, s in conn.execute(
+                select(TrackPlan.cluster_id, TrackPlan.slot).where(
+                    TrackPlan.run_date == run_date, TrackPlan.status != "planned"
+                )
+            )
+        }
+        conn.execute(delete(TrackPlan).where(TrackPlan.run_date == run_date, TrackPlan.status == "planned"))
+        fresh = [r for r in rows if (r["cluster_id"], r["slot"]) not in done]
+        if fresh:
+            conn.execute(insert(TrackPlan), fresh)
+    per_cluster: dict[int, int] = {}
+    for r in rows:
+        per_cluster[r["cluster_id"]] = per_cluster.get(r["cluster_id"], 0) + 1
+    keys = {(r["key_pc"], r["mode"]) for r in rows}
+    log.info("planned %d tracks over %d clusters for %s", len(rows), len(per_cluster), run_date)
+    return {
+        "stage": "plan",
+        "run_date": run_date.isoformat(),
+        "clusters": sorted(per_cluster),
+        "tracks_planned": len(rows),
+        "tracks_per_cluster": {str(c): n for c, n in sorted(per_cluster.items())},
+        "already_done": len(done),
+        "distinct_keys": len(keys),
+        "distinct_tempi_bpm": len({round(r["tempo_bpm"]) for r in rows}),
+    }
