@@ -1,5 +1,6 @@
-"""The nightly personalization run: taste profiles, clusters, a plan of fresh tracks per cluster, generation
-and rendering mapped over clusters, per-listener playlists published as one asset, and the run report.
+"""The nightly personalization run: files waiting in the inbox ingested, taste profiles, clusters, a plan
+of fresh tracks per cluster, generation and rendering mapped over clusters, per-listener playlists
+published as one asset, and the run report.
 
 Thin on purpose: every task calls one ``personalize.pipeline.run_stage`` with the run's logical date, the
 same function ``personalize run --date`` calls. Imports of the library happen inside the tasks so the
@@ -70,6 +71,10 @@ def _stage(stage: str, ds: str, cluster_id: int | None = None) -> dict:
 )
 def nightly():  # type: ignore[no-untyped-def]
     @task
+    def ingest(ds: str | None = None) -> dict:
+        return _small(_stage("ingest", ds))
+
+    @task
     def profile(ds: str | None = None) -> dict:
         return _small(_stage("profile", ds))
 
@@ -100,7 +105,7 @@ def nightly():  # type: ignore[no-untyped-def]
         return _small(_stage("report", ds))
 
     clusters = plan()
-    profile() >> cluster() >> clusters
+    ingest() >> profile() >> cluster() >> clusters
     rendered = render.expand(cluster_id=generate.expand(cluster_id=clusters))
     publish(rendered) >> report()
 

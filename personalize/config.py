@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     model_name: str = Field(default="transformer", description="Sub-folder of model_dir used to generate")
 
     # Ingest
+    inbox_dir: Path | None = Field(
+        default=None,
+        description="Folder the ingest stage reads each night (events/, catalog/); default <data_dir>/inbox",
+    )
     ingest_chunk_rows: int = 200_000
     # SQLite: a source this big (and at least as big as listening_events already is) goes in as one
     # transaction with the table's secondary indexes built again at the end (see ingest/store.py).

@@ -4,7 +4,7 @@ Every front door (``personalize run``, the single-stage commands, the Airflow DA
 calls :func:`run_stage`, which claims the stage for the date (:mod:`personalize.runs`), calls the stage's
 ``run(ctx, run_date)`` and records the outcome in ``pipeline_runs``. Nothing else calls a stage.
 
-Stage order: profile -> cluster -> plan -> generate -> render -> publish -> report. Generate and render
+Stage order: ingest -> profile -> cluster -> plan -> generate -> render -> publish -> report. Generate and render
 work per taste cluster (the DAG maps them over clusters); their records are named ``generate:c<id>`` and
 ``render:c<id>``.
 """
@@ -40,6 +40,7 @@ class Stage:
 
 
 STAGE_TABLE: tuple[Stage, ...] = (
+    Stage("ingest", "personalize.ingest.stage"),
     Stage("profile", "personalize.profile.stage"),
     Stage("cluster", "personalize.cluster.stage"),
     Stage("plan", "personalize.plan.stage"),

@@ -127,7 +127,7 @@ def run_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Run the nightly pipeline for one date: profile, cluster, plan, generate, render, publish, report."""
+    """Run the nightly pipeline for one date: ingest, profile, cluster, plan, generate, render, publish, report."""
     from personalize import pipeline
     from personalize.context import make_context
     from personalize.report.summary import night_summary

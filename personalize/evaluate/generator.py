@@ -170,9 +170,7 @@ def transformer_nll(model: torch.nn.Module, pieces: list[Piece]) -> dict[str, fl
     }
 
 
-def validation_nll(
-    val: list[Piece], train: list[Piece], model_dir: Path, progress: bool = True
-) -> dict[str, dict[str, object]]:
+def validation_nll(val: list[Piece], train: list[Piece], model_dir: Path) -> dict[str, dict[str, object]]:
     """NLL per note of the four models on ``val`` (a missing checkpoint is reported, not fatal)."""
     from personalize.generate.baselines import (
         MarkovChain,
@@ -478,7 +476,7 @@ def evaluate_generator(
     if with_nll:
         val = scorable_pieces(load_pieces(corpus, split="val"))
         train = scorable_pieces(load_pieces(corpus, split="train"))
-        nll = validation_nll(val, train, model_root, progress)
+        nll = validation_nll(val, train, model_root)
 
     title = f"{model}: {n} pieces, {bars} bars"
     plot_metrics(generated_values, corpus_values, out / "metrics_vs_corpus.png", f"Quality metrics, {title}")

@@ -511,7 +511,7 @@ def train_vae(
         rng.bit_generator.state = ckpt["numpy_rng"]
         torch.random.set_rng_state(ckpt["torch_rng"])
 
-    def save(final: bool = False) -> None:
+    def save() -> None:
         state = {
             "config": asdict(cfg),
             "model": model.state_dict(),
@@ -596,7 +596,7 @@ def train_vae(
                 "elapsed_s": elapsed_s,
             }
         )
-    save(final=True)
+    save()
     summary = {
         "out_dir": str(out),
         "steps": step,

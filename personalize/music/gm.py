@@ -8,7 +8,6 @@ FAMILIES = (
     "reed", "pipe", "synth_lead", "synth_pad", "synth_effects", "ethnic", "percussive", "sound_effects",
     DRUMS,
 )  # fmt: skip
-N_FAMILIES = len(FAMILIES)  # 17: the 16 GM families plus drums
 
 Program = int | str  # 0..127, or "drums"
 

@@ -271,7 +271,6 @@ PROFILE_COLUMNS = [
     "program_weights",
     "meter_weights",
 ]
-JSON_COLUMNS = ("vector", "key_weights", "program_weights", "meter_weights")
 _KEY_NAMES = [key_name(*key_of_index(i)) for i in range(N_KEYS)]
 
 

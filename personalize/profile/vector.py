@@ -90,20 +90,6 @@ def track_vector(
     return vec
 
 
-def readable(vector: Sequence[float], n_families: int = 3) -> dict[str, object]:
-    """A raw vector in words and units: tempo BPM, density notes/s, major share, top families."""
-    v = np.asarray(vector, dtype=float)
-    fam = v[I_FAMILY0:]
-    order = [i for i in np.argsort(-fam, kind="stable") if fam[i] > 0][:n_families]
-    return {
-        "tempo_bpm": float(2.0 ** v[I_TEMPO]),
-        "tempo_spread_log2": float(v[I_TEMPO_SPREAD]),
-        "major_share": float(v[I_MAJOR]),
-        "density_nps": float(2.0 ** v[I_DENSITY]),
-        "top_families": [FAMILIES[i] for i in order],
-    }
-
-
 @dataclass(frozen=True)
 class TasteSpace:
     """Standardization of one run date: ``(raw - mean) / scale * weights``. Distances are Euclidean here."""
@@ -114,9 +100,6 @@ class TasteSpace:
 
     def transform(self, raw: np.ndarray | Sequence[float]) -> np.ndarray:
         return (np.asarray(raw, dtype=float) - self.mean) / self.scale * self.weights
-
-    def inverse_transform(self, standardized: np.ndarray) -> np.ndarray:
-        return np.asarray(standardized, dtype=float) / self.weights * self.scale + self.mean
 
     def distance(
         self, raw_a: np.ndarray | Sequence[float], raw_b: np.ndarray | Sequence[float]

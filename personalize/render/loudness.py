@@ -278,11 +278,6 @@ def _row_maxima(rows: np.ndarray) -> np.ndarray:
     return peak
 
 
-def true_peak_envelope(samples: np.ndarray, floor: float = 0.0) -> np.ndarray:
-    """Per-frame absolute true peak over channels, exact wherever it could reach ``floor`` (see TruePeak)."""
-    return TruePeak(samples).exact_above(floor)
-
-
 def _block_kernel() -> np.ndarray:
     """The interpolator as one (32, 3*16) matrix: for a row of 32 samples starting 7 before a 16-frame
     block, the row times the matrix is the block's in-between points (phase by phase, frame by frame).
