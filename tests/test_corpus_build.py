@@ -1,12 +1,145 @@
-"""The corpus builder on real music21 scores: parts, key, meter, manifest with licences, split, incremental rebuild."""
+"""The corpus build on real music21 scores: licences, incremental cache, groups and splits, the two views."""
 
 from __future__ import annotations
 
+import doctest
+import itertools
 import json
 from pathlib import Path
 
-from personalize.corpus import COLLECTIONS, build_corpus, load_pieces
+import pytest
+
+from personalize.corpus import (
+    COLLECTIONS,
+    TICKS_PER_QUARTER,
+    USABLE_COLLECTIONS,
+    V1_TICKS_PER_QUARTER,
+    Note,
+    annotate,
+    build_corpus,
+    licences,
+    load_pieces,
+    parse,
+    split,
+)
+from personalize.corpus.licences import file_notice, music21_corpus_root
+from personalize.corpus.split import assign_groups, group_keys, split_of, title_key, work_key
 from personalize.generate import tokens as T
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three chorales and the first three files of O'Neill's (200 tunes), parsed in this process."""
+    path = tmp_path_factory.mktemp("corpus")
+    build_corpus(path, ["bach_chorales", "oneills1850"], workers=1, limit_per_collection=3, progress=False)
+    return path
+
+
+def test_every_collection_records_its_licence_text_and_a_decision_with_a_reason():
+    assert set(USABLE_COLLECTIONS) == {
+        "bach_chorales", "oneills1850", "ryans_mammoth", "monteverdi_madrigals", "trecento", "string_quartets"
+    }  # fmt: skip
+    for name in ("essen_folksong", "palestrina", "josquin"):
+        assert not COLLECTIONS[name].usable and COLLECTIONS[name].reason
+    assert "non-commercial" in COLLECTIONS["essen_folksong"].licence
+    assert "licensing agreement" in COLLECTIONS["palestrina"].licence
+    assert "GNU General Public License" in COLLECTIONS["josquin"].licence
+
+
+def test_a_file_with_a_restrictive_notice_is_screened_out_and_a_clean_one_is_not():
+    root = music21_corpus_root()
+    assert file_notice(root / "bach" / "bwv277.krn") == "refers to a licensing agreement"
+    assert file_notice(root / "josquin" / "milleRegrets.abc") == "GPL-licensed encoding"
+    assert file_notice(root / "bach" / "bwv277.mxl") is None
+    assert file_notice(root / "ryansMammoth" / "FishersHornpipe.abc") is None
+
+
+def test_build_is_incremental_and_the_manifest_holds_licences_groups_and_splits(corpus_dir: Path):
+    again = build_corpus(corpus_dir, ["bach_chorales", "oneills1850"], workers=1, limit_per_collection=3)
+    assert again["source_files_parsed"] == 0 and again["source_files_cached"] == 6
+    assert again["pieces"] > 100 and again["notes"] > 10_000
+
+    manifest = json.loads((corpus_dir / "manifest.json").read_text())
+    for name, c in COLLECTIONS.items():
+        entry = manifest["collections"][name]
+        assert (entry["licence"], entry["usable"], entry["reason"]) == (c.licence, c.usable, c.reason)
+    assert manifest["collections"]["bach_chorales"]["built"]
+    assert not manifest["collections"]["palestrina"]["built"]
+    for row in manifest["pieces"]:
+        assert row["split"] == split_of(row["group"])
+        assert row["meter"] and row["bar_ticks"] > 0 and row["n_notes"] > 0
+
+    failures = json.loads((corpus_dir / "failures.json").read_text())
+    assert all(f["reason"] and f["stage"] in ("parse", "score", "repeats", "licence") for f in failures)
+
+
+def test_a_group_never_spans_two_splits(corpus_dir: Path):
+    manifest = json.loads((corpus_dir / "manifest.json").read_text())
+    splits_of_group: dict[str, set[str]] = {}
+    for row in manifest["pieces"]:
+        splits_of_group.setdefault(row["group"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in splits_of_group.values())
+    assert {"train", "val", "test"} <= {r["split"] for r in manifest["pieces"]}
+
+
+def test_versions_of_a_tune_and_movements_of_a_work_share_a_group():
+    assert title_key("The Kesh Jig") == title_key("KESH -- JIG")
+    assert title_key("Reel") is None  # says nothing about which tune
+    assert work_key("bach_chorales", "bach/bwv248.12-2.mxl", "a") == work_key(
+        "bach_chorales", "bach/bwv248.33-3.mxl", "b"
+    )
+    quartet = [work_key("string_quartets", f"mozart/k458/movement{i}.mxl", str(i)) for i in (1, 2, 3, 4)]
+    assert len(set(quartet)) == 1
+    melody = "2,2,1,-1,-2,-2,5,-3,2,2,1,-1,-2,-2,3,-7"
+    groups = assign_groups(
+        [
+            ("oneill", group_keys("oneills1850", "oneills1850/a.abc", "oneill", "The Kesh Jig", None)),
+            ("ryan", group_keys("ryans_mammoth", "ryansMammoth/KeshJig.abc", "ryan", "KESH -- JIG", melody)),
+            ("other", group_keys("ryans_mammoth", "ryansMammoth/X.abc", "other", "Some Other Reel", melody)),
+            ("alone", group_keys("ryans_mammoth", "ryansMammoth/Y.abc", "alone", "Lonely Reel", None)),
+        ]
+    )
+    # The same title joins O'Neill's and Ryan's versions; the same melody under another name joins too.
+    assert groups["oneill"] == groups["ryan"] == groups["other"] != groups["alone"]
+
+
+def test_the_two_views_of_a_known_chorale(tmp_path: Path):
+    # bwv66.6 is a short F-sharp minor chorale with a pickup.
+    pieces, problems = parse.parse_source(music21_corpus_root() / "bach" / "bwv66.6.mxl", "bach_chorales")
+    assert not problems
+    piece = pieces[0]
+    assert (piece.key_pc, piece.mode, piece.found_key_pc, piece.found_mode) == (6, "minor", 6, "minor")
+    assert piece.meter == "4/4" and piece.bar_ticks == 4 * TICKS_PER_QUARTER and len(piece.parts) == 4
+    assert all(isinstance(n, Note) and n.velocity > 0 for part in piece.parts for n in part)
+    means = [sum(n.pitch for n in part) / len(part) for part in piece.parts]
+    assert means == sorted(means, reverse=True)  # soprano first, bass last
+
+    v1 = piece.monophonic()
+    assert v1.ticks_per_quarter == V1_TICKS_PER_QUARTER and v1.bar_ticks == 16 and v1.fits_v1()
+    for line, full in zip(v1.parts, piece.parts, strict=True):
+        assert all(len(n) == 3 for n in line)
+        assert all(a[0] + a[1] <= b[0] for a, b in itertools.pairwise(line))  # one line
+        assert [(o, p) for o, _, p in line] == [(n.onset // 3, n.pitch) for n in full]  # no chords in a voice
+    body = T.bars_tokens(v1.parts, v1.bar_ticks, 0, v1.n_bars)
+    assert T.decode_body(body, 4, v1.bar_ticks) == [_split_at_bars(p, v1.bar_ticks) for p in v1.parts]
+
+
+def test_load_pieces_gives_either_view_in_manifest_order(corpus_dir: Path):
+    manifest = json.loads((corpus_dir / "manifest.json").read_text())
+    full = load_pieces(corpus_dir, view="v2")
+    assert [p.piece_id for p in full] == [r["piece_id"] for r in manifest["pieces"]]
+    assert all(p.ticks_per_quarter == TICKS_PER_QUARTER and p.chords and p.sections for p in full)
+    v1 = load_pieces(corpus_dir, split="train")
+    assert v1 and all(p.ticks_per_quarter == V1_TICKS_PER_QUARTER and p.split == "train" for p in v1)
+    assert all(len(n) == 3 for p in v1 for part in p.parts for n in part)
+    chorales = load_pieces(corpus_dir, view="v2", collections=["bach_chorales"])
+    assert {p.collection for p in chorales} == {"bach_chorales"}
+
+
+def test_corpus_docstring_examples_hold():
+    for module in (annotate, licences, parse, split):
+        failed, _ = doctest.testmod(module)
+        assert failed == 0, module.__name__
 
 
 def _split_at_bars(notes: list[tuple[int, int, int]], bar_ticks: int) -> list[tuple[int, int, int]]:
@@ -18,56 +151,3 @@ def _split_at_bars(notes: list[tuple[int, int, int]], bar_ticks: int) -> list[tu
             out.append((t, end - t, pitch))
             t = end
     return out
-
-
-def test_build_is_incremental_and_records_licences_and_splits(tmp_path: Path) -> None:
-    first = build_corpus(tmp_path, ["bach_chorales"], workers=1, limit_per_collection=3, progress=False)
-    assert first["source_files_parsed"] == 3 and first["pieces"] >= 2
-    again = build_corpus(tmp_path, ["bach_chorales"], workers=1, limit_per_collection=3, progress=False)
-    assert again["source_files_parsed"] == 0 and again["source_files_cached"] == 3
-    assert again["pieces"] == first["pieces"]
-
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["collections"]["bach_chorales"]["licence"] == COLLECTIONS["bach_chorales"].licence
-    for p in manifest["pieces"]:
-        assert p["split"] in ("train", "val", "test")
-        assert p["meter"] and p["bar_ticks"] > 0
-
-
-def test_versions_of_a_piece_share_a_split() -> None:
-    from personalize.corpus.build import _group_of, _split_of
-
-    a = _group_of("bach_chorales", Path("bwv248.12-2.mxl"), "")
-    b = _group_of("bach_chorales", Path("bwv248.33-3.mxl"), "")
-    assert a == b and _split_of(a) == _split_of(b)
-    assert _group_of("oneills1850", Path("x.abc"), "The Kesh Jig") == _group_of(
-        "oneills1850", Path("y.abc"), "Kesh"
-    )
-
-
-def test_known_chorale_key_parts_and_token_round_trip(tmp_path: Path) -> None:
-    # bwv66.6 is a short F-sharp minor chorale: parse just that one file.
-    from personalize.corpus.build import _parse_source, music21_corpus_root
-
-    src = music21_corpus_root() / "bach" / "bwv66.6.mxl"
-    _, _, pieces, failures = _parse_source(("bach_chorales", str(src), str(tmp_path / "one.json")))
-    assert not failures
-    piece = pieces[0]
-    assert (piece["key_pc"], piece["mode"]) == (6, "minor")
-    assert (piece["found_key_pc"], piece["found_mode"]) == (6, "minor")
-    assert piece["meter"] == "4/4" and len(piece["parts"]) == 4
-    means = [sum(n[2] for n in part) / len(part) for part in piece["parts"]]
-    assert means == sorted(means, reverse=True)  # soprano first, bass last
-
-    parts = [[tuple(n) for n in part] for part in piece["parts"]]
-    body = T.bars_tokens(parts, piece["bar_ticks"], 0, piece["n_bars"])
-    decoded = T.decode_body(body, 4, piece["bar_ticks"])
-    assert decoded == [_split_at_bars(p, piece["bar_ticks"]) for p in parts]
-
-
-def test_load_pieces_reads_only_the_manifest(tmp_path: Path) -> None:
-    build_corpus(tmp_path, ["bach_chorales"], workers=1, limit_per_collection=2, progress=False)
-    pieces = load_pieces(tmp_path)
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert [p.piece_id for p in pieces] == [p["piece_id"] for p in manifest["pieces"]]
-    assert all(p.parts and p.n_bars >= 4 for p in pieces)

@@ -1,27 +1,39 @@
-"""The training corpus: music21's bundled scores turned into cached, quantized parts with key, meter and tempo.
+"""The training corpus: music21's bundled scores whose licences allow commercial use, as annotated pieces.
 
-``build_corpus`` parses the chosen collections (two worker processes, incremental: a source file already
-cached is skipped) and writes a manifest with every piece's collection, licence note and train/val/test
-split. ``load_pieces`` reads the cache back as :class:`Piece` objects, the input of the tokenizer
-(:mod:`personalize.generate.tokens`) and of every model trained on the corpus.
+- :mod:`~personalize.corpus.licences` – the collections, what their licence texts say, which are used.
+- :mod:`~personalize.corpus.parse` – a score to a :class:`Piece`: repeats expanded, notes in ticks, velocities.
+- :mod:`~personalize.corpus.annotate` – sections, phrases with cadences, a chord per harmony slot.
+- :mod:`~personalize.corpus.split` – groups (versions of a tune, movements of a work) and their split.
+- :mod:`~personalize.corpus.build` – ``build_corpus`` (incremental cache, progress, manifest) and
+  ``load_pieces`` (the corpus as built, ``view="v2"``, or the first representation's view, ``view="v1"``).
+- :mod:`~personalize.corpus.piece` – :class:`Piece` and ``TICKS_PER_QUARTER``, for the whole project.
 """
 
-from personalize.corpus.build import (
-    COLLECTIONS,
+from personalize.corpus.build import build_corpus, default_corpus_dir, load_manifest, load_pieces
+from personalize.corpus.licences import COLLECTIONS, USABLE_COLLECTIONS, Collection
+from personalize.corpus.piece import (
     TICKS_PER_QUARTER,
-    Collection,
+    V1_TICKS_PER_QUARTER,
+    Chord,
+    Dynamic,
+    Note,
+    Phrase,
     Piece,
-    build_corpus,
-    default_corpus_dir,
-    load_manifest,
-    load_pieces,
+    Section,
 )
 
 __all__ = [
     "COLLECTIONS",
     "TICKS_PER_QUARTER",
+    "USABLE_COLLECTIONS",
+    "V1_TICKS_PER_QUARTER",
+    "Chord",
     "Collection",
+    "Dynamic",
+    "Note",
+    "Phrase",
     "Piece",
+    "Section",
     "build_corpus",
     "default_corpus_dir",
     "load_manifest",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pretty_midi
 
+from personalize.corpus.piece import V1_TICKS_PER_QUARTER
 from personalize.music.keys import parse_meter
 
 KICK, SNARE, SIDE_STICK, CLOSED_HAT, OPEN_HAT, CRASH, RIDE, LOW_TOM, HIGH_TOM = (
@@ -26,7 +27,6 @@ KICK, SNARE, SIDE_STICK, CLOSED_HAT, OPEN_HAT, CRASH, RIDE, LOW_TOM, HIGH_TOM = 
     45,
     50,
 )
-TICKS_PER_QUARTER = 4
 
 
 def _note(inst: pretty_midi.Instrument, pitch: int, tick: int, s_per_tick: float, velocity: int) -> None:
@@ -40,11 +40,11 @@ def drum_part(meter: str, tempo_bpm: float, density_bin: int, bars: int, seed: i
     """A drum track of ``bars`` bars; the same arguments always give the same part."""
     rng = np.random.default_rng(seed)
     num, den = parse_meter(meter)
-    bar_ticks = num * 4 * TICKS_PER_QUARTER // den
+    bar_ticks = num * 4 * V1_TICKS_PER_QUARTER // den
     compound = den == 8 and num % 3 == 0
     beat_ticks = 6 if compound else 16 // den
     beats = bar_ticks // beat_ticks
-    s_per_tick = 60.0 / float(tempo_bpm) / TICKS_PER_QUARTER
+    s_per_tick = 60.0 / float(tempo_bpm) / V1_TICKS_PER_QUARTER
     # Hi-hat step in ticks: denser requests subdivide further; very fast tempi step back one level.
     hat_step = {
         0: beat_ticks,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pretty_midi
 
+from personalize.corpus.piece import V1_TICKS_PER_QUARTER
 from personalize.music.controls import (
     METERS,
     N_DENSITY_BINS,
@@ -33,7 +34,6 @@ from personalize.music.controls import (
 from personalize.music.gm import program_range
 from personalize.music.keys import parse_meter
 
-TICKS_PER_QUARTER = 4
 PITCH_LO, PITCH_HI = 21, 108  # piano range: every pitch token
 MAX_DUR = 24  # sixteenths; the longest bar (12/8, 3/2, 6/4)
 MAX_PARTS = 4
@@ -75,7 +75,7 @@ def key_token(key_pc: int, mode: str) -> int:
 
 def bar_ticks_of(meter: str) -> int:
     num, den = parse_meter(meter)
-    return num * 4 * TICKS_PER_QUARTER // den
+    return num * 4 * V1_TICKS_PER_QUARTER // den
 
 
 def part_order(programs: list[int]) -> list[int]:
@@ -167,7 +167,7 @@ def density_of_parts(
     """Notes per quarter note per part over the given bars (a note counts in the bar it starts in)."""
     start, end = first_bar * bar_ticks, (first_bar + n_bars) * bar_ticks
     n = sum(1 for notes in parts for onset, _, _ in notes if start <= onset < end)
-    quarters = (end - start) / TICKS_PER_QUARTER
+    quarters = (end - start) / V1_TICKS_PER_QUARTER
     return n / quarters / max(1, len(parts))
 
 
@@ -217,7 +217,7 @@ def parts_to_midi(
     pm = pretty_midi.PrettyMIDI(initial_tempo=float(tempo_bpm))
     num, den = parse_meter(meter)
     pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den, 0.0))
-    s_per_tick = 60.0 / float(tempo_bpm) / TICKS_PER_QUARTER
+    s_per_tick = 60.0 / float(tempo_bpm) / V1_TICKS_PER_QUARTER
     for notes, program in zip(parts, programs, strict=True):
         inst = pretty_midi.Instrument(
             program=int(program), name=pretty_midi.program_to_instrument_name(int(program))

@@ -34,9 +34,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from personalize.corpus import Piece
+from personalize.corpus import V1_TICKS_PER_QUARTER, Piece
 from personalize.generate.drums import drum_part
-from personalize.generate.tokens import TICKS_PER_QUARTER, bar_ticks_of, part_order, parts_to_midi
+from personalize.generate.tokens import bar_ticks_of, part_order, parts_to_midi
 from personalize.music.controls import METERS, N_DENSITY_BINS, Controls, density_bin
 from personalize.music.gm import DRUMS, program_range
 
@@ -166,7 +166,7 @@ def piece_phrases(piece: Piece, phrase_bars: int = 4) -> list[Phrase]:
     for s in range(0, total, step):
         g = grid[s : s + step].copy()
         n_notes = int((g >= 2).sum())
-        quarters = len(g) / TICKS_PER_QUARTER
+        quarters = len(g) / V1_TICKS_PER_QUARTER
         out.append(
             Phrase(
                 grid=g,
@@ -317,7 +317,7 @@ def _phrase_arrays(ph: Phrase, parts: list[int] | None = None) -> tuple[np.ndarr
     registers = np.zeros(MAX_PARTS, dtype=np.float32)
     registers[: len(mids)] = np.asarray(mids) / 128.0
     n_notes = int((grid >= 2).sum())
-    quarters = len(grid) / TICKS_PER_QUARTER
+    quarters = len(grid) / V1_TICKS_PER_QUARTER
     return tokens, registers, grid.shape[1], density_bin(n_notes / quarters / grid.shape[1])
 
 

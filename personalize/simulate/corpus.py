@@ -1,5 +1,6 @@
 """Real music for the demo world: a fixed set of public-domain pieces from music21's bundled corpus, parsed
-once into plain note lists and cached as JSON, so building a world never waits on music21 twice."""
+once by the corpus parser (:mod:`personalize.corpus.parse`) into plain note lists and cached as JSON, so
+building a world never waits on music21 twice."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from personalize.music.measure import find_key
-
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: parsed by the corpus parser, repeats expanded
 
 # Bach's four-part chorales (public domain, 18th century) and fiddle tunes from Ryan's Mammoth Collection
 # (Boston, 1883, public domain). Chorales give four real voices to orchestrate; the tunes give a lively
@@ -69,29 +68,27 @@ def _find(collection: str, name: str) -> Path:
 
 
 def _parse(collection: str, name: str) -> Piece:
-    from music21 import corpus
+    from personalize.corpus.parse import parse_source
+    from personalize.corpus.piece import TICKS_PER_QUARTER
 
-    score = corpus.parse(_find(collection, name))
-    parts = []
-    for part in score.parts:
-        pitch, start_q, dur_q = [], [], []
-        for element in part.stripTies().flatten().notes:
-            if element.duration.quarterLength <= 0:  # grace notes carry no time
-                continue
-            for p in element.pitches:
-                pitch.append(int(p.midi))
-                start_q.append(float(element.offset))
-                dur_q.append(float(element.duration.quarterLength))
-        if pitch:
-            parts.append({"pitch": pitch, "start_q": start_q, "dur_q": dur_q})
-    # Voices sorted by mean pitch, highest first, so "soprano" and "bass" mean what they say.
-    parts.sort(key=lambda p: -float(np.mean(p["pitch"])))
-    ts = score.recurse().getElementsByClass("TimeSignature").first()
-    length_q = max(max(s + d for s, d in zip(p["start_q"], p["dur_q"], strict=True)) for p in parts)
-    piece = Piece(name, collection, ts.ratioString if ts else "4/4", float(length_q), 0, "major", parts)
-    key = find_key(piece.pitch_histogram())
-    piece.key_pc, piece.mode = key.key_pc, key.mode
-    return piece
+    source = _find(collection, name)
+    parsed, problems = parse_source(source, "bach_chorales" if collection == "chorale" else "ryans_mammoth")
+    if not parsed:
+        reasons = "; ".join(p["reason"] for p in problems) or "no piece in the file"
+        raise ValueError(f"corpus {collection} {name!r} ({source}) could not be used: {reasons}")
+    score = parsed[0]
+    # The piece starts at its first note (the corpus shifts a pickup to end on the first bar line).
+    first = min(n.onset for part in score.parts for n in part)
+    parts = [
+        {
+            "pitch": [n.pitch for n in part],
+            "start_q": [(n.onset - first) / TICKS_PER_QUARTER for n in part],
+            "dur_q": [n.duration / TICKS_PER_QUARTER for n in part],
+        }
+        for part in score.parts
+    ]
+    length_q = max(n.onset + n.duration - first for part in score.parts for n in part) / TICKS_PER_QUARTER
+    return Piece(name, collection, score.meter, float(length_q), score.found_key_pc, score.found_mode, parts)
 
 
 def load_pieces(cache_dir: Path | None = None, limit: int | None = None, progress=None) -> list[Piece]:
