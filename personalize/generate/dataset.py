@@ -77,18 +77,20 @@ def sample_example(piece: Piece, rng: np.random.Generator, block_size: int) -> l
     return (prefix + body)[: block_size + 1]
 
 
-def collate(seqs: list[list[int]], n_prefix_free: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def collate(
+    seqs: list[list[int]], n_prefix_free: bool = True, pad: int = T.PAD, sep: int = T.SEP
+) -> tuple[np.ndarray, np.ndarray]:
     """Pad to the longest sequence: inputs and next-token targets, with -100 where no loss is taken
-    (padding, and the prefix, which generation is given rather than asked to predict)."""
+    (padding, and the prefix up to ``sep``, which generation is given rather than asked to predict)."""
     t = max(len(s) for s in seqs) - 1
-    x = np.full((len(seqs), t), T.PAD, dtype=np.int64)
+    x = np.full((len(seqs), t), pad, dtype=np.int64)
     y = np.full((len(seqs), t), -100, dtype=np.int64)
     for i, s in enumerate(seqs):
         arr = np.asarray(s, dtype=np.int64)
         x[i, : len(arr) - 1] = arr[:-1]
         y[i, : len(arr) - 1] = arr[1:]
         if n_prefix_free:
-            sep = np.flatnonzero(arr == T.SEP)
-            if len(sep):
-                y[i, : sep[0]] = -100
+            at = np.flatnonzero(arr == sep)
+            if len(at):
+                y[i, : at[0]] = -100
     return x, y

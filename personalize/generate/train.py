@@ -1,8 +1,10 @@
-"""Train the conditional Transformer on the corpus: seeded, resumable, with checkpoints and a loss curve.
+"""Train a Transformer on the corpus: seeded, resumable, with checkpoints and a loss curve.
 
 ``train_transformer(config_path)`` reads a JSON config (``model`` = :class:`TransformerConfig` fields,
 ``train`` = the loop's knobs, see ``TrainConfig``), builds the corpus if it is missing, and writes into
-``out_dir``::
+``out_dir``. ``train.representation`` picks what is learned: ``"v1"`` (every part of a piece interleaved
+bar by bar, :mod:`personalize.generate.tokens`) or ``"song"`` (a melody written section by section over
+its chords, :mod:`personalize.generate.song.tokens`)::
 
     model.pt          the weights alone (float16, what ships), written at every checkpoint and at the end
     config.json       model config, training config, vocabulary size, corpus summary
@@ -56,6 +58,17 @@ class TrainConfig:
         1  # one thread: on a shared 2-core machine a second thread mostly waits (measured 3x slower)
     )
     max_minutes: float | None = None  # stop early (and checkpoint) after this long; resume continues
+    representation: str = "v1"  # "v1" | "song": see the module docstring
+
+
+def vocab_size_of(representation: str) -> int:
+    if representation == "song":
+        from personalize.generate.song import tokens as S
+
+        return S.VOCAB_SIZE
+    if representation == "v1":
+        return T.VOCAB_SIZE
+    raise ValueError(f"unknown representation {representation!r}: 'v1' or 'song'")
 
 
 def load_config(path: Path | None) -> tuple[TransformerConfig, TrainConfig]:
@@ -72,8 +85,9 @@ def load_config(path: Path | None) -> tuple[TransformerConfig, TrainConfig]:
         bad = set(data.get(section, {})) - keys
         if bad:
             raise ValueError(f"{path}: unknown {section} settings {sorted(bad)}; known: {sorted(keys)}")
-    model_cfg = TransformerConfig(**{**data.get("model", {}), "vocab_size": T.VOCAB_SIZE})
-    return model_cfg, TrainConfig(**data.get("train", {}))
+    train_cfg = TrainConfig(**data.get("train", {}))
+    vocab_size = vocab_size_of(train_cfg.representation)
+    return TransformerConfig(**{**data.get("model", {}), "vocab_size": vocab_size}), train_cfg
 
 
 class ExampleSource:
@@ -96,6 +110,46 @@ class ExampleSource:
             seqs.append(sample_example(piece, self.rng, self.block_size))
         x, y = collate(seqs)
         return torch.from_numpy(x), torch.from_numpy(y)
+
+
+class SongExampleSource:
+    """Training windows of song token streams (:mod:`personalize.generate.song.tokens`), packed: every
+    piece is encoded once, the streams are laid end to end (chorales repeated until they make up
+    ``chorale_share`` of the tokens: they are few, and the only source of the chorale style), and a window
+    is ``block_size + 1`` consecutive tokens from a random offset. No padding is computed, so a step costs
+    exactly ``batch x block_size`` tokens; a window that crosses into the next piece sees its ``BOS``."""
+
+    def __init__(self, pieces: list[Piece], block_size: int, chorale_share: float, seed: int) -> None:
+        from personalize.generate.song import tokens as S
+
+        streams = [(p, S.encode_piece(p)) for p in pieces]
+        multi = [t for p, t in streams if t is not None and len(p.parts) > 1]
+        single = [t for p, t in streams if t is not None and len(p.parts) == 1]
+        if not multi and not single:
+            raise ValueError("no training pieces: the corpus is empty")
+        n_multi, n_single = sum(map(len, multi)), sum(map(len, single))
+        repeat = 1
+        if multi and single and chorale_share > 0:
+            repeat = max(1, round(chorale_share * n_single / ((1 - chorale_share) * n_multi)))
+        self.rng = np.random.default_rng(seed)
+        order = multi * repeat + single
+        self.rng.shuffle(order)
+        self.buffer = np.concatenate([np.asarray(t, dtype=np.int64) for t in order])
+        self.block_size = block_size
+        self.n_tokens = n_multi + n_single
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = self.rng.integers(0, len(self.buffer) - self.block_size - 1, size=n)
+        x = np.stack([self.buffer[s : s + self.block_size] for s in starts])
+        y = np.stack([self.buffer[s + 1 : s + self.block_size + 1] for s in starts])
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def example_source(
+    cfg: TrainConfig, pieces: list[Piece], block_size: int, seed: int
+) -> ExampleSource | SongExampleSource:
+    kind = SongExampleSource if cfg.representation == "song" else ExampleSource
+    return kind(pieces, block_size, cfg.chorale_share, seed)
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -169,8 +223,8 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
         lr=cfg.lr,
         betas=(0.9, 0.98),
     )
-    source = ExampleSource(train_pieces, model_cfg.block_size, cfg.chorale_share, cfg.seed)
-    val_source = ExampleSource(val_pieces, model_cfg.block_size, cfg.chorale_share, cfg.seed + 1000)
+    source = example_source(cfg, train_pieces, model_cfg.block_size, cfg.seed)
+    val_source = example_source(cfg, val_pieces, model_cfg.block_size, cfg.seed + 1000)
     (out / "training_pieces.txt").write_text("\n".join(p.piece_id for p in train_pieces) + "\n")
     val_batches = [
         val_source.batch(cfg.batch_size) for _ in range(max(1, cfg.eval_examples // cfg.batch_size))
@@ -197,7 +251,8 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
     meta = {
         "model": model_cfg.to_dict(),
         "train": asdict(cfg),
-        "vocab_size": T.VOCAB_SIZE,
+        "vocab_size": model_cfg.vocab_size,
+        "representation": cfg.representation,
         "n_params": model.n_params(),
         "corpus": corpus_summary,
         "train_pieces": len(train_pieces),

@@ -23,10 +23,28 @@ from personalize.music.measure import find_key, meter_of, pitch_class_histogram,
 
 TEMPO_TOLERANCE = 0.01  # relative
 MIN_IN_RANGE_SHARE = 0.99
+MELODY_SUFFIX = " (melody)"  # how a song names its melody track (see personalize.generate.song.writer)
 
 
 def _parts(pm: pretty_midi.PrettyMIDI) -> list[object]:
     return [DRUMS if inst.is_drum else int(inst.program) for inst in pm.instruments if inst.notes]
+
+
+def _melodic_onsets(notes: list[pretty_midi.Note]) -> int:
+    """Onsets heard as the line: one per onset time, none under a higher note still sounding (a solo piano
+    or guitar plays its accompaniment in the melody's track, below and between the melody's notes)."""
+    ordered = sorted(notes, key=lambda n: (round(n.start, 2), -n.pitch))
+    count, held_until, held_pitch, last_start = 0, -1.0, -1, None
+    for n in ordered:
+        start = round(n.start, 2)
+        if start == last_start:
+            continue
+        last_start = start
+        if n.start < held_until - 1e-3 and n.pitch < held_pitch:
+            continue
+        count += 1
+        held_until, held_pitch = n.end, n.pitch
+    return count
 
 
 def measure_piece(pm: pretty_midi.PrettyMIDI, controls: Controls) -> dict[str, object]:
@@ -80,12 +98,18 @@ def measure_piece(pm: pretty_midi.PrettyMIDI, controls: Controls) -> dict[str, o
     m["in_range_by_program"] = per_part
     m["range_ok"] = pitched > 0 and in_range / pitched >= MIN_IN_RANGE_SHARE
 
-    # Density: pitched notes per quarter note per pitched part, over whole bars of the measured meter.
-    n_pitched_parts = sum(1 for inst in pm.instruments if not inst.is_drum and inst.notes)
+    # Density: notes per quarter note per pitched part, over whole bars of the measured meter. A song
+    # names its melody track ("... (melody)"): its density is the melody's, the line the model wrote
+    # for the requested bin (the accompaniment follows the bin by its pattern, chords count as chords).
     quarters = pm.get_end_time() * tempo / 60.0
     bq = bar_quarters(m["meter"]) if m["meter_ok"] else bar_quarters(controls.meter)
     bars = max(1, math.ceil(quarters / bq - 1e-3))
-    dens = pitched / (bars * bq) / max(1, n_pitched_parts)
+    melody = [i for i in pm.instruments if not i.is_drum and i.name.endswith(MELODY_SUFFIX)]
+    if melody:
+        dens = _melodic_onsets(melody[0].notes) / (bars * bq)
+    else:
+        n_pitched_parts = sum(1 for inst in pm.instruments if not inst.is_drum and inst.notes)
+        dens = pitched / (bars * bq) / max(1, n_pitched_parts)
     m["bars"] = bars
     m["notes_per_quarter_per_part"] = round(dens, 4)
     m["density_bin"] = density_bin(dens)

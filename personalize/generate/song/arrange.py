@@ -1,0 +1,329 @@
+"""Arrangement: the melody and the chords become parts for the instruments asked for.
+
+Every pitched instrument gets a role (:func:`assign_roles`):
+
+- ``melody``: the model's line, moved by whole octaves into the instrument's range;
+- ``bass``: chord roots on the strong beats, fifths and approach notes between them as the density rises;
+- ``chords``: keyboards, guitars, harps and organs play the harmony in an idiom of their family (block
+  chords, Alberti bass, broken chords and arpeggios, strums), voiced below the melody and led smoothly;
+- ``pad``: ensembles and synth pads hold the chord, voice-led, a span at a time;
+- ``counter``: a second melodic instrument plays a harmony line a third or sixth under the melody on the
+  strong beats;
+- ``alto`` / ``tenor`` / ``bass`` of a chorale: four-part voice leading (:func:`voice_chorale`), a search
+  over voicings of each chord that avoids parallel fifths and octaves, voice crossing and wide spacing.
+
+A chordal instrument that plays alone keeps the melody and adds its own accompaniment below it. All times
+are in ticks (``TICKS_PER_QUARTER`` a quarter note); notes are ``Note(start, duration, pitch)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from personalize.generate.song.form import CHORDAL_FAMILIES
+from personalize.music.chords import Chord
+from personalize.music.gm import family_of, program_range
+
+HARP = 46
+MELODIC_PREFERENCE = ("pipe", "reed", "strings", "brass", "synth_lead", "piano", "guitar", "organ",
+                      "chromatic_percussion", "ethnic", "ensemble", "synth_pad", "bass")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Note:
+    start: int
+    duration: int
+    pitch: int
+
+
+def _is_chordal(program: int) -> bool:
+    return family_of(program) in CHORDAL_FAMILIES or program == HARP
+
+
+def assign_roles(programs: Sequence[int], texture: str) -> list[str]:
+    """A role per pitched program, in the order given (see the module docstring)."""
+    n = len(programs)
+    ranges = [program_range(p) for p in programs]
+    mids = [(lo + hi) / 2 for lo, hi in ranges]
+    if texture == "chorale":
+        order = sorted(range(n), key=lambda i: -mids[i])
+        voices = {4: ("melody", "alto", "tenor", "bass"), 3: ("melody", "tenor", "bass")}[min(4, max(3, n))]
+        roles = [""] * n
+        for rank, i in enumerate(order):
+            roles[i] = voices[min(rank, len(voices) - 1)]
+        return roles
+
+    def melody_rank(i: int) -> tuple[int, float]:
+        fam = family_of(programs[i])
+        return (MELODIC_PREFERENCE.index(fam) if fam in MELODIC_PREFERENCE else 99, -mids[i])
+
+    melody = min(range(n), key=melody_rank)
+    roles = ["melody" if i == melody else "" for i in range(n)]
+    rest = [i for i in range(n) if i != melody]
+    basses = [i for i in rest if family_of(programs[i]) == "bass"]
+    if not basses and rest and (texture == "band" or n >= 3):
+        low = min(rest, key=lambda i: mids[i])
+        if not _is_chordal(programs[low]) or len(rest) > 1:
+            basses = [low]
+    for i in basses[:1]:
+        roles[i] = "bass"
+    for i in rest:
+        if roles[i]:
+            continue
+        fam = family_of(programs[i])
+        if fam in ("synth_pad", "ensemble", "organ"):
+            roles[i] = "pad"
+        elif _is_chordal(programs[i]):
+            roles[i] = "chords"
+        else:
+            roles[i] = "counter"
+    return roles
+
+
+def melody_octave(program: int, tonic_pc: int) -> int:
+    """Octave shift (a multiple of 12) that puts a melody written around the tonic of octave 4 (the
+    corpus's register, about a fifth below to an octave and a half above) inside ``program``'s range."""
+    lo, hi = program_range(program)
+    tonic = 60 + tonic_pc
+    best, best_fit = 0, -1e9
+    for shift in range(-36, 37, 12):
+        a, b = tonic + shift - 5, tonic + shift + 19
+        fit = min(b, hi) - max(a, lo) - 0.01 * abs(shift)
+        if fit > best_fit:
+            best, best_fit = shift, fit
+    return best
+
+
+def _nearest(pc: int, target: float, lo: int, hi: int) -> int:
+    """The pitch of class ``pc`` inside [lo, hi] nearest ``target`` (or the nearest to the range)."""
+    cands = [p for p in range(lo, hi + 1) if p % 12 == pc % 12]
+    if not cands:
+        cands = [p for p in range(lo - 12, hi + 13) if p % 12 == pc % 12]
+    return min(cands, key=lambda p: abs(p - target))
+
+
+def _voicing(
+    pcs: Sequence[int], top_limit: int, lo: int, previous: Sequence[int] | None, n: int = 3
+) -> list[int]:
+    """``n`` chord tones, close position, all below ``top_limit`` and at or above ``lo``, the voicing
+    nearest ``previous`` (the sum of each voice's move), else the highest that fits."""
+    pcs = list(pcs)[:4]
+    best: list[int] | None = None
+    best_cost = 1e9
+    for top in range(top_limit, max(lo + 6, top_limit - 13), -1):
+        if top % 12 not in [p % 12 for p in pcs]:
+            continue
+        voicing = [top]
+        while len(voicing) < n:
+            below = max(p for p in range(voicing[-1] - 12, voicing[-1]) if p % 12 in [q % 12 for q in pcs])
+            voicing.append(below)
+        if min(voicing) < lo:
+            continue
+        voicing.sort()
+        cost = sum(abs(a - b) for a, b in zip(voicing, previous, strict=False)) if previous else -top
+        if cost < best_cost:
+            best, best_cost = voicing, cost
+    if best is None:
+        best = sorted(_nearest(pc, (lo + top_limit) / 2, lo, top_limit) for pc in pcs[:n])
+    return best
+
+
+def bass_line(
+    chords: Sequence[Chord], key_pc: int, span_ticks: int, beat_ticks: int, density_bin: int,
+    program: int, rng: np.random.Generator,
+) -> list[Note]:  # fmt: skip
+    """Roots on every span's downbeat; at density 2 and up, the fifth on the span's middle beat; at 3, an
+    approach note (a step to the next root) on the span's last beat."""
+    lo, hi = program_range(program)
+    hi = min(hi, lo + 24)
+    out: list[Note] = []
+    prev = (lo + hi) // 2
+    for s, chord in enumerate(chords):
+        start = s * span_ticks
+        pcs = chord.pitch_classes(key_pc)
+        root = _nearest(pcs[0], prev, lo, hi)
+        beats = max(1, span_ticks // beat_ticks)
+        if density_bin <= 1 or beats == 1:
+            out.append(Note(start, span_ticks, root))
+        else:
+            half = (beats // 2) * beat_ticks if beats >= 2 else span_ticks
+            out.append(Note(start, half, root))
+            fifth = _nearest(pcs[2 if len(pcs) > 2 else 0], root + 4, lo, hi)
+            if density_bin >= 3 and s + 1 < len(chords) and beats >= 3:
+                out.append(Note(start + half, span_ticks - half - beat_ticks, fifth))
+                nxt = _nearest(chords[s + 1].pitch_classes(key_pc)[0], root, lo, hi)
+                step = nxt + (-2 if rng.random() < 0.5 else 1) if nxt != root else nxt + 7
+                out.append(Note(start + span_ticks - beat_ticks, beat_ticks, int(np.clip(step, lo, hi))))
+            else:
+                out.append(Note(start + half, span_ticks - half, fifth))
+        prev = root
+    return out
+
+
+def chord_part(
+    chords: Sequence[Chord], key_pc: int, span_ticks: int, beat_ticks: int, density_bin: int,
+    program: int, top_limit: int, compound: bool,
+) -> list[Note]:  # fmt: skip
+    """The harmony in the idiom of the instrument's family, below ``top_limit``."""
+    lo, hi = program_range(program)
+    family = "harp" if program == HARP else family_of(program)
+    # Under the melody where the range allows, else as low as the instrument voices a chord.
+    top_limit = min(hi, max(top_limit, lo + 16))
+    lo = max(lo, top_limit - 24)
+    out: list[Note] = []
+    prev: list[int] | None = None
+    sub = beat_ticks if compound else max(1, beat_ticks // 2)  # the accompaniment's pulse
+    for s, chord in enumerate(chords):
+        start = s * span_ticks
+        v = _voicing(chord.pitch_classes(key_pc), top_limit, lo, prev)
+        prev = v
+        if family in ("organ", "synth_pad", "ensemble") or density_bin == 0:
+            out += [Note(start, span_ticks, p) for p in v]
+        elif family == "guitar":
+            # Strums on every beat (and off-beats when busy); the performance pass spreads each strum.
+            step = sub if density_bin >= 2 else beat_ticks
+            for t in range(0, span_ticks, step):
+                out += [Note(start + t, step, p) for p in v]
+        elif family == "harp" or density_bin >= 3:
+            # Broken chord, rising then falling, one note per pulse.
+            pattern = [v[0], v[1], v[2], v[1]] if len(v) >= 3 else v
+            step = max(1, sub // (2 if density_bin >= 3 and not compound else 1))
+            for k, t in enumerate(range(0, span_ticks, step)):
+                out.append(Note(start + t, step, pattern[k % len(pattern)]))
+        elif family == "piano" and density_bin == 2 and not compound and span_ticks >= 4 * sub // 2:
+            # Alberti: low - high - middle - high.
+            pattern = [v[0], v[2], v[1], v[2]]
+            for k, t in enumerate(range(0, span_ticks, sub)):
+                out.append(Note(start + t, sub, pattern[k % 4]))
+        else:
+            for t in range(0, span_ticks, beat_ticks):
+                out += [Note(start + t, beat_ticks, p) for p in v]
+    return out
+
+
+def counter_line(
+    melody: Sequence[Note],
+    chords: Sequence[Chord],
+    key_pc: int,
+    span_ticks: int,
+    beat_ticks: int,
+    program: int,
+) -> list[Note]:
+    """A harmony line under the melody: at each strong beat, the chord tone a third or sixth below the
+    sounding melody note (else the nearest chord tone below), held to the next strong beat."""
+    lo, hi = program_range(program)
+    out: list[Note] = []
+    total = len(chords) * span_ticks
+    step = beat_ticks * (2 if span_ticks >= 2 * beat_ticks * 2 else 1)
+    for t in range(0, total, step):
+        sounding = [n for n in melody if n.start <= t < n.start + n.duration]
+        if not sounding:
+            continue
+        top = sounding[0].pitch
+        pcs = chords[min(len(chords) - 1, t // span_ticks)].pitch_classes(key_pc)
+        cands = [p for p in range(max(lo, top - 12), min(hi, top - 2) + 1) if p % 12 in pcs]
+        if not cands:
+            continue
+        pick = min(cands, key=lambda p: (0 if top - p in (3, 4, 8, 9) else 1, top - p))
+        out.append(Note(t, min(step, total - t), pick))
+    return out
+
+
+_PERFECT = (0, 7)
+
+
+def voice_chorale(
+    soprano: Sequence[Note], chords: Sequence[Chord], key_pc: int, span_ticks: int,
+    programs: Sequence[int], beam: int = 12,
+) -> list[list[Note]]:  # fmt: skip
+    """Lower voices for a chorale: one chord tone per voice and span, found by a beam search over voicings.
+
+    ``programs`` are the lower voices' instruments, high to low (alto, tenor, bass; or tenor, bass). Cost
+    of a voicing: how far every voice moves, plus penalties for parallel fifths or octaves against any
+    other voice (soprano included), a voice crossing the one above it, more than an octave between upper
+    neighbours, a missing third, a doubled leading tone, and a bass on anything but the root or third.
+    """
+    ranges = [program_range(p) for p in programs]
+    n_low = len(programs)
+    sop_at = []
+    for s in range(len(chords)):
+        t = s * span_ticks
+        sounding = [n.pitch for n in soprano if n.start <= t < n.start + n.duration]
+        later = [n.pitch for n in soprano if n.start >= t]
+        sop_at.append(sounding[0] if sounding else (later[0] if later else 72))
+    # Beam search with back-pointers: kept[s] holds (total cost, voicing, index of its parent in kept[s-1]).
+    kept: list[list[tuple[float, tuple[int, ...], int]]] = []
+    for s, chord in enumerate(chords):
+        pcs = chord.pitch_classes(key_pc)
+        sop = sop_at[s]
+        options: list[list[int]] = []
+        for v, (lo, hi) in enumerate(ranges):
+            allowed = pcs[:2] if v == n_low - 1 else pcs
+            options.append([p for p in range(lo, hi + 1) if p % 12 in allowed and p < sop])
+        combos: list[tuple[int, ...]] = [()]
+        for v in range(n_low):
+            combos = [(*c, p) for c in combos for p in options[v] if not c or p < c[-1]]
+        if not combos:  # nothing fits under this soprano note: keep the previous voicing
+            combos = [kept[-1][0][1]] if kept else [tuple(sorted((lo + hi) // 2 for lo, hi in ranges))[::-1]]
+        statics = []
+        leading = (key_pc + 11) % 12
+        centers = [lo + (hi - lo) * (0.3 if v == n_low - 1 else 0.45) for v, (lo, hi) in enumerate(ranges)]
+        for combo in combos:
+            voices = (sop, *combo)
+            cost = 0.0
+            if any(a - b > 12 for a, b in itertools.pairwise(voices[:-1])):  # upper neighbours
+                cost += 20
+            if len(pcs) >= 2 and pcs[1] not in {p % 12 for p in voices}:
+                cost += 15
+            if sum(p % 12 == leading for p in voices) > 1:
+                cost += 10
+            if combo[-1] % 12 != pcs[0]:
+                cost += 3
+            # Each voice stays near the middle of its register (else a bass can climb for a whole piece).
+            cost += 0.15 * sum(abs(p - c) for p, c in zip(combo, centers, strict=True))
+            statics.append(cost)
+        row: list[tuple[float, tuple[int, ...], int]] = []
+        parents = kept[-1] if kept else [(0.0, (), -1)]
+        prev_sop = sop_at[s - 1] if s > 0 else sop
+        for k, (total, prev, _) in enumerate(parents):
+            for combo, static in zip(combos, statics, strict=True):
+                cost = total + static
+                if prev:
+                    cost += 0.5 * sum(abs(a - b) for a, b in zip(combo, prev, strict=True))
+                    now, before = (sop, *combo), (prev_sop, *prev)
+                    for i in range(len(now)):
+                        for j in range(i + 1, len(now)):
+                            if now[i] != before[i] and now[j] != before[j]:
+                                iv = (now[i] - now[j]) % 12
+                                if iv in _PERFECT and iv == (before[i] - before[j]) % 12:
+                                    cost += 50
+                    if abs(combo[-1] - prev[-1]) > 12:
+                        cost += 5
+                row.append((cost, combo, k))
+        row.sort(key=lambda x: x[0])
+        kept.append(row[:beam])
+    best: list[tuple[int, ...]] = []
+    k = 0
+    for s in range(len(kept) - 1, -1, -1):
+        _, combo, parent = kept[s][k]
+        best.append(combo)
+        k = parent
+    best.reverse()
+    parts: list[list[Note]] = [[] for _ in range(n_low)]
+    for s, combo in enumerate(best):
+        for v, p in enumerate(combo):
+            prev_notes = parts[v]
+            if (
+                prev_notes
+                and prev_notes[-1].pitch == p
+                and prev_notes[-1].start + prev_notes[-1].duration == s * span_ticks
+            ):
+                last = prev_notes[-1]
+                prev_notes[-1] = Note(last.start, last.duration + span_ticks, p)  # a held note, not a repeat
+            else:
+                prev_notes.append(Note(s * span_ticks, span_ticks, p))
+    return parts

@@ -1,0 +1,159 @@
+"""The form of a song: sections with roles, lengths and cadences, sized to the requested length.
+
+Three textures, chosen from the instruments asked for (:func:`texture_of`):
+
+- ``tune`` (one or two instruments): a dance-tune form, strains of 8 bars played twice, the first time
+  ending open (half cadence), the second time closed (``A A' B B'``), the whole repeated to length, with a
+  short intro when something can accompany and a one-bar ending on the tonic.
+- ``band`` (drums, or three or more parts with a bass or a chordal instrument): verse / chorus song form,
+  ``intro A A' B B' A A' B B' C B B' outro`` cut to length (A = verse, B = chorus, C = bridge).
+- ``chorale`` (three or four melodic instruments, no drums, no bass or chordal instrument): a hymn, 4-bar
+  phrases ``A A' B C`` per stanza, stanzas repeated to length.
+
+Material is written once per distinct letter and reused: ``A'`` keeps all but the last two bars of ``A``
+and writes a new ending (that is where the cadence changes), so a section returns at least four bars after
+it was first heard, and every repeat is an exact or near-exact copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from personalize.music.controls import Controls, bar_quarters
+from personalize.music.gm import family_of
+
+TEXTURES = ("tune", "band", "chorale")
+CHORDAL_FAMILIES = ("piano", "guitar", "organ", "chromatic_percussion", "synth_pad", "ensemble")
+ENDING_BARS = 2  # bars a varied repeat writes anew
+
+
+def texture_of(controls: Controls) -> str:
+    """``tune``, ``band`` or ``chorale`` for the instruments of ``controls`` (see the module docstring)."""
+    pitched = controls.pitched_programs
+    families = [family_of(p) for p in pitched]
+    has_bass = "bass" in families
+    has_chordal = any(f in CHORDAL_FAMILIES for f in families) or any(p in (46,) for p in pitched)  # harp
+    if controls.has_drums:
+        return "band"
+    if len(pitched) >= 3:
+        return "band" if (has_bass or has_chordal) else "chorale"
+    return "tune"
+
+
+@dataclass
+class FormSection:
+    """One section in playing order. ``material`` names the written melody it plays (``A``, ``A'``, ``B``,
+    ...; empty for an intro or outro, which the accompaniment carries)."""
+
+    role: str  # intro | verse | chorus | bridge | strain | phrase | outro
+    material: str
+    bars: int
+    cadence: str | None  # authentic | half | None
+    final: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.material or self.role
+
+
+@dataclass
+class Form:
+    texture: str
+    sections: list[FormSection]
+    section_bars: int  # bars of one written section
+
+    @property
+    def bars(self) -> int:
+        return sum(s.bars for s in self.sections)
+
+    def materials(self) -> list[str]:
+        """Distinct written materials in order of first appearance (what the melody model writes)."""
+        seen: list[str] = []
+        for s in self.sections:
+            if s.material and s.material not in seen:
+                seen.append(s.material)
+        return seen
+
+    def describe(self) -> str:
+        return " ".join(f"{s.label}({s.bars})" for s in self.sections)
+
+
+def _cadence(material: str, closing: bool) -> str:
+    return "authentic" if closing or material.endswith("'") else "half"
+
+
+def _tune(section_bars: int, target: int, accompanied: bool) -> list[FormSection]:
+    intro = [FormSection("intro", "", 2, "half")] if accompanied else []
+    cycle = [("strain", "A"), ("strain", "A'"), ("strain", "B"), ("strain", "B'")]
+    cycle_bars = len(cycle) * section_bars
+    full, rest = divmod(max(0, target - sum(s.bars for s in intro) - 1), cycle_bars)
+    if rest >= 0.75 * cycle_bars:
+        full, rest = full + 1, 0
+    body = [
+        FormSection(role, material, section_bars, _cadence(material, False))
+        for _ in range(max(1, full))
+        for role, material in cycle
+    ]
+    if full >= 1 and rest >= 0.75 * cycle_bars / 2:  # half a cycle more: the first strain once again
+        body += [FormSection(r, m, section_bars, _cadence(m, False)) for r, m in cycle[:2]]
+    return intro + body + [FormSection("outro", "", 1, "authentic")]
+
+
+_BAND_ORDER = (
+    ("verse", "A"), ("verse", "A'"), ("chorus", "B"), ("chorus", "B'"),
+    ("verse", "A"), ("verse", "A'"), ("chorus", "B"), ("chorus", "B'"),
+    ("bridge", "C"), ("chorus", "B"), ("chorus", "B'"), ("chorus", "B"), ("chorus", "B'"),
+)  # fmt: skip
+
+
+def _band(section_bars: int, target: int) -> list[FormSection]:
+    intro_bars = 4 if section_bars >= 8 else 2
+    best: list[FormSection] | None = None
+    # Cut the song after a closing chorus (B') at the length nearest the target, at least verse + chorus.
+    for end in range(4, len(_BAND_ORDER) + 1):
+        if _BAND_ORDER[end - 1][1] != "B'":
+            continue
+        body = [FormSection(r, m, section_bars, _cadence(m, False)) for r, m in _BAND_ORDER[:end]]
+        total = intro_bars + sum(s.bars for s in body) + 2
+        if best is None or abs(total - target) < abs(sum(s.bars for s in best) - target):
+            best = [
+                FormSection("intro", "", intro_bars, "half"),
+                *body,
+                FormSection("outro", "", 2, "authentic"),
+            ]
+    assert best is not None
+    return best
+
+
+def _chorale(section_bars: int, target: int) -> list[FormSection]:
+    stanza = [
+        ("phrase", "A", "half"),
+        ("phrase", "A'", "authentic"),
+        ("phrase", "B", "half"),
+        ("phrase", "C", "authentic"),
+    ]
+    stanzas = max(1, round(target / (section_bars * len(stanza))))
+    return [FormSection(r, m, section_bars, c) for _ in range(stanzas) for r, m, c in stanza]
+
+
+def plan_form(controls: Controls, accompanied: bool | None = None) -> Form:
+    """The form of a song for ``controls``; ``controls.bars`` is the length asked for, in bars."""
+    texture = texture_of(controls)
+    seconds_per_bar = bar_quarters(controls.meter) * 60.0 / controls.tempo_bpm
+    # Phrases of about 10-25 s: 8-bar sections, or 4-bar ones where bars are long (slow or long meters).
+    section_bars = 4 if texture == "chorale" or seconds_per_bar * 8 > 30 else 8
+    target = max(int(controls.bars), section_bars * 2)
+    if texture == "band":
+        sections = _band(section_bars, target)
+    elif texture == "chorale":
+        sections = _chorale(section_bars, target)
+    else:
+        if accompanied is None:
+            accompanied = len(controls.pitched_programs) > 1 or any(
+                family_of(p) in CHORDAL_FAMILIES or p == 46 for p in controls.pitched_programs
+            )
+        sections = _tune(section_bars, target, accompanied)
+    melodic = [s for s in sections if s.material]
+    melodic[-1].final = True
+    melodic[-1].cadence = "authentic"
+    return Form(texture, sections, section_bars)

@@ -1,0 +1,136 @@
+"""Chord progressions learned from the corpus, with cadences where the form asks for them.
+
+:class:`HarmonyModel` counts chord-to-chord moves (one chord per half bar or bar, as
+:func:`personalize.music.chords.estimate_chords` reads them) in the corpus's major and minor pieces: the
+chorales give real four-part harmony, the tunes an estimated one. A section's progression is drawn from
+those counts with its ends fixed: a section that closes (``authentic``) ends V(7) -> I with the tonic on
+its last bar; one that stays open (``half``) ends on V; a first section starts on the tonic. The draw
+conditions every chord on the fixed ones ahead (backward messages through the chain), so the chords that
+lead into a cadence are the ones the corpus uses there, not a cadence glued onto a random walk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from personalize.music.chords import (
+    DIATONIC,
+    DOMINANT,
+    DOMINANT7,
+    TONIC,
+    Chord,
+    estimate_chords,
+    spans_per_bar,
+)
+
+MODES = ("major", "minor")
+
+
+@dataclass
+class HarmonyModel:
+    """First-order chord transitions per mode over the diatonic chord set (plus the start distribution)."""
+
+    transitions: dict[str, np.ndarray]  # mode -> (n + 1, n): row n is the start of a piece
+    pieces: int = 0
+
+    @staticmethod
+    def chords(mode: str) -> tuple[Chord, ...]:
+        return DIATONIC[mode]
+
+    @classmethod
+    def fit(cls, pieces: Iterable[object], smoothing: float = 0.5) -> HarmonyModel:
+        """Count transitions in corpus pieces (``parts``, ``bar_ticks``, ``n_bars``, ``meter``,
+        ``found_key_pc``, ``found_mode``); a chord held over spans counts as one move to itself each span."""
+        counts = {m: np.full((len(DIATONIC[m]) + 1, len(DIATONIC[m])), smoothing) for m in MODES}
+        n = 0
+        for piece in pieces:
+            mode = piece.found_mode  # type: ignore[attr-defined]
+            spans = spans_per_bar(piece.meter)  # type: ignore[attr-defined]
+            seq = estimate_chords(
+                piece.parts,  # type: ignore[attr-defined]
+                piece.found_key_pc,  # type: ignore[attr-defined]
+                mode,
+                piece.bar_ticks // spans,  # type: ignore[attr-defined]
+                piece.n_bars * spans,  # type: ignore[attr-defined]
+            )
+            index = {c: i for i, c in enumerate(DIATONIC[mode])}
+            ids = [index[c] for c in seq if c in index]
+            if len(ids) < 2:
+                continue
+            counts[mode][-1, ids[0]] += 1
+            for a, b in itertools.pairwise(ids):
+                counts[mode][a, b] += 1
+            n += 1
+        probs = {m: c / c.sum(axis=1, keepdims=True) for m, c in counts.items()}
+        return cls(probs, n)
+
+    def save(self, path: Path) -> None:
+        data = {
+            "pieces": self.pieces,
+            "chords": {m: [c.roman(m) for c in DIATONIC[m]] for m in MODES},
+            "transitions": {m: np.round(t, 5).tolist() for m, t in self.transitions.items()},
+        }
+        Path(path).write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> HarmonyModel:
+        data = json.loads(Path(path).read_text())
+        trans = {m: np.asarray(t, dtype=float) for m, t in data["transitions"].items()}
+        for m in MODES:
+            if trans[m].shape != (len(DIATONIC[m]) + 1, len(DIATONIC[m])):
+                raise ValueError(f"{path}: {m} transitions have shape {trans[m].shape}; refit the harmony")
+        return cls(trans, int(data.get("pieces", 0)))
+
+    def progression(
+        self,
+        mode: str,
+        n_bars: int,
+        spans: int,
+        cadence: str | None,
+        start_on_tonic: bool,
+        rng: np.random.Generator,
+        temperature: float = 1.0,
+    ) -> list[list[Chord]]:
+        """Chords per bar (``spans`` a bar) for a section of ``n_bars``, ending as ``cadence`` asks
+        (``"authentic"``, ``"half"`` or None) and starting on the tonic if ``start_on_tonic``."""
+        chords = DIATONIC[mode]
+        k = len(chords)
+        trans = self.transitions[mode][:k] ** (1.0 / temperature)
+        trans /= trans.sum(axis=1, keepdims=True)
+        start = self.transitions[mode][k]
+        n = n_bars * spans
+        allowed = np.ones((n, k), dtype=bool)
+        tonic, dom, dom7 = chords.index(TONIC[mode]), chords.index(DOMINANT), chords.index(DOMINANT7)
+        if start_on_tonic:
+            allowed[0] = False
+            allowed[0, tonic] = True
+        if cadence == "authentic" and n >= 2:
+            for s in range(max(0, n - spans), n):  # the whole last bar rests on the tonic
+                allowed[s] = False
+                allowed[s, tonic] = True
+            pre = max(0, n - spans - 1)
+            allowed[pre] = False
+            allowed[pre, [dom, dom7]] = True
+        elif cadence == "half" and n >= 1:
+            allowed[n - 1] = False
+            allowed[n - 1, dom] = True
+        # Backward messages: beta[s, c] = P(the rest of the constraints hold | chord c at span s).
+        beta = np.ones((n, k))
+        beta[-1] = allowed[-1]
+        for s in range(n - 2, -1, -1):
+            beta[s] = allowed[s] * (trans @ beta[s + 1])
+        out: list[Chord] = []
+        prev = None
+        for s in range(n):
+            p = (start if prev is None else trans[prev]) * beta[s]
+            if p.sum() <= 0:  # constraints the counts cannot meet: fall back to the allowed chords alone
+                p = allowed[s].astype(float)
+            prev = int(rng.choice(k, p=p / p.sum()))
+            out.append(chords[prev])
+        return [out[b * spans : (b + 1) * spans] for b in range(n_bars)]

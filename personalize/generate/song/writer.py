@@ -1,0 +1,331 @@
+"""The song writer: controls in, a whole song out (form, harmony, melody, arrangement, performance).
+
+``SongGenerator.generate(controls, seed)`` implements :class:`personalize.generate.Generator`. For every
+request it plans a form (:mod:`~personalize.generate.song.form`), draws each distinct section's chords from
+the corpus-learned harmony (:mod:`~personalize.generate.song.harmony`), has the melody model write every
+distinct section once, in one pass for the whole batch (:mod:`~personalize.generate.song.sample`), lays the
+sections out in playing order (repeats reuse what was written), arranges the parts
+(:mod:`~personalize.generate.song.arrange`, :mod:`~personalize.generate.song.drums`) and performs them
+(:mod:`~personalize.generate.song.perform`). ``controls.bars`` is the length asked for, in bars.
+
+The MIDI carries its structure as text events (``section:<label>`` at each section's start,
+``chord:<numeral>`` at each chord change), which the run report draws on its piano rolls.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import torch
+
+from personalize.generate.song import tokens as S
+from personalize.generate.song.arrange import (
+    Note,
+    assign_roles,
+    bass_line,
+    chord_part,
+    counter_line,
+    melody_octave,
+    voice_chorale,
+)
+from personalize.generate.song.drums import drum_part, meter_grid
+from personalize.generate.song.form import ENDING_BARS, Form, plan_form
+from personalize.generate.song.harmony import HarmonyModel
+from personalize.generate.song.perform import Part, Span, perform
+from personalize.generate.song.sample import Material, MelodyRequest, MelodyWriter
+from personalize.generate.transformer import MusicTransformer, TransformerConfig
+from personalize.generate.verify import MELODY_SUFFIX
+from personalize.music.chords import TONIC, Chord, spans_per_bar
+from personalize.music.controls import Controls
+from personalize.music.gm import DRUMS, family_of, program_range
+
+TPQ = S.TICKS_PER_QUARTER
+
+
+@dataclass
+class SongPlan:
+    """Everything decided before the melody is written."""
+
+    controls: Controls
+    form: Form
+    roles: list[str]
+    chords: dict[str, list[list[Chord]]]  # material (and "intro") -> chords per bar
+    octave: int
+    request: MelodyRequest
+    swing: float
+
+
+class SongGenerator:
+    """The shipped generator (see the module docstring)."""
+
+    name = "song"
+
+    def __init__(
+        self,
+        melody: MelodyWriter,
+        harmony: HarmonyModel,
+        version: str = "song",
+        scale: bool = True,
+        max_batch: int = 64,
+        threads: int | None = None,
+    ) -> None:
+        self.melody = melody
+        self.harmony = harmony
+        self.version = version
+        self.scale = scale
+        self.max_batch = max_batch
+        self.threads = threads
+
+    @classmethod
+    def load(cls, model_dir: Path, **kwargs: object) -> SongGenerator:
+        """Load ``model.pt``, ``config.json`` and ``harmony.json`` from ``model_dir``."""
+        model_dir = Path(model_dir)
+        paths = [model_dir / n for n in ("config.json", "model.pt", "harmony.json")]
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} is missing: train the song model with `personalize train song` "
+                    "or point PERSONALIZE_MODEL_DIR at a folder holding one"
+                )
+        try:
+            meta = json.loads(paths[0].read_text())
+            if meta.get("vocab_size") != S.VOCAB_SIZE:
+                raise ValueError(
+                    f"vocabulary of {meta.get('vocab_size')} tokens, this code has {S.VOCAB_SIZE}: retrain it"
+                )
+            model = MusicTransformer(TransformerConfig(**meta["model"]))
+            state = torch.load(paths[1], map_location="cpu", weights_only=True)
+            missing, unexpected = model.load_state_dict(
+                {k: v.float() for k, v in state.items()}, strict=False
+            )
+            if unexpected or set(missing) - {"head.weight"}:
+                raise ValueError(
+                    f"weights do not match the config: missing {missing}, unexpected {unexpected}"
+                )
+            harmony = HarmonyModel.load(paths[2])
+        except Exception as exc:
+            raise ValueError(f"{model_dir} does not hold a usable song model ({exc}); retrain it") from exc
+        temperature = float(kwargs.pop("temperature", 1.0))  # type: ignore[arg-type]
+        top_p = float(kwargs.pop("top_p", 0.95))  # type: ignore[arg-type]
+        version = f"song-{meta.get('steps', 0)}steps"
+        return cls(MelodyWriter(model, temperature, top_p), harmony, version=version, **kwargs)  # type: ignore[arg-type]
+
+    # --- planning -------------------------------------------------------------------------------------
+
+    def plan(self, controls: Controls, rng: np.random.Generator) -> SongPlan:
+        form = plan_form(controls)
+        pitched = controls.pitched_programs
+        roles = assign_roles(pitched, form.texture)
+        spans = spans_per_bar(controls.meter)
+        L = form.section_bars
+        chords: dict[str, list[list[Chord]]] = {}
+        for material in form.materials():
+            first = next(s for s in form.sections if s.material == material)
+            closing = first.cadence == "authentic" or any(
+                s.final for s in form.sections if s.material == material
+            )
+            cadence = "authentic" if closing else "half"
+            base = material.rstrip("'")
+            if material.endswith("'") and base in chords:
+                keep = chords[base][: L - ENDING_BARS]
+                ending = self.harmony.progression(controls.mode, ENDING_BARS, spans, cadence, False, rng)
+                chords[material] = keep + ending
+            else:
+                start_on_tonic = base == "A"
+                chords[material] = self.harmony.progression(
+                    controls.mode, L, spans, cadence, start_on_tonic, rng
+                )
+        intro = next((s for s in form.sections if s.role == "intro"), None)
+        if intro is not None:
+            chords["intro"] = self.harmony.progression(controls.mode, intro.bars, spans, "half", True, rng)
+        melody_program = pitched[roles.index("melody")]
+        octave = melody_octave(melody_program, controls.key_pc)
+        lo, hi = program_range(melody_program)
+        tonic = 60 + controls.key_pc + octave
+        written = form.materials()
+        materials = []
+        for k, material in enumerate(written):
+            base = material.rstrip("'")
+            copy = material.endswith("'") and base in written[:k]
+            materials.append(
+                Material(
+                    name=material,
+                    letter=base if base in S.SECTION_LETTERS else "D",
+                    chords=chords[material],
+                    final=k == len(written) - 1,
+                    copy_from=base if copy else None,
+                    copy_bars=L - ENDING_BARS if copy else 0,
+                )
+            )
+        style = "chorale" if form.texture == "chorale" else "tune"
+        # The register melodies of the corpus use (a fifth below the tonic to an octave and a half above),
+        # inside the instrument's range.
+        rel_lo, rel_hi = max(lo - tonic, -7), min(hi - tonic, 24)
+        request = MelodyRequest(
+            controls.mode, controls.meter, controls.density_bin, style, materials, rel_lo, rel_hi, self.scale
+        )
+        swings = form.texture in ("band", "tune") and controls.density_bin <= 2 and controls.tempo_bpm < 150
+        swing = 0.6 if swings and meter_grid(controls.meter, TPQ)[1] == TPQ and rng.random() < 0.35 else 0.5
+        return SongPlan(controls, form, roles, chords, octave, request, swing)
+
+    # --- generation -----------------------------------------------------------------------------------
+
+    def generate(self, controls: list[Controls], seed: int) -> list[pretty_midi.PrettyMIDI]:
+        """One MIDI per request, parts in the order of ``controls[i].programs``; deterministic for a seed."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        rngs = [np.random.default_rng([int(seed), i]) for i in range(len(controls))]
+        plans = [self.plan(c, rng) for c, rng in zip(controls, rngs, strict=True)]
+        streams: list[list[int]] = []
+        for start in range(0, len(plans), self.max_batch):
+            chunk = plans[start : start + self.max_batch]
+            streams += self.melody.write([p.request for p in chunk], seed=int(seed) * 7919 + start)
+        return [self.realize(p, s, rng) for p, s, rng in zip(plans, streams, rngs, strict=True)]
+
+    def realize(self, plan: SongPlan, stream: list[int], rng: np.random.Generator) -> pretty_midi.PrettyMIDI:
+        """The written melody laid out in the form, arranged and performed."""
+        c = plan.controls
+        bar_ticks, beat_ticks, compound = meter_grid(c.meter, TPQ)
+        spans = spans_per_bar(c.meter)
+        span_ticks = bar_ticks // spans
+        tonic = 60 + c.key_pc + plan.octave
+        # What the model wrote, per material (a material cut short by the context keeps its bars so far).
+        written: dict[str, list[list[tuple[int, int, int]]]] = {}
+        names = [m.name for m in plan.request.materials]
+        for name, (_, bars) in zip(names, S.decode_sections(stream), strict=False):
+            written[name] = [b.notes for b in bars]
+        melody: list[Note] = []
+        timeline: list[Chord] = []
+        spans_out: list[Span] = []
+        markers: list[tuple[int, str]] = []
+        heard: dict[str, int] = {}
+        tick = 0
+        for section in plan.form.sections:
+            key = section.material or section.role
+            if section.material:
+                chords = plan.chords[section.material]
+                bars = written.get(section.material, [])
+                for b in range(section.bars):
+                    for pos, dur, rel in bars[b] if b < len(bars) else []:
+                        melody.append(Note(tick + b * bar_ticks + pos, dur, tonic + rel))
+            elif section.role == "intro":
+                chords = plan.chords["intro"]
+            else:
+                chords = [[TONIC[c.mode]] * spans for _ in range(section.bars)]
+            for bar in chords[: section.bars]:
+                timeline += bar
+            spans_out.append(Span(section.role, tick, section.bars * bar_ticks, heard.get(key, 0)))
+            heard[key] = heard.get(key, 0) + 1
+            markers.append((tick, f"section:{section.label}"))
+            tick += section.bars * bar_ticks
+        total = tick
+        melody = _end_on_tonic(melody, c, plan.form, bar_ticks, total)
+        parts = self._arrange(plan, melody, timeline, span_ticks, beat_ticks, compound, rng)
+        if c.has_drums:
+            hits = drum_part(
+                plan.form.sections, c.meter, c.density_bin, c.tempo_bpm, TPQ, int(rng.integers(1 << 30))
+            )
+            drum = Part(None, "drums", [n for n, _ in hits], [v for _, v in hits], "Drums")
+        ordered: list[Part] = []
+        pitched_iter = iter(parts)
+        for p in c.programs:
+            ordered.append(drum if p == DRUMS else next(pitched_iter))
+        pm = perform(ordered, spans_out, c.tempo_bpm, c.meter, TPQ, span_ticks, rng, swing=plan.swing)
+        previous = None
+        for s, chord in enumerate(timeline):
+            if chord != previous:
+                markers.append((s * span_ticks, f"chord:{chord.roman(c.mode)}"))
+                previous = chord
+        s_per_tick = 60.0 / c.tempo_bpm / TPQ
+        pm.text_events = [pretty_midi.Text(text, t * s_per_tick) for t, text in sorted(markers)]
+        return pm
+
+    def _arrange(
+        self,
+        plan: SongPlan,
+        melody: list[Note],
+        timeline: list[Chord],
+        span_ticks: int,
+        beat_ticks: int,
+        compound: bool,
+        rng: np.random.Generator,
+    ) -> list[Part]:
+        c = plan.controls
+        pitched = c.pitched_programs
+        melody_low = min((n.pitch for n in melody), default=60)
+        parts: list[Part] = []
+        if plan.form.texture == "chorale":
+            lower = [i for i, r in enumerate(plan.roles) if r != "melody"]
+            lower.sort(key=lambda i: ("alto", "tenor", "bass").index(plan.roles[i]))
+            voices = voice_chorale(melody, timeline, c.key_pc, span_ticks, [pitched[i] for i in lower])
+            by_index = dict(zip(lower, voices, strict=True))
+        for i, (program, role) in enumerate(zip(pitched, plan.roles, strict=True)):
+            name = pretty_midi.program_to_instrument_name(program)
+            if role == "melody":
+                name += MELODY_SUFFIX
+                notes = list(melody)
+                if len(pitched) == 1 and (
+                    family_of(program) in ("piano", "guitar", "organ") or program == 46
+                ):
+                    # A chordal instrument alone plays its own accompaniment under the melody.
+                    notes += chord_part(
+                        timeline,
+                        c.key_pc,
+                        span_ticks,
+                        beat_ticks,
+                        c.density_bin,
+                        program,
+                        melody_low - 1,
+                        compound,
+                    )
+                    role = "melody+chords"
+                parts.append(Part(program, role, notes, name=name))
+            elif plan.form.texture == "chorale":
+                parts.append(Part(program, role, by_index[i], name=name))
+            elif role == "bass":
+                parts.append(
+                    Part(
+                        program,
+                        role,
+                        bass_line(timeline, c.key_pc, span_ticks, beat_ticks, c.density_bin, program, rng),
+                        name=name,
+                    )
+                )
+            elif role in ("chords", "pad"):
+                density = 0 if role == "pad" else c.density_bin
+                notes = chord_part(
+                    timeline, c.key_pc, span_ticks, beat_ticks, density, program, melody_low - 1, compound
+                )
+                parts.append(Part(program, role, notes, name=name))
+            else:
+                parts.append(
+                    Part(
+                        program,
+                        role,
+                        counter_line(melody, timeline, c.key_pc, span_ticks, beat_ticks, program),
+                        name=name,
+                    )
+                )
+        return parts
+
+
+def _end_on_tonic(melody: list[Note], c: Controls, form: Form, bar_ticks: int, total: int) -> list[Note]:
+    """The melody's last note on a tonic-triad tone, held through the ending (a phrase that ends the song
+    comes to rest; the model usually does this itself, this makes sure)."""
+    if not melody:
+        return melody
+    triad = TONIC[c.mode].pitch_classes(c.key_pc)
+    last = melody[-1]
+    pitch = last.pitch
+    if pitch % 12 not in triad:
+        pitch = min(
+            (p for p in range(pitch - 4, pitch + 5) if p % 12 in triad),
+            key=lambda p: (abs(p - last.pitch), p),
+        )
+    held_to = total if form.sections[-1].role == "outro" else last.start + last.duration
+    melody[-1] = Note(last.start, max(last.duration, held_to - last.start), pitch)
+    return melody
