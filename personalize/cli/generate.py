@@ -17,22 +17,32 @@ corpus_app = typer.Typer(help="The training corpus (music21's bundled scores).",
 def corpus_build(
     out: Path = typer.Option(None, "--out", help="Corpus folder (default <data dir>/corpus)."),
     collections: str = typer.Option(
-        "bach_chorales,oneills1850,ryans_mammoth",
-        help="Comma-separated collections: bach_chorales, oneills1850, ryans_mammoth, essen_folksong (non-commercial).",
+        None,
+        help="Comma-separated collections (default: every one whose licence allows commercial use): "
+        "bach_chorales, oneills1850, ryans_mammoth, monteverdi_madrigals, trecento, string_quartets; "
+        "not for the shipped model: josquin (GPL), palestrina (licensing agreement), essen_folksong "
+        "(non-commercial).",
     ),
-    workers: int = typer.Option(2, help="Parser processes."),
+    workers: int = typer.Option(2, help="Parser processes (music21 uses one core each)."),
     limit: int = typer.Option(None, help="At most this many source files per collection (quick builds)."),
     cached_only: bool = typer.Option(
         False, "--cached-only", help="Only rewrite the manifest from the cache."
     ),
 ) -> None:
-    """Parse music21's corpus into a cached training set with a manifest and a train/val/test split."""
-    from personalize.corpus import build_corpus
+    """Parse music21's corpus into a cached, annotated training set with a manifest and a train/val/test
+    split. Incremental: files already cached are not parsed again, so an interrupted build resumes."""
+    from personalize.corpus import USABLE_COLLECTIONS, build_corpus
 
-    names = [c.strip() for c in collections.split(",") if c.strip()]
-    summary = build_corpus(
-        out, names, workers=workers, limit_per_collection=limit, parse_missing=not cached_only
+    names = (
+        [c.strip() for c in collections.split(",") if c.strip()] if collections else list(USABLE_COLLECTIONS)
     )
+    try:
+        summary = build_corpus(
+            out, names, workers=workers, limit_per_collection=limit, parse_missing=not cached_only
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
     console.print_json(json.dumps(summary))
 
 

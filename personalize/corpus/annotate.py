@@ -6,7 +6,9 @@
   earlier section's (same length, most notes at the same place and pitch) gets that label too, so a
   written-out A B A reads as such.
 - **Chords** (:func:`chordify_harmony`, :func:`estimate_harmony`): one per harmony slot (half a bar where
-  the bar has an even number of beats, else one beat). Where several parts sound, the slot's notes (a
+  the bar has an even number of beats, else one beat), as Roman numerals in the key as heard
+  (``found_key_pc``, ``found_mode``: the key the first tokenizer's key token carries; an encoded key
+  signature says nothing about the mode of a modal madrigal or a tune in the relative minor). Where several parts sound, the slot's notes (a
   chordify of the laid-out parts) are matched against chord templates, weighted by how long each pitch
   class sounds, with the bass note deciding root position against inversion. A single line has no harmony
   of its own, so one is estimated: the diatonic chord (and V7, and the modal IV / bVII of folk tunes) that
@@ -205,7 +207,12 @@ def chordify_harmony(piece: Piece) -> list[Chord | None]:
         )
         _, root, quality = best
         out.append(
-            Chord(root, quality, bass_pc, roman_numeral(piece.key_pc, piece.mode, root, quality, bass_pc))
+            Chord(
+                root,
+                quality,
+                bass_pc,
+                roman_numeral(piece.found_key_pc, piece.found_mode, root, quality, bass_pc),
+            )
         )
     return out
 
@@ -228,8 +235,8 @@ def _template_score(w: np.ndarray, total: float, root: int, quality: str, bass_p
 def estimate_harmony(piece: Piece) -> list[Chord | None]:
     """A chord per slot for a single line: the diatonic chords that best cover its notes, chosen by Viterbi."""
     weights, _ = slot_weights(piece)
-    cands = _CANDIDATES[piece.mode]
-    tonic = piece.key_pc
+    cands = _CANDIDATES[piece.found_mode]
+    tonic = piece.found_key_pc
     n_slots, n_c = len(weights), len(cands)
     emit = np.zeros((n_slots, n_c))
     for j, (offset, quality, prior) in enumerate(cands):
@@ -267,7 +274,7 @@ def estimate_harmony(piece: Piece) -> list[Chord | None]:
             continue
         offset, quality, _ = cands[j]
         root = (tonic + offset) % 12
-        out.append(Chord(root, quality, root, roman_numeral(tonic, piece.mode, root, quality, root)))
+        out.append(Chord(root, quality, root, roman_numeral(tonic, piece.found_mode, root, quality, root)))
     return out
 
 
@@ -372,7 +379,7 @@ def _cadence_points(piece: Piece, beat: int) -> list[int]:
         k = n.onset // s
         if k <= 0 or k >= len(chords) or chords[k] is None:
             continue
-        kind = _cadence_kind(chords, k, piece.key_pc)
+        kind = _cadence_kind(chords, k, piece.found_key_pc)
         if kind in ("authentic", "half") and (kind == "authentic" or n.duration >= 2 * beat):
             out.append(n.onset + n.duration)
     return out
@@ -389,7 +396,7 @@ def cadence_at(piece: Piece, end_tick: int) -> str:
     arrival = piece.chords[k]
     while k > 0 and piece.chords[k - 1] is not None and piece.chords[k - 1].root_pc == arrival.root_pc:
         k -= 1
-    return _cadence_kind(piece.chords, k, piece.key_pc)
+    return _cadence_kind(piece.chords, k, piece.found_key_pc)
 
 
 def _cadence_kind(chords: list[Chord | None], k: int, key_pc: int) -> str:

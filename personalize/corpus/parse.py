@@ -177,7 +177,7 @@ def _segment_to_piece(
     if not bar_ticks_f.is_integer():
         raise ScoreError(f"meter {num}/{den} does not fit a grid of {TICKS_PER_QUARTER} ticks per quarter")
     bar_ticks = int(bar_ticks_f)
-    lengths = [max(_ticks(ms[i].duration.quarterLength) for ms in measures) for i in range(len(measures[0]))]
+    lengths = [max(_measure_ticks(ms[i], bar_ticks) for ms in measures) for i in range(len(measures[0]))]
     breaks = section_breaks(measures[0])
     starts, irregular = layout_measures(lengths, bar_ticks, set(breaks))
     cues = Cues(
@@ -185,12 +185,18 @@ def _segment_to_piece(
         measure_ticks=starts,
         measure_numbers=[int(m.number or 0) for m in measures[0]],
     )
+    pickups = [
+        (starts[i], starts[i] + lengths[i])
+        for i in range(1, len(starts))
+        if starts[i] < starts[i - 1] + lengths[i - 1]
+    ]
     note_parts: list[list[Note]] = []
     marks: list[list[Dynamic]] = []
     fermatas: set[int] = set()
     kept = []
     for i, part_measures in enumerate(measures):
         notes, part_marks, part_fermatas, onsets_by_id = _part_notes(part_measures, starts, len(kept))
+        notes = _cut_under_pickups(notes, pickups)
         fermatas |= part_fermatas
         if not notes:
             continue  # a part silent through this stretch (one movement of a multi-movement file)
@@ -318,12 +324,14 @@ def layout_measures(lengths: list[int], bar_ticks: int, breaks: set[int]) -> tup
     """Start tick of every measure, and how many bars had to be padded with silence.
 
     ``lengths`` are the measures' lengths in ticks; ``breaks`` the indices of measures that open a section,
-    where a short measure before a full one is that section's pickup.
+    where a short measure between full ones is that section's pickup. It is played in the last beats of
+    the bar before (a repeat sign sends the player back to a pickup that the section's last bar leaves room
+    for, with a rest or a held note), so it overlaps that bar: see :func:`_cut_under_pickups`.
 
     >>> layout_measures([12, 48, 36, 12, 48], 48, set())  # pickup, bar, 3 beats + pickup split at a repeat
     ([36, 48, 96, 132, 144], 0)
     >>> layout_measures([48, 12, 48], 48, {1})  # a full bar, then the next section's pickup
-    ([0, 84, 96], 0)
+    ([0, 36, 48], 0)
     >>> layout_measures([48, 6, 48], 48, set())  # a stray eighth between two full bars: padded
     ([0, 48, 96], 1)
     """
@@ -341,7 +349,7 @@ def layout_measures(lengths: list[int], bar_ticks: int, breaks: set[int]) -> tup
             pos = 0
         lone = i + 1 < len(lengths) and lengths[i + 1] >= bar_ticks
         if not pos and i in breaks and length < bar_ticks and lone:
-            t += bar_ticks - length  # the pickup of a new section ends on the bar line
+            t -= length  # the pickup of a new section, in the last beats of the bar before
         starts.append(t)
         t += length
     return starts, irregular
@@ -449,6 +457,37 @@ def _part_notes(
             continue
         line.append(Note(onset, dur, pitch, DEFAULT_VELOCITY))
     return line, marks, fermatas, onsets_by_id
+
+
+def _measure_ticks(measure: object, bar_ticks: int) -> int:
+    """A measure's length: what it holds, but never more than a bar because of rests alone (encoders write
+    two whole-bar rests into one measure of a silent voice)."""
+    length = _ticks(measure.duration.quarterLength)  # type: ignore[attr-defined]
+    if length <= bar_ticks:
+        return length
+    notes_end = max(
+        (_ticks(n.offset + n.quarterLength) for n in measure.flatten().notes),  # type: ignore[attr-defined]
+        default=0,
+    )
+    return max(bar_ticks, notes_end)
+
+
+def _cut_under_pickups(notes: list[Note], pickups: list[tuple[int, int]]) -> list[Note]:
+    """Shorten notes that still sound where a section's pickup is laid over the end of the bar before.
+
+    >>> _cut_under_pickups([Note(0, 48, 67, 80), Note(36, 12, 62, 80)], [(36, 48)])
+    [Note(onset=0, duration=36, pitch=67, velocity=80), Note(onset=36, duration=12, pitch=62, velocity=80)]
+    """
+    if not pickups:
+        return notes
+    out = list(notes)
+    for start, end in pickups:
+        if not any(start <= n.onset < end for n in notes):
+            continue  # this part is silent in the pickup: what it holds goes on sounding
+        out = [
+            n._replace(duration=start - n.onset) if n.onset < start < n.onset + n.duration else n for n in out
+        ]
+    return out
 
 
 def _hairpins(part: object, onsets_by_id: dict[int, tuple[int, int]], part_index: int) -> list[Dynamic]:

@@ -14,7 +14,7 @@ What a piece holds (see :class:`Piece`):
   labels), double bars, key changes and sections whose notes match an earlier one.
 - ``phrases``: spans ending at a fermata, a rest, a section end or a cadence, with the cadence type.
 - ``chords``: one :class:`Chord` per harmony slot of ``chord_ticks`` (half a bar where the bar has an even
-  number of beats, else one beat), as a Roman numeral relative to the piece's key.
+  number of beats, else one beat), as a Roman numeral in the key as heard (``found_key_pc``, ``found_mode``).
 - ``dynamics``: the marks and hairpins of the score; note velocities follow them (``dynamics_marked``).
 
 The first representation (monophonic parts on a sixteenth grid, ``(onset, duration, pitch)``) is a view of
@@ -73,7 +73,7 @@ class Phrase(NamedTuple):
 
 
 class Chord(NamedTuple):
-    """The harmony of one slot: root and bass pitch classes (0 = C), quality, Roman numeral in the key.
+    """The harmony of one slot: root and bass pitch classes (0 = C), quality, Roman numeral in the key as heard.
 
     Qualities: "maj", "min", "dim", "aug", "dom7", "maj7", "min7", "hdim7", "dim7". ``roman`` carries the
     inversion where the bass is known (``"V65"``, ``"I6"``); estimated harmonies of a single line are in
