@@ -59,8 +59,8 @@ def two_sample_auc(
     # pieces have is imputed, and its missing-value flag kept, since "does not apply" can itself be a tell.
     x = x[:, np.isfinite(x).any(axis=0)]
     model = make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True),
-        RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=1),
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1),
     )
     if corpus_groups is not None:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)

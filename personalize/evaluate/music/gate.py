@@ -8,13 +8,15 @@ dissonant outer voices where there are several parts, bars that do not move in t
 
 A track fails when
 
-- one metric lies beyond the corpus's 0.1th (or 99.9th) percentile on its noise side (a *hard* miss: a
-  drone on the tonic, a melody that never steps), or
+- one metric lies, on its noise side, beyond both the corpus's 0.1th (or 99.9th) percentile and Tukey's
+  far-out fence, 3 interquartile ranges past the quartiles (a *hard* miss: a drone on the tonic, a melody
+  that never steps), or
 - its *atypicality* is above the corpus's: the sum over gated metrics of ``-log10(min(1, 2 p))``, ``p``
   being the corpus share at least as far out on the noise side. A metric on the typical side of the corpus
   median adds nothing, one at the corpus's 5 % tail adds 1, and several mild misses together (a Markov
   chain's) add up. The threshold per texture is set so that 95 % of the corpus train split passes the
-  gate as a whole.
+  gate as a whole, each piece judged by bands fitted without it (5-fold), so that unseen corpus pieces
+  pass at that rate too.
 
 ``check`` returns the reasons a track fails, worded with the corpus band, and an empty list when it passes.
 Only :mod:`personalize.evaluate.music.score` and :mod:`personalize.evaluate.music.metrics` are imported, so
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +61,12 @@ GATED: dict[str, str] = {
 # Metric feel depends on the meter's kind, not on the texture: its distribution is kept per kind, from the
 # corpus pieces of every texture (the chorales hold no compound meters, the tunes plenty).
 FEEL = "metric_feel_share"
-HARD_PERCENTILE = 0.1  # a value beyond the corpus's 0.1th (or 99.9th) percentile fails on its own
-TARGET_ACCEPTANCE = 0.95  # the atypicality threshold passes this share of the corpus train split
+HARD_PERCENTILE = 0.1  # a value beyond the corpus's 0.1th (or 99.9th) percentile ...
+FENCE_IQR = 3.0  # ... and 3 interquartile ranges beyond the quartiles fails on its own
+TARGET_ACCEPTANCE = (
+    0.95  # the atypicality threshold passes this share of the corpus train split (out of fold)
+)
+CALIBRATION_FOLDS = 5
 QUANTILES = np.linspace(0, 100, 101)
 
 
@@ -125,8 +132,15 @@ class Band:
         x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
         if len(x) < 10:
             return None
-        lo, hi = np.percentile(x, [HARD_PERCENTILE, 100 - HARD_PERCENTILE])
-        return cls(direction, np.percentile(x, QUANTILES), len(x), float(lo), float(hi))
+        lo, q1, q3, hi = np.percentile(x, [HARD_PERCENTILE, 25, 75, 100 - HARD_PERCENTILE])
+        # A hard miss must lie beyond the corpus's extreme percentile *and* beyond Tukey's far-out fence (3
+        # interquartile ranges past the quartiles): from a few hundred pieces the extreme percentile is
+        # nearly the sample's extreme, which a new corpus piece passes one time in a few hundred per metric.
+        # Rates that are mostly zero (parallels) have no interquartile range: their spread is read from the
+        # standard deviation instead (1.349 sd is the interquartile range of a normal distribution).
+        spread = max(q3 - q1, 1.349 * float(np.std(x)))
+        hard_low, hard_high = min(lo, q1 - FENCE_IQR * spread), max(hi, q3 + FENCE_IQR * spread)
+        return cls(direction, np.percentile(x, QUANTILES), len(x), float(hard_low), float(hard_high))
 
 
 @dataclass
@@ -192,8 +206,7 @@ class MusicGate:
                 side = "below" if v < band.hard_low else "above"
                 edge = band.hard_low if side == "below" else band.hard_high
                 reasons.append(
-                    f"{name} {v:.3g} is {side} the {texture} corpus's {HARD_PERCENTILE:g} % edge {edge:.3g} "
-                    f"({band.describe()})"
+                    f"{name} {v:.3g} is far {side} every corpus {texture} (edge {edge:.3g}; {band.describe()})"
                 )
         threshold = self.thresholds[texture]
         if total > threshold:
@@ -219,7 +232,10 @@ class MusicGate:
     def save(self, path: Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        text = json.dumps(self.to_dict(), indent=1)
+        # One line per list of numbers keeps the file short and its diffs readable.
+        text = re.sub(r"\[\s+([-0-9.,eE\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+        path.write_text(text + "\n")
         return path
 
     @classmethod
@@ -247,15 +263,8 @@ class MusicGate:
         return cls.from_dict(json.loads(path.read_text()))
 
 
-def calibrate(
-    corpus: dict[str, list[tuple[Score, int, str]]], target_acceptance: float = TARGET_ACCEPTANCE
-) -> MusicGate:
-    """Build the gate from corpus pieces per texture (``(score, key_pc, mode)`` each, the train split).
-
-    Bands are the corpus percentiles; each texture's atypicality threshold is the ``target_acceptance``
-    quantile of its own pieces' atypicality.
-    """
-    measured = {t: [(s, measure(s, k, m)) for s, k, m in pieces] for t, pieces in corpus.items() if pieces}
+def _fit_bands(measured: dict[str, list[tuple[Score, dict[str, float]]]]) -> MusicGate:
+    """Bands from measured corpus pieces per texture, thresholds left open (infinite)."""
     feel: dict[str, Band] = {}
     for kind, compound in (("simple", False), ("compound", True)):
         band = Band.fit(
@@ -272,16 +281,41 @@ def calibrate(
             band = Band.fit((v[name] for _, v in rows), direction)
             if band is not None:
                 bands[texture][name] = band
-    gate = MusicGate(bands, feel, dict.fromkeys(measured, math.inf))
-    for texture, rows in measured.items():
-        # The key only enters through the measured values, which are passed in.
-        verdicts = [gate.judge(s, 0, "major", texture, values=v) for s, v in rows]
-        # Pieces failing a hard band count against the target too: the threshold is the quantile of the
-        # others' atypicality that leaves ``target_acceptance`` of all pieces passing.
-        clean = [v.atypicality for v in verdicts if not v.reasons]
+    return MusicGate(bands, feel, dict.fromkeys(measured, math.inf))
+
+
+def calibrate(
+    corpus: dict[str, list[tuple[Score, int, str]]],
+    target_acceptance: float = TARGET_ACCEPTANCE,
+    folds: int = CALIBRATION_FOLDS,
+) -> MusicGate:
+    """Build the gate from corpus pieces per texture (``(score, key_pc, mode)`` each, the train split).
+
+    Bands are the percentiles of all the pieces. The atypicality threshold is set out of fold: every piece is
+    judged by bands fitted without it (``folds``-fold), and the threshold is the level that lets
+    ``target_acceptance`` of the pieces pass, hard misses counted. Judged in sample, a piece sits inside
+    bands it helped draw, and unseen corpus pieces would fail more often than the target says.
+    """
+    measured = {t: [(s, measure(s, k, m)) for s, k, m in pieces] for t, pieces in corpus.items() if pieces}
+    out_of_fold: dict[str, list[Verdict]] = {t: [] for t in measured}
+    for fold in range(folds):
+        fitted = _fit_bands(
+            {t: [r for i, r in enumerate(rows) if i % folds != fold] for t, rows in measured.items()}
+        )
+        for texture, rows in measured.items():
+            if texture not in fitted.bands:
+                continue
+            for i, (score, values) in enumerate(rows):
+                if i % folds == fold:
+                    # The key only enters through the measured values, which are passed in.
+                    out_of_fold[texture].append(fitted.judge(score, 0, "major", texture, values=values))
+    gate = _fit_bands(measured)
+    for texture, verdicts in out_of_fold.items():
+        hard = [v for v in verdicts if any(not r.startswith("atypical") for r in v.reasons)]
+        clean = [v.atypicality for v in verdicts if v not in hard]
         q = target_acceptance * len(verdicts) / max(1, len(clean))
         gate.thresholds[texture] = float(np.quantile(clean, min(1.0, q))) if clean else math.inf
-    gate.built_from = {"pieces": {t: len(rows) for t, rows in measured.items()}}
+    gate.built_from = {"pieces": {t: len(rows) for t, rows in measured.items()}, "calibration_folds": folds}
     return gate
 
 

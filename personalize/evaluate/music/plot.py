@@ -28,22 +28,29 @@ def plot_metrics(measured: dict[str, dict[str, list]], path: Path) -> Path:
     systems = [s for s in PLOTTED_SYSTEMS if any(s in measured[t] for t in TEXTURES)]
     width = 0.8 / len(systems)
     for ax, metric in zip(axes.ravel(), shown, strict=False):
-        for g, texture in enumerate(TEXTURES):
-            for k, system in enumerate(systems):
-                xs = measured[texture].get(system, [])
-                vals = np.array([x.values[metric.name] for x in xs], dtype=float)
+        for k, system in enumerate(systems):
+            # One call per system and panel: its three texture groups side by side.
+            positions, samples = [], []
+            for g, texture in enumerate(TEXTURES):
+                vals = np.array(
+                    [x.values[metric.name] for x in measured[texture].get(system, [])], dtype=float
+                )
                 vals = vals[np.isfinite(vals)]
-                if not len(vals):
-                    continue
-                pos = g + (k - (len(systems) - 1) / 2) * width
-                if metric.binary:
-                    ax.bar(pos, vals.mean(), width * 0.9, color=COLORS[system])
-                else:
-                    box = ax.boxplot(
-                        vals, positions=[pos], widths=width * 0.85, patch_artist=True, showfliers=False
-                    )
-                    box["boxes"][0].set_facecolor(COLORS[system])
-                    box["medians"][0].set_color("black")
+                if len(vals):
+                    positions.append(g + (k - (len(systems) - 1) / 2) * width)
+                    samples.append(vals)
+            if not samples:
+                continue
+            if metric.binary:
+                ax.bar(positions, [v.mean() for v in samples], width * 0.9, color=COLORS[system])
+            else:
+                box = ax.boxplot(
+                    samples, positions=positions, widths=width * 0.85, patch_artist=True, showfliers=False
+                )
+                for patch in box["boxes"]:
+                    patch.set_facecolor(COLORS[system])
+                for line in box["medians"]:
+                    line.set_color("black")
         ax.set_xticks(range(len(TEXTURES)), TEXTURES, fontsize=8)
         ax.set_xlim(-0.5, len(TEXTURES) - 0.5)
         ax.set_title(metric.name + (" (share of pieces)" if metric.binary else ""), fontsize=8)

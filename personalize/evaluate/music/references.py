@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pretty_midi
 
+from personalize.corpus import Piece
 from personalize.evaluate.music.score import TEXTURES, Note, meter_ticks, score_to_midi
 from personalize.generate import Controls
 
@@ -52,10 +53,10 @@ def _last_bars(
     return cut, max_bars
 
 
-def texture_parts(piece: object, texture: str, index: int) -> list[list[Note]] | None:
+def texture_parts(piece: Piece, texture: str, index: int) -> list[list[Note]] | None:
     """The lines of a corpus piece that stand for ``texture`` (see the module docstring), or None."""
-    parts = [list(p) for p in piece.parts if p]  # type: ignore[attr-defined]
-    chorale = piece.collection == "bach_chorales"  # type: ignore[attr-defined]
+    parts = [list(p) for p in piece.parts if p]
+    chorale = piece.collection == "bach_chorales"
     if texture == "chorale":
         return parts if chorale and len(parts) == 4 else None
     if texture == "tune":
@@ -83,25 +84,23 @@ def corpus_tracks(
         if limit is not None and len(out) >= limit:
             break
         parts = texture_parts(piece, texture, i)
-        if parts is None or piece.n_bars < MIN_BARS:  # type: ignore[attr-defined]
+        if parts is None or piece.n_bars < MIN_BARS:
             continue
-        meter = piece.meter  # type: ignore[attr-defined]
+        meter = piece.meter
         try:
             bar_ticks = meter_ticks(meter)[0]
         except ValueError:
             continue
-        if bar_ticks != piece.bar_ticks:  # type: ignore[attr-defined]
+        if bar_ticks != piece.bar_ticks:
             continue
-        parts, bars = _last_bars(parts, bar_ticks, piece.n_bars, max_bars)  # type: ignore[attr-defined]
+        parts, bars = _last_bars(parts, bar_ticks, piece.n_bars, max_bars)
         if any(not p for p in parts):
             continue
-        tempo = float(piece.tempo_bpm or DEFAULT_TEMPO_BPM)  # type: ignore[attr-defined]
+        tempo = float(piece.tempo_bpm or DEFAULT_TEMPO_BPM)
         pm = score_to_midi(parts, [0] * len(parts), tempo, meter)
         if texture == "band":
             pm.instruments.append(drum_part(meter, tempo, 1, bars, i))
-        out.append(
-            Track(system, texture, piece.key_pc, piece.mode, meter, bars, pm, piece.piece_id)  # type: ignore[attr-defined]
-        )
+        out.append(Track(system, texture, piece.key_pc, piece.mode, meter, bars, pm, piece.piece_id))
     return out
 
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from personalize.corpus import Piece, load_pieces
 from personalize.evaluate.music import metrics as M
-from personalize.evaluate.music.baselines import MarkovChain, RandomInScale
+from personalize.evaluate.music.baselines import MarkovChain, RandomInScale, training_lines
 from personalize.evaluate.music.discriminate import feature_vector, two_sample_auc
 from personalize.evaluate.music.gate import MusicGate, calibrate, default_gate_path
 from personalize.evaluate.music.overlap import histogram_overlap, overlap, summary, value_overlap
@@ -102,18 +103,6 @@ def _measure(track: Track, gate: MusicGate) -> Measured:
     values = M.measure(score, track.key_pc, track.mode)
     verdict = gate.judge(score, track.key_pc, track.mode, track.texture, values=values)
     return Measured(track, score, values, feature_vector(score, values), verdict.reasons)
-
-
-def _markov_lines(pieces: list[object]) -> list[tuple[str, list, int, str, str]]:
-    lines = []
-    for p in pieces:
-        parts = [part for part in p.parts if part]  # type: ignore[attr-defined]
-        if p.collection == "bach_chorales" and len(parts) == 4:  # type: ignore[attr-defined]
-            for role, part in zip(("soprano", "alto", "tenor", "bass"), parts, strict=True):
-                lines.append((role, part, p.key_pc, p.mode, p.meter))  # type: ignore[attr-defined]
-        elif p.collection != "bach_chorales" and len(parts) == 1:  # type: ignore[attr-defined]
-            lines.append(("tune", parts[0], p.key_pc, p.mode, p.meter))  # type: ignore[attr-defined]
-    return lines
 
 
 def _generate(
@@ -376,6 +365,7 @@ def evaluate_music(
     write_gate: bool = False,
     threads: int = 1,
     generated: bool = True,
+    pieces: list[Piece] | None = None,
 ) -> dict[str, object]:
     """Run the music evaluation (module docstring) on ``n_tracks`` requests spread evenly over the three
     textures; return the report, and write ``eval_music.json``, ``pieces.csv`` and ``metrics.png`` into
@@ -383,14 +373,14 @@ def evaluate_music(
 
     The gate comes from ``gate_path`` (default ``models/music_gate.json``); when that file is missing, or with
     ``write_gate=True``, it is calibrated now on the corpus train split (and saved with ``write_gate``).
-    ``generated=False`` skips the model and measures the corpus and the baselines only.
+    ``generated=False`` skips the model and measures the corpus and the baselines only; ``pieces`` replaces
+    the corpus read from ``corpus_dir`` (their ``split`` decides train or held out).
     """
-    from personalize.corpus import load_pieces
-
     if n_tracks < 3:
         raise ValueError(f"n_tracks must be at least 3 (one per texture), got {n_tracks}")
     started = time.perf_counter()
-    pieces = load_pieces(corpus_dir)
+    if pieces is None:
+        pieces = load_pieces(corpus_dir)
     train = [p for p in pieces if p.split == "train"]
     held = [p for p in pieces if p.split != "train"]
     rng = np.random.default_rng(seed)
@@ -409,6 +399,11 @@ def evaluate_music(
         gate = calibrate(
             {t: [(score_from_midi(x.midi), x.key_pc, x.mode) for x in v] for t, v in train_refs.items()}
         )
+        gate.built_from["corpus"] = {
+            "split": "train",
+            "collections": sorted({p.collection for p in train}),
+            "pieces": len(train),
+        }
         gate_source = (
             f"calibrated now on the corpus train split ({sum(map(len, train_refs.values()))} pieces)"
         )
@@ -452,7 +447,7 @@ def evaluate_music(
         }
 
     t0 = time.perf_counter()
-    markov = MarkovChain().fit(_markov_lines(train))
+    markov = MarkovChain().fit(training_lines(train))
     for i, texture in enumerate(TEXTURES):
         cs = controls[texture]
         for system, model in (("random_in_scale", RandomInScale()), ("markov", markov)):

@@ -1,0 +1,198 @@
+"""The music evaluation can fail: its gate rejects random notes in the scale and most Markov-chain pieces,
+and accepts held-out corpus pieces of the matching texture; the metrics measure what they say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from personalize.corpus import Piece
+from personalize.evaluate.music import metrics as M
+from personalize.evaluate.music.baselines import MarkovChain, RandomInScale, training_lines
+from personalize.evaluate.music.gate import MusicGate, calibrate, check
+from personalize.evaluate.music.references import Track, corpus_tracks, track_from_request
+from personalize.evaluate.music.score import TEXTURES, Score, score_from_midi, score_to_midi
+from personalize.generate import METERS, Controls
+
+GATE_FILE = Path(__file__).resolve().parents[1] / "models" / "music_gate.json"
+RYAN_FILES = 400  # one tune each: about 40 held out, 350 to train the Markov chain
+TRAIN_CHORALE_FILES = 40
+
+
+def _parse(collection: str, files: list[Path], tmp: Path) -> list[Piece]:
+    # The corpus builder's per-file parser, without its worker pool: a few seconds for a few hundred files.
+    # Each piece comes back with the split the corpus gives it (val and test are what the gate never saw).
+    from personalize.corpus.build import _parse_source
+
+    pieces = []
+    for f in files:
+        _, _, parsed, _ = _parse_source((collection, str(f), str(tmp / "cache.json")))
+        for p in parsed:
+            p["parts"] = [[tuple(n) for n in part] for part in p["parts"]]
+            pieces.append(Piece(**p))
+    return pieces
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Piece]]:
+    """Held-out pieces (the corpus's val and test splits; the committed gate was calibrated on train) and
+    some train pieces, from music21's bundled corpus: every held-out chorale and the first Ryan tunes."""
+    from personalize.corpus.build import _group_of, _split_of, music21_corpus_root
+
+    tmp = tmp_path_factory.mktemp("music21")
+    root = music21_corpus_root()
+    chorales = sorted((root / "bach").glob("*.mxl"))
+    held_chorales = [f for f in chorales if _split_of(_group_of("bach_chorales", f, "")) != "train"]
+    train_chorales = [f for f in chorales if f not in held_chorales][:TRAIN_CHORALE_FILES]
+    pieces = _parse("bach_chorales", held_chorales + train_chorales, tmp)
+    pieces += _parse("ryans_mammoth", sorted((root / "ryansMammoth").glob("*.abc"))[:RYAN_FILES], tmp)
+    return {
+        "held": [p for p in pieces if p.split != "train"],
+        "train": [p for p in pieces if p.split == "train"],
+    }
+
+
+@pytest.fixture(scope="module")
+def gate() -> MusicGate:
+    """The committed gate (``models/music_gate.json``), the one the nightly check would load."""
+    return MusicGate.load(GATE_FILE)
+
+
+def _matching_requests(tracks: list[Track], programs: list[int | str]) -> list[Controls]:
+    """One request per corpus track: same key, meter and length, the texture's instruments."""
+    return [
+        Controls(
+            key_pc=t.key_pc,
+            mode=t.mode,
+            tempo_bpm=100.0,
+            meter=t.meter if t.meter in METERS else "4/4",
+            density_bin=i % 4,
+            programs=list(programs),
+            bars=t.bars,
+        )
+        for i, t in enumerate(tracks)
+    ]
+
+
+PROGRAMS = {"chorale": [40, 41, 42, 43], "tune": [73], "band": [0, 33, "drums"]}
+
+
+def _pass_rate(gate: MusicGate, tracks: list[Track]) -> float:
+    passed = [gate.judge(score_from_midi(t.midi), t.key_pc, t.mode, t.texture).passed for t in tracks]
+    return float(np.mean(passed))
+
+
+def _noise(corpus, texture: str) -> tuple[list[Track], list[Track], list[Track]]:
+    """Held-out corpus tracks of a texture, and random-in-scale and Markov tracks on matching requests."""
+    held = corpus_tracks(corpus["held"], texture)
+    requests = _matching_requests(held, PROGRAMS[texture])
+    random_midis = RandomInScale().generate(requests, 1)
+    markov_midis = MarkovChain().fit(training_lines(corpus["train"])).generate(requests, 2)
+    return (
+        held,
+        [
+            track_from_request("random_in_scale", texture, c, m)
+            for c, m in zip(requests, random_midis, strict=True)
+        ],
+        [track_from_request("markov", texture, c, m) for c, m in zip(requests, markov_midis, strict=True)],
+    )
+
+
+@pytest.mark.parametrize("texture", TEXTURES)
+def test_gate_accepts_held_out_corpus_and_rejects_noise(corpus, gate: MusicGate, texture: str) -> None:
+    held, random_in_scale, markov = _noise(corpus, texture)
+    assert len(held) >= 25, f"too few held-out {texture} pieces to judge the gate ({len(held)})"
+    assert _pass_rate(gate, held) >= 0.85
+    assert _pass_rate(gate, random_in_scale) <= 0.10
+    assert _pass_rate(gate, markov) < 0.5
+
+
+def test_a_gate_calibrated_on_corpus_pieces_refuses_noise(corpus) -> None:
+    tunes = [(score_from_midi(x.midi), x.key_pc, x.mode) for x in corpus_tracks(corpus["train"], "tune")]
+    own = calibrate({"tune": tunes})
+    assert own.built_from["pieces"] == {"tune": len(tunes)} and 0 < own.thresholds["tune"] < 20
+    _, random_in_scale, _ = _noise(corpus, "tune")
+    assert _pass_rate(own, random_in_scale) <= 0.10
+
+
+def _line(pitches: list[int], dur: int = 4, start: int = 0) -> list[tuple[int, int, int]]:
+    return [(start + i * dur, dur, p) for i, p in enumerate(pitches)]
+
+
+def test_a_drone_on_the_tonic_is_refused_with_a_reason(gate: MusicGate) -> None:
+    # C major, 16 bars of 4/4: the melody sits on C (quarters) with a step now and then, over a tonic bass.
+    melody = _line([72, 72, 72, 74] * 16)
+    bass = _line([48] * 64)
+    pm = score_to_midi([melody, bass], [73, 42], 100.0, "4/4")
+    reasons = check(pm, "tune", 0, "major", gate=gate)
+    assert reasons
+    assert any("melody_tonic_share" in r or "melody_repeat_share" in r for r in reasons)
+
+
+def test_check_names_the_corpus_band_and_refuses_an_unknown_texture(gate: MusicGate) -> None:
+    rng = np.random.default_rng(0)
+    scale = [60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79]
+    melody = _line([int(rng.choice(scale)) for _ in range(64)])
+    reasons = check(score_to_midi([melody], [0], 100.0, "4/4"), None, 0, "major", gate=gate)
+    assert reasons and "corpus" in " ".join(reasons)
+    with pytest.raises(ValueError, match="texture"):
+        check(score_to_midi([melody], [0], 100.0, "4/4"), "symphony", 0, "major", gate=gate)
+
+
+def test_melodic_and_repetition_metrics_on_known_lines() -> None:
+    scale_up_down = _line([60, 62, 64, 65, 67, 65, 64, 62] * 4)  # 8 bars of 4/4, the same 2 bars 4 times
+    s = Score([scale_up_down], "4/4")
+    assert M.melody_step_share(s) == 1.0 and M.melody_repeat_share(s) == 0.0
+    assert M.has_repeated_2bar_unit(s) == 1.0 and M.has_returning_section(s) == 1.0
+    assert M.repeated_bar_share(s) == pytest.approx(6 / 7)
+    assert M.melody_tonic_share(s, 0) == pytest.approx(4 / 32)
+    never_again = Score([_line(list(range(48, 80)))], "4/4")  # a chromatic climb: no bar comes back
+    assert M.has_repeated_2bar_unit(never_again) == 0.0 and M.has_returning_section(never_again) == 0.0
+    assert M.bar_self_similarity(never_again) == 0.0
+
+
+def test_voice_leading_counts_parallel_fifths_and_octaves() -> None:
+    # Three voices in quarter notes: soprano and bass move in parallel octaves, alto a fifth above the bass.
+    soprano = _line([72, 74, 76, 77])
+    alto = _line([67, 69, 71, 72])
+    bass = _line([60, 62, 64, 65])
+    vl = M.voice_leading(Score([soprano, alto, bass], "4/4"))
+    assert vl is not None and vl.chord_changes == 3
+    assert vl.parallel_octaves == 3  # soprano-bass
+    assert vl.parallel_fifths == 3  # alto-bass
+    assert M.voice_leading(Score([soprano], "4/4")) is None
+
+
+def test_compound_feel_and_the_tonic_ending() -> None:
+    jig = Score([[*_line([67, 69, 71] * 8, dur=2), (48, 6, 67), (54, 6, 67)]], "6/8")
+    waltz_in_six_eight = Score([_line([67, 69, 71] * 6, dur=4)], "6/8")  # quarter notes: a 3/4 feel
+    assert M.metric_feel_share(jig) == 1.0
+    assert M.metric_feel_share(waltz_in_six_eight) == 0.0
+    ending = Score([_line([76, 74, 72]), _line([55, 55, 48])], "4/4")
+    assert M.ends_on_tonic(ending, 0, "major") == 1.0
+    assert M.ends_on_tonic(ending, 7, "major") == 0.0
+
+
+def test_evaluate_music_reports_every_system_and_writes_its_files(corpus, tmp_path: Path) -> None:
+    from personalize.evaluate.music.run import evaluate_music
+
+    report = evaluate_music(
+        n_tracks=9, seed=0, pieces=corpus["held"] + corpus["train"], out=tmp_path, gate_path=GATE_FILE
+    )
+    assert set(report["n_tracks_per_system"]) == {
+        "corpus",
+        "generated",
+        "random_in_scale",
+        "markov",
+        "corpus_train",
+    }
+    assert report["auc"]["all"]["random_in_scale"]["auc"] > 0.9
+    assert report["gate"]["pass_rate"]["all"]["random_in_scale"] == 0.0
+    step = report["textures"]["tune"]["metrics"]["melody_step_share"]["systems"]
+    assert step["random_in_scale"]["median"] < step["corpus"]["median"]
+    for name in ("eval_music.json", "pieces.csv", "metrics.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert json.loads((tmp_path / "eval_music.json").read_text())["headline"]
