@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import FastAPI
 
-from personalize.api.errors import error_body, install_error_handlers
-from personalize.api.routes import router
+from personalize.api.errors import TooLarge, error_response, install_error_handlers
+from personalize.api.routes import audio, events, health, player, playlists, tracks
 from personalize.api.state import ApiState
 from personalize.context import Context, make_context
 
@@ -23,7 +22,8 @@ def create_app(ctx: Context) -> FastAPI:
     )
     app.state.api = ApiState(ctx)
     install_error_handlers(app)
-    app.include_router(router)
+    for resource in (health, playlists, tracks, audio, events, player):
+        app.include_router(resource.router)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.request_body_max_bytes)
     return app
 
@@ -39,24 +39,13 @@ class BodySizeLimit:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
             for name, value in scope["headers"]:
                 if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                    body = json.dumps(
-                        error_body(
-                            "payload_too_large",
-                            f"The request body is {int(value):,} bytes; send at most {self.max_bytes:,} "
-                            "(split the events into several batches).",
-                        )
-                    ).encode()
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 413,
-                            "headers": [
-                                (b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                            ],
-                        }
+                    # Middleware runs outside the app's exception handlers, so it sends the refusal itself.
+                    refusal = TooLarge(
+                        "payload_too_large",
+                        f"The request body is {int(value):,} bytes; send at most {self.max_bytes:,} "
+                        "(split the events into several batches).",
                     )
-                    await send({"type": "http.response.body", "body": body})
+                    await error_response(refusal)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 

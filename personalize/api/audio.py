@@ -1,11 +1,18 @@
-"""Audio delivery: media type from the codec, HTTP Range parsing (RFC 9110) and chunked reads via fsspec."""
+"""Audio delivery: what to send for one audio request (whole file, byte range or 304, RFC 9110), the media
+type from the codec, and reads of the stored file via fsspec."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import fsspec
+from fastapi import Response
+from fastapi.responses import StreamingResponse
+
+from personalize.api.errors import NotFound, RangeNotSatisfiable
 
 CHUNK_BYTES = 64 * 1024
 INLINE_MAX_BYTES = 1024 * 1024  # a local read this small is faster inline than through a worker thread
@@ -41,15 +48,18 @@ def media_type(codec: str | None, uri: str | None) -> str:
     return "application/octet-stream"
 
 
-class RangeNotSatisfiable(Exception):
-    pass
+class _PastTheEnd(Exception):
+    """The range starts past the last byte: nothing of it can be sent (416)."""
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``(first, last)`` inclusive byte positions for a single ``bytes=`` range, or None to send everything.
 
     Several ranges in one header, or a unit other than bytes, are answered with the whole file (a server
-    may ignore Range). A syntactically valid range that lies past the end raises RangeNotSatisfiable.
+    may ignore Range). A syntactically valid range that lies past the end raises ``_PastTheEnd``.
+
+    >>> parse_range("bytes=-500", 2000), parse_range("bytes=100-", 2000), parse_range("bytes=0-1,5-9", 2000)
+    ((1500, 1999), (100, 1999), None)
     """
     if not header:
         return None
@@ -62,14 +72,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first_s:  # suffix range: the last N bytes
         n = int(last_s)
         if n == 0:
-            raise RangeNotSatisfiable
+            raise _PastTheEnd
         return max(0, size - n), size - 1
     first = int(first_s)
     last = int(last_s) if last_s else size - 1
     if last_s and last < first:
         return None  # invalid range spec: ignore the header
     if first >= size:
-        raise RangeNotSatisfiable
+        raise _PastTheEnd
     return first, min(last, size - 1)
 
 
@@ -77,7 +87,6 @@ class AudioObject:
     """One stored audio file, its filesystem resolved once per request (local folder or any fsspec URL)."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
         self.fs, self.path = fsspec.core.url_to_fs(uri)
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self.local = protocol in ("file", "local")
@@ -103,3 +112,66 @@ class AudioObject:
                     break
                 remaining -= len(chunk)
                 yield chunk
+
+
+@dataclass(frozen=True)
+class StoredAudio:
+    """A track's audio as its row describes it; ``uri`` (from the database only) is the one path ever opened."""
+
+    track_id: str
+    uri: str
+    sha256: str | None
+    codec: str | None
+
+
+@dataclass(frozen=True)
+class AudioRequest:
+    """The request headers that decide what to send: ``Range``, ``If-None-Match`` and ``If-Range``."""
+
+    range: str | None = None
+    if_none_match: str | None = None
+    if_range: str | None = None
+
+
+def respond(stored: StoredAudio, asked: AudioRequest) -> Response:
+    """The whole file (200), the asked byte range (206), or 304 when the client's copy is current.
+
+    Raises NotFound when the file is gone from storage and RangeNotSatisfiable (with ``Content-Range:
+    bytes */size``) when the range starts past the end.
+    """
+    audio = AudioObject(stored.uri)
+    try:
+        size = audio.size()
+    except FileNotFoundError:
+        raise NotFound(
+            "audio_missing", f"The audio file of track {stored.track_id} is missing from storage."
+        ) from None
+    etag = f'"{stored.sha256 or hashlib.sha256(f"{stored.uri}|{size}".encode()).hexdigest()}"'
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    if asked.if_none_match and (
+        asked.if_none_match.strip() == "*" or etag in [t.strip() for t in asked.if_none_match.split(",")]
+    ):
+        return Response(status_code=304, headers=headers)
+    # If-Range names the version the client holds part of: a range of another version would corrupt it.
+    wanted = asked.range if (asked.if_range is None or asked.if_range.strip() == etag) else None
+    try:
+        span = parse_range(wanted, size)
+    except _PastTheEnd:
+        raise RangeNotSatisfiable(
+            "range_not_satisfiable",
+            f"The range {asked.range!r} lies outside the file ({size} bytes).",
+            headers={"Content-Range": f"bytes */{size}", **headers},
+        ) from None
+    if span is None:
+        first, last, status = 0, size - 1, 200
+    else:
+        (first, last), status = span, 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    headers["Content-Length"] = str(last - first + 1)
+    content_type = media_type(stored.codec, stored.uri)
+    if audio.local and last - first < INLINE_MAX_BYTES:
+        return Response(audio.read(first, last), status_code=status, headers=headers, media_type=content_type)
+    # Large or remote reads stream chunk by chunk from a worker thread, never blocking the event loop.
+    return StreamingResponse(
+        audio.chunks(first, last), status_code=status, headers=headers, media_type=content_type
+    )

@@ -1,29 +1,64 @@
-"""One error shape for every refusal: ``{"error": {"code": ..., "message": ...}}`` with a fitting status."""
+"""Refusals: the domain errors services and dependencies raise, and the one place that turns each into an
+HTTP status and the body every refusal has, ``{"error": {"code": ..., "message": ...}}``."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from personalize.api.schemas import ErrorOut
+
 
 class ApiError(Exception):
-    """Raised by services and handlers; rendered as the error body with ``status``."""
+    """A refusal: a stable machine-readable ``code`` and a ``message`` that says what was wrong and what to
+    do. ``headers`` are sent with it (e.g. the credential scheme a 401 asks for)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
         self.message = message
         self.headers = headers
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+class NotAuthenticated(ApiError):
+    """The request carries no valid credential: no API key, an unknown or revoked one, or no signed URL."""
 
 
-_STATUS_CODES = {
+class Forbidden(ApiError):
+    """The credential is well formed but not good for this: expired, or signed for another listener or track."""
+
+
+class NotFound(ApiError):
+    """The listener, track, playlist or audio file asked for does not exist."""
+
+
+class TooLarge(ApiError):
+    """The request carries more than one request may (events per batch, body bytes)."""
+
+
+class RangeNotSatisfiable(ApiError):
+    """The byte range asked for lies outside the file."""
+
+
+class Unavailable(ApiError):
+    """Something the API needs (the database) does not answer."""
+
+
+STATUS_OF: dict[type[ApiError], int] = {
+    NotAuthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    TooLarge: 413,
+    RangeNotSatisfiable: 416,
+    Unavailable: 503,
+}
+
+# Codes for the refusals FastAPI and Starlette raise themselves (unknown path, wrong method, ...).
+_FRAMEWORK_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -36,18 +71,36 @@ _STATUS_CODES = {
 }
 
 
+def _body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    """The response for a domain error: its class decides the status."""
+    status = next(STATUS_OF[cls] for cls in type(error).__mro__ if cls in STATUS_OF)
+    return JSONResponse(_body(error.code, error.message), status_code=status, headers=error.headers)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the refusals a route can answer with."""
+    return {status: {"model": ErrorOut} for status in statuses}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+    async def _domain_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    # One handler per mapped class: a bare ApiError has no status and stays a server error.
+    for error_type in STATUS_OF:
+        app.add_exception_handler(error_type, _domain_error)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        code = _FRAMEWORK_CODES.get(exc.status_code, "http_error")
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = "No such endpoint: see /docs for the API."
-        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -56,4 +109,4 @@ def install_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(part) for part in err.get("loc", ()))
             problems.append(f"{where}: {err.get('msg', 'invalid')}")
         message = "Invalid request: " + "; ".join(problems) if problems else "Invalid request."
-        return JSONResponse(error_body("invalid_request", message), status_code=422)
+        return JSONResponse(_body("invalid_request", message), status_code=422)

@@ -83,10 +83,8 @@ def list_keys(ctx: Context) -> list[KeyInfo]:
         return [_info(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.id))]
 
 
-def verify_key(conn: Connection, presented: str | None) -> KeyInfo | None:
+def verify_key(conn: Connection, presented: str) -> KeyInfo | None:
     """The key's info when ``presented`` is a live (unrevoked) key, else None. Constant-time hash compare."""
-    if not presented:
-        return None
     m = KEY_RE.match(presented)
     if not m:
         return None

@@ -1,5 +1,5 @@
 """What the API does, independent of HTTP: playlists with signed audio URLs, track details, audio lookup,
-event intake through the ingest stage, and web-player links."""
+event intake through the ingest stage, and web-player links. Refusals are domain errors (``errors.py``)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from personalize.api import queries
-from personalize.api.audio import media_type
-from personalize.api.errors import ApiError
+from personalize.api.audio import StoredAudio, media_type
+from personalize.api.errors import NotFound, TooLarge
 from personalize.api.schemas import (
     AudioInfoOut,
     EventsOut,
+    PlayerLinkOut,
     PlaylistContextOut,
     PlaylistHistoryOut,
     PlaylistSummaryOut,
@@ -64,8 +65,13 @@ def _families(programs: str) -> tuple[str, ...]:
         return ()
 
 
-def _unknown_listener(listener_id: str) -> ApiError:
-    return ApiError(404, "unknown_listener", f"Listener {listener_id} does not exist.")
+def ping(conn: Connection) -> None:
+    """One trivial query: the database answers."""
+    conn.execute(text("SELECT 1"))
+
+
+def _unknown_listener(listener_id: str) -> NotFound:
+    return NotFound("unknown_listener", f"Listener {listener_id} does not exist.")
 
 
 def require_listener(conn: Connection, listener_id: str) -> None:
@@ -92,8 +98,7 @@ def playlist(
         if head is None:
             require_listener(conn, listener_id)
             when = f"for {run_date.isoformat()}" if run_date else "yet"
-            raise ApiError(
-                404,
+            raise NotFound(
                 "no_playlist",
                 f"Listener {listener_id} has no published playlist {when}; try another date.",
             )
@@ -171,7 +176,7 @@ def playlist_history(
 def track_detail(conn: Connection, urls: Urls, track_id: str, listener_id: str | None) -> TrackOut:
     row = queries.track(conn, track_id)
     if row is None:
-        raise ApiError(404, "unknown_track", f"Track {track_id} does not exist.")
+        raise _unknown_track(track_id)
     context = None
     if listener_id is not None:
         require_listener(conn, listener_id)
@@ -217,14 +222,18 @@ def track_detail(conn: Connection, urls: Urls, track_id: str, listener_id: str |
     )
 
 
-def audio_location(conn: Connection, track_id: str) -> Any:
-    """The audio row of a track; its ``audio_uri`` (from the DB only) is the one path the API ever opens."""
+def _unknown_track(track_id: str) -> NotFound:
+    return NotFound("unknown_track", f"Track {track_id} does not exist.")
+
+
+def audio_location(conn: Connection, track_id: str) -> StoredAudio:
+    """Where a track's rendered audio is stored, as its row says (never a path built from the request)."""
     row = queries.track_audio(conn, track_id)
     if row is None:
-        raise ApiError(404, "unknown_track", f"Track {track_id} does not exist.")
+        raise _unknown_track(track_id)
     if not row.audio_uri:
-        raise ApiError(404, "no_audio", f"Track {track_id} has no rendered audio.")
-    return row
+        raise NotFound("no_audio", f"Track {track_id} has no rendered audio.")
+    return StoredAudio(track_id=track_id, uri=row.audio_uri, sha256=row.audio_sha256, codec=row.audio_codec)
 
 
 def batch_source(key_prefix: str, events: list[dict[str, Any]]) -> str:
@@ -235,6 +244,9 @@ def batch_source(key_prefix: str, events: list[dict[str, Any]]) -> str:
 
 def ingest_events(ctx: Context, key_prefix: str, events: list[dict[str, Any]]) -> EventsOut:
     """Store a batch of app events through the ingest stage's own checks; report what was quarantined."""
+    limit = ctx.settings.events_batch_max
+    if len(events) > limit:
+        raise TooLarge("batch_too_large", f"{len(events)} events in one request; send at most {limit}.")
     import pandas as pd
 
     from personalize.ingest import ingest_events_frame
@@ -279,6 +291,15 @@ def _event_id_at(events: list[dict[str, Any]], index: int) -> str | None:
         value = events[index].get("event_id")
         return None if value is None else str(value)
     return None
+
+
+def player_link(signer: Signer, listener_id: str, ttl_s: int) -> PlayerLinkOut:
+    """A path to the web player of ``listener_id``, signed for that listener only, valid ``ttl_s`` seconds."""
+    now = now_s()
+    return PlayerLinkOut(
+        url=f"/player/{listener_id}?{signer.player_query(listener_id, ttl_s, now=now)}",
+        expires_at=dt.datetime.fromtimestamp(int(now) + ttl_s, dt.UTC),
+    )
 
 
 def now_s() -> float:

@@ -63,12 +63,12 @@ class Signer:
             return "expired"
         return None
 
-    def audio_query(self, listener_id: str, track_id: str, ttl_s: int, now: float | None = None) -> str:
-        expires = int(now if now is not None else time.time()) + ttl_s
+    def audio_query(self, listener_id: str, track_id: str, ttl_s: int, *, now: float) -> str:
+        expires = int(now) + ttl_s
         sig = self.signature("audio", listener_id, track_id, expires)
         return f"listener={listener_id}&expires={expires}&sig={sig}"
 
-    def player_query(self, listener_id: str, ttl_s: int, now: float | None = None) -> str:
-        expires = int(now if now is not None else time.time()) + ttl_s
+    def player_query(self, listener_id: str, ttl_s: int, *, now: float) -> str:
+        expires = int(now) + ttl_s
         sig = self.signature("player", listener_id, "", expires)
         return f"expires={expires}&sig={sig}"

@@ -30,6 +30,11 @@ class ApiState:
         self.signer = Signer(load_signing_secret(self.ctx.settings))
         self.inline_db = self.ctx.dialect == "sqlite"
 
+    @staticmethod
+    def of(request: Request) -> ApiState:
+        """The state of the app serving ``request`` (``create_app`` puts it on ``app.state.api``)."""
+        return request.app.state.api
+
     async def db(self, work: Callable[[Connection], T]) -> T:
         """``work(conn)`` on a pooled connection: inline for SQLite (a local read is cheaper than a thread
         hop), in a worker thread for a networked database (its round trips must not stall the loop)."""
@@ -42,6 +47,7 @@ class ApiState:
             return work(conn)
 
     def urls(self, request: Request) -> Urls:
+        """Signed audio URLs on ``request``'s base URL, expiring ``audio_url_ttl_s`` from now."""
         return Urls(
             base_url=str(request.base_url).rstrip("/"),
             signer=self.signer,

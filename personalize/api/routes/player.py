@@ -1,0 +1,61 @@
+"""The web player: a signed, short-lived link for one listener, and the page it opens."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
+
+from personalize.api import services
+from personalize.api.deps import KeyedDb, ListenerId, PlayerListener
+from personalize.api.errors import error_responses
+from personalize.api.routes import json_response
+from personalize.api.schemas import PAGE_MAX, PlayerLinkOut
+from personalize.api.state import ApiState
+
+router = APIRouter(tags=["player"])
+
+
+@router.post(
+    "/v1/listeners/{listener_id}/player-link",
+    response_model=PlayerLinkOut,
+    responses=error_responses(401, 404, 422),
+)
+async def create_player_link(request: Request, db: KeyedDb, listener_id: ListenerId) -> Response:
+    """A short-lived signed link to the web player for one listener (hand it to that listener only)."""
+    state = ApiState.of(request)
+    await db.read(lambda conn: services.require_listener(conn, listener_id))
+    return json_response(services.player_link(state.signer, listener_id, state.ctx.settings.player_url_ttl_s))
+
+
+@router.get(
+    "/player/{listener_id}",
+    responses={
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The player page"},
+        **error_responses(401, 403, 404, 422),
+    },
+)
+async def player_page(request: Request, listener_id: PlayerListener) -> HTMLResponse:
+    """The web player: the listener's playlist, why each track was picked, and an audio player."""
+    state = ApiState.of(request)
+    urls = state.urls(request)
+    playlist = await state.db(lambda conn: services.playlist(conn, urls, listener_id, None, PAGE_MAX, None))
+    nonce = secrets.token_urlsafe(16)
+    return _private_page(state.render_player(playlist=playlist, nonce=nonce), nonce)
+
+
+def _private_page(html: str, nonce: str) -> HTMLResponse:
+    """The page, kept out of caches and referrers, running only its own script and style (``nonce``)."""
+    return HTMLResponse(
+        html,
+        headers={
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": (
+                f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+                "media-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+            ),
+        },
+    )

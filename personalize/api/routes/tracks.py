@@ -1,0 +1,32 @@
+"""One track's details: metadata, the controls it was generated from, what was measured, why it was picked."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from personalize.api import services
+from personalize.api.deps import KeyedDb, TrackId
+from personalize.api.errors import error_responses
+from personalize.api.routes import json_response
+from personalize.api.schemas import TrackOut
+from personalize.api.state import ApiState
+from personalize.ids import ID_PATTERN
+
+router = APIRouter(tags=["tracks"])
+
+
+@router.get("/v1/tracks/{track_id}", response_model=TrackOut, responses=error_responses(401, 404, 422))
+async def get_track(
+    request: Request,
+    db: KeyedDb,
+    track_id: TrackId,
+    listener_id: Annotated[
+        str | None, Query(pattern=ID_PATTERN, description="Add this listener's playlist context (the reason)")
+    ] = None,
+) -> Response:
+    """Metadata, the controls the track was generated from, what was measured, and why it was picked."""
+    urls = ApiState.of(request).urls(request)
+    out = await db.read(lambda conn: services.track_detail(conn, urls, track_id, listener_id))
+    return json_response(out)
