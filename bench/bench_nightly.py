@@ -50,7 +50,7 @@ def build(root: Path, listeners: int, seed: int) -> Path:
 
 
 def night(
-    root: Path, sim: Path, listeners: int, tracks: int, bars: int, min_per_cluster: int
+    root: Path, sim: Path, listeners: int, tracks: int, seconds: float, min_per_cluster: int
 ) -> dict[str, float]:
     """One full night on a fresh SQLite database holding the world; seconds per stage."""
     from personalize.simulate.world import load_world
@@ -63,7 +63,8 @@ def night(
         data_dir=data_dir,
         database_url=url,
         tracks_total=tracks,
-        track_bars=bars,
+        track_seconds_min=seconds,
+        track_seconds_max=seconds,
         tracks_per_cluster_min=min_per_cluster,
     )
     t0 = time.perf_counter()
@@ -94,7 +95,12 @@ def main() -> None:
     parser.add_argument("--listeners", type=int, default=None, help="the measured world (default 10000)")
     parser.add_argument("--anchor", type=int, default=None, help="the anchor world (default 2000)")
     parser.add_argument("--tracks", type=int, default=None, help="tracks per night (default 200)")
-    parser.add_argument("--bars", type=int, default=16, help="bars per track (default 16, as the product)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=150.0,
+        help="length asked of each track (default 150 s, the product's middle)",
+    )
     parser.add_argument(
         "--min-per-cluster", type=int, default=None, help="tracks_per_cluster_min (default: the product's, 4)"
     )
@@ -115,14 +121,14 @@ def main() -> None:
                 if args.min_per_cluster is not None
                 else make_context().settings.tracks_per_cluster_min
             )
-            results[n] = [night(root, sim, n, tracks, args.bars, min_per) for _ in range(args.repeats)]
+            results[n] = [night(root, sim, n, tracks, args.seconds, min_per) for _ in range(args.repeats)]
 
     def med(n: int, key: str) -> float:
         values = [r.get(key, 0.0) for r in results[n]]
         return statistics.median(values)
 
     table = Table(
-        title=f"Nightly run, {tracks} tracks x {args.bars} bars, SQLite, this machine (median of {args.repeats})"
+        title=f"Nightly run, {tracks} tracks of {args.seconds:.0f} s, SQLite, this machine (median of {args.repeats})"
     )
     table.add_column("stage")
     table.add_column(f"anchor {anchor_n:,} listeners (s)", justify="right")

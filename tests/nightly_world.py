@@ -21,7 +21,9 @@ NIGHT_SETTINGS = {
     "tracks_total": 2,
     "tracks_per_cluster_min": 0,
     "tracks_per_cluster_max": 1,
-    "track_bars": 4,
+    # The shortest songs the forms make (one pass through their sections): keeps the night quick.
+    "track_seconds_min": 10.0,
+    "track_seconds_max": 15.0,
     "playlist_size": 2,
     "render_workers": 1,
 }

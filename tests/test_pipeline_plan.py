@@ -14,7 +14,7 @@ import personalize.cluster.stage as cluster
 import personalize.plan.stage as plan
 import personalize.profile.stage as profile
 from personalize.db.models import Cluster, TrackPlan
-from personalize.music.controls import density_bin_for
+from personalize.music.controls import bar_quarters, density_bin_for
 from personalize.music.gm import DRUMS
 from personalize.plan.draw import allocate, draw_controls
 
@@ -45,7 +45,7 @@ def test_tracks_are_allocated_by_cluster_size_within_the_bounds():
 
 
 def test_controls_vary_across_a_cluster_and_repeat_for_the_same_date_and_slot():
-    drawn = [draw_controls(DIST, DAY, 3, slot, bars=16)[0] for slot in range(40)]
+    drawn = [draw_controls(DIST, DAY, 3, slot, seconds=(120.0, 180.0))[0] for slot in range(40)]
     keys = {(c.key_pc, c.mode) for c in drawn}
     assert keys <= {(2, "minor"), (7, "minor"), (9, "minor")} and len(keys) == 3
     tempi = [c.tempo_bpm for c in drawn]
@@ -54,12 +54,13 @@ def test_controls_vary_across_a_cluster_and_repeat_for_the_same_date_and_slot():
     assert {c.meter for c in drawn} == {"4/4", "3/4"}
     for c in drawn:
         assert set(c.programs) <= {40, 42, 0, 73, DRUMS} and len(c.pitched_programs) >= 2
-        assert c.bars == 16
+        minutes = c.bars * bar_quarters(c.meter) / c.tempo_bpm
+        assert 2.0 - 0.05 <= minutes <= 3.0 + 0.05  # two to three minutes of music, in whole bars
     with_drums = sum(c.has_drums for c in drawn) / len(drawn)
     assert 0.2 < with_drums < 0.9
-    again = draw_controls(DIST, DAY, 3, 7, bars=16)
-    assert again == draw_controls(DIST, DAY, 3, 7, bars=16)
-    assert again[0] != draw_controls(DIST, DAY + dt.timedelta(days=1), 3, 7, bars=16)[0]
+    again = draw_controls(DIST, DAY, 3, 7, seconds=(120.0, 180.0))
+    assert again == draw_controls(DIST, DAY, 3, 7, seconds=(120.0, 180.0))
+    assert again[0] != draw_controls(DIST, DAY + dt.timedelta(days=1), 3, 7, seconds=(120.0, 180.0))[0]
     controls, density_nps, _ = again
     assert controls.density_bin == density_bin_for(
         density_nps, controls.tempo_bpm, len(controls.pitched_programs)
@@ -83,7 +84,14 @@ def test_plan_stage_follows_cluster_sizes_and_is_rerun_safe(ctx):
     assert per_cluster[biggest] >= per_cluster[smallest]
     s = ctx.settings
     assert all(s.tracks_per_cluster_min <= n <= s.tracks_per_cluster_max for n in per_cluster.values())
-    assert all(r.status == "planned" and r.controls["bars"] == s.track_bars for r in rows)
+    assert all(r.status == "planned" for r in rows)
+    # Each track asks for a length inside the song-length band, in bars of its own meter and tempo.
+    from personalize.music.controls import bar_quarters
+
+    for r in rows:
+        seconds = r.controls["bars"] * bar_quarters(r.meter) * 60.0 / r.tempo_bpm
+        slack = bar_quarters(r.meter) * 60.0 / r.tempo_bpm  # rounding to whole bars
+        assert s.track_seconds_min - slack <= seconds <= s.track_seconds_max + slack, (r.controls, seconds)
     before = sorted((r.cluster_id, r.slot, r.seed, r.tempo_bpm, r.key_pc, r.programs) for r in rows)
     plan.run(ctx, DAY)
     with ctx.sessions() as s2:

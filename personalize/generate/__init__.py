@@ -19,6 +19,7 @@ A model other than the Transformer plugs in as a module ``personalize.generate.<
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -55,7 +56,14 @@ def load_generator(model_dir: Path | None = None, name: str = "transformer", **k
 
         model_dir = get_settings().model_dir / name
     model_dir = Path(model_dir)
-    if name == "transformer":
+    if name in ("transformer", "song"):
+        # One folder name for the shipped Transformer; its config says which representation it speaks.
+        config = model_dir / "config.json"
+        meta = json.loads(config.read_text()) if config.is_file() else {}
+        if name == "song" or meta.get("representation") == "song":
+            from personalize.generate.song.writer import SongGenerator
+
+            return SongGenerator.load(model_dir, **kwargs)
         from personalize.generate.sample import TransformerGenerator
 
         return TransformerGenerator.load(model_dir, **kwargs)

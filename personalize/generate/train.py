@@ -210,6 +210,11 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
         parse_missing=not have_corpus.is_file(),  # an existing corpus is used as built
     )
     train_pieces = [p for p in load_pieces(corpus_dir, "train") if p.collection in cfg.collections]
+    if cfg.representation == "song":
+        # The song writer's chords come from the same training pieces: fitted here, shipped beside the weights.
+        from personalize.generate.song.harmony import HarmonyModel
+
+        HarmonyModel.fit(train_pieces).save(out / "harmony.json")
     val_pieces = [
         p for p in load_pieces(corpus_dir, "val") if p.collection in cfg.collections
     ] or train_pieces

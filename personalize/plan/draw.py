@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from personalize.music.controls import MAX_PITCHED_PARTS, METERS, Controls, density_bin_for
-from personalize.music.gm import DRUMS, Program, family_of
+from personalize.music.controls import MAX_PITCHED_PARTS, METERS, Controls, bar_quarters, density_bin_for
+from personalize.music.gm import DRUMS, Program, family_of, playable_program
 from personalize.music.keys import parse_key
 
 TEMPO_LIMITS_BPM = (50.0, 200.0)  # drawn tempi are kept inside what the generator was trained on
@@ -72,7 +72,8 @@ def _programs(rng: np.random.Generator, dist: dict[str, Any]) -> list[Program]:
         names = list(pitched)
         p = np.asarray([pitched[n] for n in names])
         picks = rng.choice(len(names), size=min(n_parts, len(names)), replace=False, p=p / p.sum())
-        chosen = [names[int(i)] for i in picks]
+        # A percussive or sound-effect patch is played by the melodic instrument nearest it (music.gm).
+        chosen = [playable_program(names[int(i)]) for i in picks]
     if not chosen:
         chosen = list(FALLBACK_PROGRAMS[:n_parts]) if n_parts > 1 else [FALLBACK_PROGRAMS[0]]
     # Low parts last: the generator writes part 1 as the top voice, so a bass line should not come first.
@@ -90,10 +91,11 @@ def draw_controls(
     run_date: dt.date,
     cluster_id: int,
     slot: int,
-    bars: int,
+    seconds: tuple[float, float],
     fallback_key: tuple[int, str] = (0, "major"),
 ) -> tuple[Controls, float, int]:
-    """Controls for one planned track: ``(controls, asked density in notes/s, seed)``.
+    """Controls for one planned track: ``(controls, asked density in notes/s, seed)``. Its length is drawn
+    between ``seconds`` (min, max) and asked for in bars of its meter at its tempo.
 
     ``fallback_key`` (the cluster's own key) is used when no member has key weights (cold members only).
     """
@@ -106,6 +108,8 @@ def draw_controls(
     programs = _programs(rng, dist)
     density_nps = _lognormal(rng, dist.get("density_nps") or {"mean": 4.0}, DENSITY_LIMITS_NPS)
     n_pitched = sum(1 for p in programs if p != DRUMS)
+    length_s = float(rng.uniform(min(seconds), max(seconds)))
+    bars = max(4, round(length_s * tempo_bpm / 60.0 / bar_quarters(meter)))
     controls = Controls(
         key_pc=key_pc,
         mode=mode,

@@ -43,7 +43,12 @@ def plan_rows(ctx: Context, run_date: dt.date) -> list[dict[str, Any]]:
         cid = int(c.cluster_id)
         for slot in range(counts[cid]):
             controls, density_nps, seed = draw_controls(
-                dists[cid], run_date, cid, slot, s.track_bars, fallback_key=(int(c.key_pc), c.mode)
+                dists[cid],
+                run_date,
+                cid,
+                slot,
+                (s.track_seconds_min, s.track_seconds_max),
+                fallback_key=(int(c.key_pc), c.mode),
             )
             rows.append(
                 {

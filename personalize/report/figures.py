@@ -120,19 +120,37 @@ def stage_timings(stages: list[str], seconds: list[float], statuses: list[str]) 
 
 
 def piano_roll(pm: Any, title: str) -> bytes:
-    """Notes as bars over time, one colour per part (drums as dots)."""
+    """Notes as bars over time, one colour per part (drums as dots), with the song's sections shaded and
+    labelled along the top and its chords written along the bottom (from the MIDI's ``section:`` and
+    ``chord:`` text events, when it has them)."""
     from matplotlib.collections import LineCollection
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 2.6))
+    texts = [(float(t.time), str(t.text)) for t in getattr(pm, "text_events", [])]
+    sections = [(t, x.removeprefix("section:")) for t, x in texts if x.startswith("section:")]
+    chords = [(t, x.removeprefix("chord:")) for t, x in texts if x.startswith("chord:")]
+    end = pm.get_end_time()
+    fig, ax = plt.subplots(figsize=(12 if sections else 7, 3.2 if sections else 2.6))
     palette = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2")
+    pitches = [n.pitch for inst in pm.instruments if not inst.is_drum for n in inst.notes] or [60]
+    lo, hi = min(pitches), max(pitches)
+    for k, (start, label) in enumerate(sections):
+        stop = sections[k + 1][0] if k + 1 < len(sections) else end
+        if k % 2 == 0:
+            ax.axvspan(start, stop, color="#f2f2f2", zorder=0)
+        ax.text(start + 0.3, hi + 3, label, fontsize=7, va="bottom")
+    shown = -1e9
+    for t, label in chords:
+        if t - shown >= 1.5:  # a label per chord change, where there is room for it
+            ax.text(t, lo - 7, label, fontsize=6, va="top", color="#555")
+            shown = t
     for i, inst in enumerate(pm.instruments):
         if not inst.notes:
             continue
         if inst.is_drum:
-            ax.scatter(
-                [n.start for n in inst.notes], [n.pitch for n in inst.notes], s=3, color="#333", label="drums"
-            )
+            # Drums on a lane of their own under the lowest pitch (their note numbers are not pitches).
+            lane = [lo - 3] * len(inst.notes) if sections else [n.pitch for n in inst.notes]
+            ax.scatter([n.start for n in inst.notes], lane, s=3, color="#333", label="drums")
             continue
         colour = palette[i % len(palette)]
         segments = [[(n.start, n.pitch), (n.end, n.pitch)] for n in inst.notes]
@@ -142,10 +160,15 @@ def piano_roll(pm: Any, title: str) -> bytes:
             )
         )
     ax.autoscale()
+    if sections or chords:
+        ax.set_ylim(lo - (12 if chords else 3), hi + 8)
     ax.set_xlabel("seconds")
     ax.set_ylabel("MIDI pitch")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper right", ncols=2)
+    if sections:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    else:
+        ax.legend(fontsize=7, loc="upper right", ncols=2)
     return png(fig)
 
 

@@ -29,6 +29,7 @@ from personalize.music.chords import Chord
 from personalize.music.gm import family_of, program_range
 
 HARP = 46
+TIMPANI = 47
 MELODIC_PREFERENCE = ("pipe", "reed", "strings", "brass", "synth_lead", "piano", "guitar", "organ",
                       "chromatic_percussion", "ethnic", "ensemble", "synth_pad", "bass")  # fmt: skip
 
@@ -61,18 +62,23 @@ def assign_roles(programs: Sequence[int], texture: str) -> list[str]:
         fam = family_of(programs[i])
         return (MELODIC_PREFERENCE.index(fam) if fam in MELODIC_PREFERENCE else 99, -mids[i])
 
-    melody = min(range(n), key=melody_rank)
+    candidates = [i for i in range(n) if programs[i] != TIMPANI] or list(range(n))
+    melody = min(candidates, key=melody_rank)
     roles = ["melody" if i == melody else "" for i in range(n)]
     rest = [i for i in range(n) if i != melody]
     basses = [i for i in rest if family_of(programs[i]) == "bass"]
-    if not basses and rest and (texture == "band" or n >= 3):
-        low = min(rest, key=lambda i: mids[i])
-        if not _is_chordal(programs[low]) or len(rest) > 1:
+    tuned = [i for i in rest if programs[i] != TIMPANI]
+    if not basses and tuned and (texture == "band" or n >= 3):
+        low = min(tuned, key=lambda i: mids[i])
+        if not _is_chordal(programs[low]) or len(tuned) > 1:
             basses = [low]
     for i in basses[:1]:
         roles[i] = "bass"
     for i in rest:
         if roles[i]:
+            continue
+        if programs[i] == TIMPANI:
+            roles[i] = "timpani"
             continue
         fam = family_of(programs[i])
         if fam in ("synth_pad", "ensemble", "organ"):
@@ -202,6 +208,26 @@ def chord_part(
         else:
             for t in range(0, span_ticks, beat_ticks):
                 out += [Note(start + t, beat_ticks, p) for p in v]
+    return out
+
+
+def timpani_part(
+    chords: Sequence[Chord], key_pc: int, span_ticks: int, bar_ticks: int, density_bin: int
+) -> list[Note]:
+    """Timpani as an orchestra uses them: the chord's root (or fifth) struck at the start of each bar, or of
+    each chord at higher densities, and a roll on the last chord."""
+    lo, hi = program_range(TIMPANI)
+    every = span_ticks if density_bin >= 2 else bar_ticks
+    total = len(chords) * span_ticks
+    out: list[Note] = []
+    for t in range(0, total, every):
+        pcs = chords[t // span_ticks].pitch_classes(key_pc)
+        tone = pcs[0] if any(p % 12 == pcs[0] for p in range(lo, hi + 1)) else pcs[-1]
+        pitch = _nearest(tone, (lo + hi) / 2, lo, hi)
+        if t + every >= total:  # the last chord: a roll of sixteenths to the end
+            out += [Note(k, 1, pitch) for k in range(t, total)]
+        else:
+            out.append(Note(t, min(every, 4), pitch))
     return out
 
 

@@ -33,7 +33,7 @@ def texture_of(controls: Controls) -> str:
     families = [family_of(p) for p in pitched]
     has_bass = "bass" in families
     has_chordal = any(f in CHORDAL_FAMILIES for f in families) or any(p in (46,) for p in pitched)  # harp
-    if controls.has_drums:
+    if controls.has_drums or (47 in pitched and len(pitched) > 1):  # drums, or timpani keeping time
         return "band"
     if len(pitched) >= 3:
         return "band" if (has_bass or has_chordal) else "chorale"
@@ -119,7 +119,7 @@ def _band(section_bars: int, target: int) -> list[FormSection]:
             best = [
                 FormSection("intro", "", intro_bars, "half"),
                 *body,
-                FormSection("outro", "", 2, "authentic"),
+                FormSection("outro", "", 1, "authentic"),
             ]
     assert best is not None
     return best

@@ -30,6 +30,7 @@ from personalize.generate.song.arrange import (
     chord_part,
     counter_line,
     melody_octave,
+    timpani_part,
     voice_chorale,
 )
 from personalize.generate.song.drums import drum_part, meter_grid
@@ -292,6 +293,16 @@ class SongGenerator:
                         program,
                         role,
                         bass_line(timeline, c.key_pc, span_ticks, beat_ticks, c.density_bin, program, rng),
+                        name=name,
+                    )
+                )
+            elif role == "timpani":
+                bar_ticks = span_ticks * spans_per_bar(c.meter)
+                parts.append(
+                    Part(
+                        program,
+                        role,
+                        timpani_part(timeline, c.key_pc, span_ticks, bar_ticks, c.density_bin),
                         name=name,
                     )
                 )

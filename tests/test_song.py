@@ -1,0 +1,189 @@
+"""The song writer's parts, as a musician would check them: a form that returns and cadences, chords that
+cadence where asked, four-part writing without parallels or crossings, every note inside its instrument's
+real range, and a whole song with its structure, dynamics and ending."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+import pretty_midi
+import pytest
+import torch
+
+from personalize.generate.song import tokens as S
+from personalize.generate.song.arrange import Note, assign_roles, chord_part, melody_octave, voice_chorale
+from personalize.generate.song.form import plan_form, texture_of
+from personalize.generate.song.harmony import HarmonyModel
+from personalize.generate.song.sample import MelodyWriter
+from personalize.generate.song.writer import SongGenerator
+from personalize.generate.transformer import MusicTransformer, TransformerConfig
+from personalize.generate.verify import measure_piece
+from personalize.music.chords import DIATONIC, DOMINANT, DOMINANT7, TONIC, Chord, estimate_chords
+from personalize.music.controls import Controls, bar_quarters
+from personalize.music.gm import DRUMS, playable_program, program_range
+
+
+def test_forms_fit_the_length_and_bring_their_sections_back():
+    for programs, texture in (([73], "tune"), ([0, 33, DRUMS], "band"), ([40, 41, 42, 43], "chorale")):
+        controls = Controls(0, "major", 100, "4/4", 2, programs, bars=75)
+        form = plan_form(controls)
+        assert form.texture == texture == texture_of(controls)
+        assert abs(form.bars - 75) <= 2 * 4 * form.section_bars  # within a strain cycle of the asked length
+        melodic = [s for s in form.sections if s.material]
+        assert melodic[-1].final and melodic[-1].cadence == "authentic"
+        # Some material comes back at least four bars after it was first heard.
+        first_seen: dict[str, int] = {}
+        bar, returns = 0, False
+        for s in form.sections:
+            if s.material in first_seen and bar - first_seen[s.material] >= 4:
+                returns = True
+            first_seen.setdefault(s.material, bar)
+            bar += s.bars
+        assert returns, form.describe()
+
+
+def _fake_piece(chords: list[Chord], mode: str = "major") -> SimpleNamespace:
+    """A four-part 'piece' whose half bars sound the given chords (root position, one half note each)."""
+    parts: list[list[tuple[int, int, int]]] = [[], [], [], []]
+    for k, chord in enumerate(chords):
+        pcs = chord.pitch_classes(0)
+        upper = (pcs[3] if len(pcs) > 3 else pcs[0], pcs[2], pcs[1], pcs[0])  # a seventh sounds on top
+        for v, (pc, octave) in enumerate(zip(upper, (72, 64, 55, 43), strict=True)):
+            pitch = octave + (pc - octave) % 12
+            parts[v].append((k * 8, 8, pitch))
+    return SimpleNamespace(
+        parts=parts, meter="4/4", bar_ticks=16, n_bars=len(chords) // 2, found_key_pc=0, found_mode=mode
+    )
+
+
+def test_chord_estimation_reads_a_cadence():
+    one, IV, V7, vi = Chord(0, "maj"), Chord(5, "maj"), Chord(7, "dom7"), Chord(9, "min")
+    seq = [one, vi, IV, V7, one, one]
+    assert estimate_chords(_fake_piece(seq).parts, 0, "major", 8, len(seq)) == seq
+    assert [c.roman("major") for c in seq] == ["I", "vi", "IV", "V7", "I", "I"]
+
+
+def test_progressions_cadence_where_the_form_asks():
+    one, ii, IV, V, V7 = Chord(0, "maj"), Chord(2, "min"), Chord(5, "maj"), Chord(7, "maj"), Chord(7, "dom7")
+    model = HarmonyModel.fit([_fake_piece([one, IV, ii, V7, one, IV, V, one] * 4)])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        closed = model.progression("major", 8, 2, "authentic", True, rng)
+        flat = list(itertools.chain.from_iterable(closed))
+        assert flat[0] == TONIC["major"] and flat[-1] == flat[-2] == TONIC["major"]
+        assert flat[-3] in (DOMINANT, DOMINANT7)
+        assert all(c in DIATONIC["major"] for c in flat)
+        open_ = list(itertools.chain.from_iterable(model.progression("major", 4, 2, "half", False, rng)))
+        assert open_[-1] == DOMINANT
+    # The chords before the cadence are the corpus's: this one only ever goes ii -> V7 -> one.
+    befores = {model.progression("major", 4, 2, "authentic", True, rng)[2][1] for _ in range(30)}
+    assert befores <= {V, V7}
+
+
+def _parallels(voices: list[list[int]]) -> int:
+    count = 0
+    for i, j in itertools.combinations(range(len(voices)), 2):
+        for s in range(1, len(voices[0])):
+            a0, a1, b0, b1 = voices[i][s - 1], voices[i][s], voices[j][s - 1], voices[j][s]
+            if a0 != a1 and b0 != b1 and (a1 - b1) % 12 in (0, 7) and (a0 - b0) % 12 == (a1 - b1) % 12:
+                count += 1
+    return count
+
+
+def test_four_part_writing_has_no_parallels_or_crossings_and_stays_in_range():
+    rng = np.random.default_rng(3)
+    chords = [
+        Chord.from_index(0) if k % 8 == 0 else DIATONIC["major"][int(rng.integers(8))] for k in range(48)
+    ]
+    soprano = [Note(k * 8, 8, int(72 + rng.integers(-3, 5))) for k in range(48)]
+    programs = [41, 42, 43]  # viola, cello, contrabass under a violin
+    lower = voice_chorale(soprano, chords, 0, 8, programs)
+
+    def at(part: list[Note], t: int) -> int:
+        return next(n.pitch for n in part if n.start <= t < n.start + n.duration)
+
+    grid = [[n.pitch for n in soprano]] + [[at(p, k * 8) for k in range(48)] for p in lower]
+    assert _parallels(grid) <= 1  # per 48 chord changes
+    for k in range(48):
+        column = [v[k] for v in grid]
+        assert column == sorted(column, reverse=True), column  # no voice crosses the one above
+        assert all(c % 12 in chords[k].pitch_classes(0) for c in column[1:])
+    for part, program in zip(lower, programs, strict=True):
+        lo, hi = program_range(program)
+        assert all(lo <= n.pitch <= hi for n in part)
+
+
+def test_range_table_knows_the_instruments_a_musician_would_check():
+    assert program_range(47) == (38, 57)  # timpani: D2-A3
+    assert program_range(9)[0] >= 79  # glockenspiel sounds two octaves above its written G3
+    assert program_range(13)[0] >= 65  # xylophone sounds an octave above its written F3
+    assert program_range(74)[0] >= 65 and program_range(79) == (69, 89)  # recorder, ocarina
+    assert program_range(109) == (67, 81)  # bagpipe chanter: nine notes, G4-A5
+    assert playable_program(116) == 47 and playable_program(40) == 40  # taiko is played by timpani
+    for program in (0, 24, 46, 73, 9, 13, 47, 109):
+        octave = melody_octave(program, tonic_pc=7)
+        lo, hi = program_range(program)
+        assert lo <= 67 + octave + 7 <= hi, program  # the melody's middle lies inside the range
+    notes = chord_part([Chord(0, "maj")] * 8, 0, 8, 4, 2, 24, top_limit=60, compound=False)
+    assert notes and all(40 <= n.pitch <= 84 for n in notes)
+    assert assign_roles([73, 0, 33], "band") == ["melody", "chords", "bass"]
+
+
+@pytest.fixture(scope="module")
+def untrained_song_generator() -> SongGenerator:
+    """A song generator with a small untrained melody model: the structure around the melody is what the
+    tests below check; the notes themselves are random."""
+    torch.manual_seed(0)
+    model = MusicTransformer(
+        TransformerConfig(vocab_size=S.VOCAB_SIZE, block_size=1024, n_layer=1, n_head=2, n_embd=32)
+    )
+    one, IV, ii, V7 = Chord(0, "maj"), Chord(5, "maj"), Chord(2, "min"), Chord(7, "dom7")
+    i, iv, V = Chord(0, "min"), Chord(5, "min"), Chord(7, "maj")
+    harmony = HarmonyModel.fit([_fake_piece([one, IV, ii, V7] * 4), _fake_piece([i, iv, V, i] * 4, "minor")])
+    return SongGenerator(MelodyWriter(model), harmony)
+
+
+def test_a_song_has_its_parts_form_dynamics_and_an_ending(untrained_song_generator):
+    requests = [
+        Controls(2, "major", 120, "4/4", 2, [73, 0, 33, DRUMS], bars=70),
+        Controls(9, "minor", 70, "4/4", 1, [40, 41, 42, 43], bars=40),
+        Controls(7, "major", 110, "6/8", 3, [46], bars=60),
+    ]
+    songs = untrained_song_generator.generate(requests, seed=5)
+    again = untrained_song_generator.generate(requests, seed=5)
+    for controls, pm, pm2 in zip(requests, songs, again, strict=True):
+        assert [n.pitch for i in pm.instruments for n in i.notes] == [
+            n.pitch for i in pm2.instruments for n in i.notes
+        ]
+        measured = measure_piece(pm, controls)
+        assert measured["programs_ok"] and measured["tempo_ok"] and measured["meter_ok"]
+        assert measured["in_range_share"] == 1.0
+        seconds = controls.bars * bar_quarters(controls.meter) * 60 / controls.tempo_bpm
+        assert 0.6 * seconds <= pm.get_end_time() <= 1.6 * seconds + 10
+        texts = [t.text for t in pm.text_events]
+        assert any(t.startswith("section:A") for t in texts) and any(t.startswith("chord:") for t in texts)
+        velocities = {n.velocity for i in pm.instruments for n in i.notes if not i.is_drum}
+        assert len(velocities) > 10  # phrased, not one velocity
+        # The last sounding pitched notes form the tonic chord.
+        tonic = set(TONIC[controls.mode].pitch_classes(controls.key_pc))
+        end = max(n.end for i in pm.instruments for n in i.notes if not i.is_drum)
+        last = {n.pitch % 12 for i in pm.instruments if not i.is_drum for n in i.notes if n.end >= end - 0.5}
+        assert last and last <= tonic, (controls.describe(), last)
+    band = songs[0]
+    drums = next(i for i in band.instruments if i.is_drum)
+    assert max(n.start for n in drums.notes) > band.get_end_time() - 6  # the drums play to the ending hit
+    assert {49, 36} <= {n.pitch for n in drums.notes if n.start >= max(x.start for x in drums.notes) - 0.05}
+    piano = next(i for i in band.instruments if i.program == 0)
+    # The piano plays the harmony (block, broken or Alberti), not a single line: three or more pitch
+    # classes in most two-second windows.
+    windows = [
+        {n.pitch % 12 for n in piano.notes if t <= n.start < t + 2.0}
+        for t in np.arange(0, band.get_end_time() - 10, 2.0)
+    ]
+    assert np.mean([len(w) >= 3 for w in windows if w]) > 0.8
+    assert any(cc.number == 64 for cc in piano.control_changes)  # with the sustain pedal
+    harp = songs[2].instruments[0]
+    assert len({round(n.start, 1) for n in harp.notes}) < len(harp.notes)  # a solo harp accompanies itself
+    assert isinstance(band, pretty_midi.PrettyMIDI)
