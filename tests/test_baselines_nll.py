@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from personalize.corpus import build_corpus, load_pieces
-from personalize.generate.baselines import (
+from personalize.generate.baselines.lstm_markov import (
     MAX_TICKS,
     N_PITCH,
     LSTMConfig,

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from personalize.corpus import build_corpus
 from personalize.evaluate.generator import INSTRUMENT_SETS, evaluate_generator, evaluation_controls
-from personalize.generate.baselines import LSTMConfig, train_lstm
+from personalize.generate.baselines.lstm_markov import LSTMConfig, train_lstm
+from personalize.generate.baselines.vae import VAEConfig, train_vae
 from personalize.generate.train import train_transformer
-from personalize.generate.vae import VAEConfig, train_vae
 from personalize.music.metrics import METRIC_NAMES
 
 REPO = Path(__file__).resolve().parent.parent

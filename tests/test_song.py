@@ -12,13 +12,13 @@ import pretty_midi
 import pytest
 import torch
 
+from personalize.generate.model import MusicTransformer, TransformerConfig
 from personalize.generate.song import tokens as S
 from personalize.generate.song.arrange import Note, assign_roles, chord_part, melody_octave, voice_chorale
 from personalize.generate.song.form import plan_form, texture_of
 from personalize.generate.song.harmony import HarmonyModel
 from personalize.generate.song.sample import MelodyWriter
 from personalize.generate.song.writer import SongGenerator
-from personalize.generate.transformer import MusicTransformer, TransformerConfig
 from personalize.generate.verify import measure_piece
 from personalize.music.chords import DIATONIC, DOMINANT, DOMINANT7, TONIC, Chord, estimate_chords
 from personalize.music.controls import Controls, bar_quarters

@@ -11,7 +11,7 @@ import torch
 
 from personalize.corpus import build_corpus, load_pieces
 from personalize.generate import Controls, generate_verified, load_generator
-from personalize.generate.vae import (
+from personalize.generate.baselines.vae import (
     VAEConfig,
     VAEGenerator,
     grid_to_parts,

@@ -57,7 +57,7 @@ def train(
         path = config or Path(__file__).parent / "configs" / "transformer.json"
         summary = train_transformer(path, log=console.print)
     elif model == "vae":
-        from personalize.generate.vae import train_vae
+        from personalize.generate.baselines.vae import train_vae
 
         summary = train_vae(config)
     else:

@@ -14,7 +14,7 @@ Three parts, one JSON report (plus a table and PNG plots):
    (2018) overlap area. Drum parts are left out of this comparison (the corpus has none).
 3. **Validation NLL per note** of the Transformer, the VAE (its negative ELBO, an upper bound), the LSTM
    and the Markov chain, all on the same validation pieces and divided by the same note count (see
-   :mod:`personalize.generate.baselines` for the unit).
+   :mod:`personalize.generate.baselines.lstm_markov` for the unit).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def transformer_nll(model: torch.nn.Module, pieces: list[Piece]) -> dict[str, fl
     forced ``BAR``/``PART`` tokens cost nothing), ``unmasked`` the raw softmax. Pieces longer than the
     context are scored in windows that keep at least half a context of earlier tokens.
     """
-    from personalize.generate.baselines import count_notes
+    from personalize.generate.baselines.lstm_markov import count_notes
 
     model.eval()
     block = model.config.block_size
@@ -172,14 +172,14 @@ def transformer_nll(model: torch.nn.Module, pieces: list[Piece]) -> dict[str, fl
 
 def validation_nll(val: list[Piece], train: list[Piece], model_dir: Path) -> dict[str, dict[str, object]]:
     """NLL per note of the four models on ``val`` (a missing checkpoint is reported, not fatal)."""
-    from personalize.generate.baselines import (
+    from personalize.generate.baselines.lstm_markov import (
         MarkovChain,
         count_notes,
         load_lstm,
         lstm_total_nll,
         piece_sequences,
     )
-    from personalize.generate.vae import elbo_per_note, load_vae, piece_phrases
+    from personalize.generate.baselines.vae import elbo_per_note, load_vae, piece_phrases
 
     out: dict[str, dict[str, object]] = {}
     notes = count_notes(val)

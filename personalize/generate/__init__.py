@@ -12,7 +12,7 @@ Public API (stable; other stages build on it):
 - :func:`generate_verified` / :class:`GeneratedPiece` – generate, measure (:mod:`personalize.generate.verify`)
   and resample misses.
 
-A model other than the Transformer plugs in as a module ``personalize.generate.<name>`` exposing
+A model other than the Transformer plugs in as a module ``personalize.generate.baselines.<name>`` exposing
 ``load(model_dir: Path) -> Generator``; ``load_generator(name=<name>)`` finds it.
 """
 
@@ -67,10 +67,13 @@ def load_generator(model_dir: Path | None = None, name: str = "transformer", **k
         from personalize.generate.sample import TransformerGenerator
 
         return TransformerGenerator.load(model_dir, **kwargs)
+    # Other generators (the VAE baseline) are modules of personalize.generate.baselines with a load().
     try:
-        module = importlib.import_module(f"personalize.generate.{name}")
+        module = importlib.import_module(f"personalize.generate.baselines.{name}")
     except ModuleNotFoundError:
-        raise ValueError(f"unknown generator {name!r}: no module personalize.generate.{name}") from None
+        raise ValueError(
+            f"unknown generator {name!r}: no module personalize.generate.baselines.{name}"
+        ) from None
     if not hasattr(module, "load"):
         raise ValueError(f"personalize.generate.{name} has no load(model_dir) function")
     return module.load(model_dir, **kwargs)

@@ -25,7 +25,7 @@ import torch
 
 from personalize.generate import tokens as T
 from personalize.generate.drums import drum_part
-from personalize.generate.transformer import MusicTransformer, TransformerConfig
+from personalize.generate.model import MusicTransformer, TransformerConfig
 from personalize.music.controls import Controls
 from personalize.music.gm import DRUMS
 

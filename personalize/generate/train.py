@@ -29,7 +29,7 @@ import torch
 from personalize.corpus import Piece, build_corpus, default_corpus_dir, load_pieces
 from personalize.generate import tokens as T
 from personalize.generate.dataset import collate, sample_example
-from personalize.generate.transformer import MusicTransformer, TransformerConfig
+from personalize.generate.model import MusicTransformer, TransformerConfig
 
 
 @dataclass
@@ -215,6 +215,11 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
         from personalize.generate.song.harmony import HarmonyModel
 
         HarmonyModel.fit(train_pieces).save(out / "harmony.json")
+        # And the index the originality check searches: every training melody's two-bar windows.
+        from personalize.music.originality import OriginalityIndex
+
+        melodies = ((p.piece_id, p.parts[0], p.bar_ticks, p.n_bars) for p in train_pieces if p.parts)
+        OriginalityIndex.build(melodies).save(out / "originality.npz")
     val_pieces = [
         p for p in load_pieces(corpus_dir, "val") if p.collection in cfg.collections
     ] or train_pieces

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from personalize.generate.model import MusicTransformer
 from personalize.generate.sample import _top_p_filter
 from personalize.generate.song import tokens as S
-from personalize.generate.transformer import MusicTransformer
 from personalize.music.chords import Chord
 
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}

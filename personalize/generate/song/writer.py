@@ -22,6 +22,7 @@ import numpy as np
 import pretty_midi
 import torch
 
+from personalize.generate.model import MusicTransformer, TransformerConfig
 from personalize.generate.song import tokens as S
 from personalize.generate.song.arrange import (
     Note,
@@ -38,7 +39,6 @@ from personalize.generate.song.form import ENDING_BARS, Form, plan_form
 from personalize.generate.song.harmony import HarmonyModel
 from personalize.generate.song.perform import Part, Span, perform
 from personalize.generate.song.sample import Material, MelodyRequest, MelodyWriter
-from personalize.generate.transformer import MusicTransformer, TransformerConfig
 from personalize.generate.verify import MELODY_SUFFIX
 from personalize.music.chords import TONIC, Chord, spans_per_bar
 from personalize.music.controls import Controls
