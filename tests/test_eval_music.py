@@ -4,6 +4,7 @@ and accepts held-out corpus pieces of the matching texture; the metrics measure 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,40 +19,46 @@ from personalize.evaluate.music.score import TEXTURES, Score, score_from_midi, s
 from personalize.generate import METERS, Controls
 
 GATE_FILE = Path(__file__).resolve().parents[1] / "models" / "music_gate.json"
-RYAN_FILES = 400  # one tune each: about 40 held out, 350 to train the Markov chain
-TRAIN_CHORALE_FILES = 40
+HELD_OUT_TUNES = 45  # Ryan tunes the gate never saw (one per file), beside every held-out chorale
+TRAIN_CHORALES, TRAIN_TUNES = 20, 60  # for the Markov chain
 
 
-def _parse(collection: str, files: list[Path], tmp: Path) -> list[Piece]:
-    # The corpus builder's per-file parser, without its worker pool: a few seconds for a few hundred files.
-    # Each piece comes back with the split the corpus gives it (val and test are what the gate never saw).
-    from personalize.corpus.build import _parse_source
+def _parse(collection: str, source: str) -> list[Piece]:
+    """The pieces of one music21 corpus file, in the first view (monophonic lines in sixteenths)."""
+    import music21
 
-    pieces = []
-    for f in files:
-        _, _, parsed, _ = _parse_source((collection, str(f), str(tmp / "cache.json")))
-        for p in parsed:
-            p["parts"] = [[tuple(n) for n in part] for part in p["parts"]]
-            pieces.append(Piece(**p))
-    return pieces
+    from personalize.corpus.parse import parse_source
+
+    pieces, _ = parse_source(Path(music21.__file__).parent / "corpus" / source, collection)
+    return [p.monophonic() for p in pieces if p.fits_v1()]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Piece]]:
-    """Held-out pieces (the corpus's val and test splits; the committed gate was calibrated on train) and
-    some train pieces, from music21's bundled corpus: every held-out chorale and the first Ryan tunes."""
-    from personalize.corpus.build import _group_of, _split_of, music21_corpus_root
+def corpus() -> dict[str, list[Piece]]:
+    """Held-out pieces, from the files the committed gate lists as never used to calibrate it (the corpus's
+    val and test splits), and a few other files' pieces to train the Markov chain."""
+    import music21
 
-    tmp = tmp_path_factory.mktemp("music21")
-    root = music21_corpus_root()
-    chorales = sorted((root / "bach").glob("*.mxl"))
-    held_chorales = [f for f in chorales if _split_of(_group_of("bach_chorales", f, "")) != "train"]
-    train_chorales = [f for f in chorales if f not in held_chorales][:TRAIN_CHORALE_FILES]
-    pieces = _parse("bach_chorales", held_chorales + train_chorales, tmp)
-    pieces += _parse("ryans_mammoth", sorted((root / "ryansMammoth").glob("*.abc"))[:RYAN_FILES], tmp)
+    held_sources = [
+        tuple(s) for s in json.loads(GATE_FILE.read_text())["built_from"]["corpus"]["held_out_sources"]
+    ]
+    chorales = [s for s in held_sources if s[0] == "bach_chorales"]
+    tunes = [s for s in held_sources if s[0] == "ryans_mammoth"][:HELD_OUT_TUNES]
+    root = Path(music21.__file__).parent / "corpus"
+    held = {s for _, s in held_sources}
+    others = {
+        folder: [
+            f"{folder}/{f.name}"
+            for f in sorted((root / folder).glob(pattern))
+            if f"{folder}/{f.name}" not in held
+        ]
+        for folder, pattern in (("bach", "*.mxl"), ("ryansMammoth", "*.abc"))
+    }
+    train = [("bach_chorales", s) for s in others["bach"][:TRAIN_CHORALES]]
+    train += [("ryans_mammoth", s) for s in others["ryansMammoth"][:TRAIN_TUNES]]
     return {
-        "held": [p for p in pieces if p.split != "train"],
-        "train": [p for p in pieces if p.split == "train"],
+        "held": [replace(p, split="test") for c, s in chorales + tunes for p in _parse(c, s)],
+        "train": [replace(p, split="train") for c, s in train for p in _parse(c, s)],
     }
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pretty_midi
 
 from personalize.corpus import Piece
+from personalize.evaluate.music.references import CHORALE_COLLECTIONS, TUNE_COLLECTIONS
 from personalize.evaluate.music.score import Note, meter_ticks, score_to_midi, texture_of
 from personalize.generate import DENSITY_EDGES, Controls
 from personalize.music.gm import DRUMS
@@ -155,14 +156,14 @@ class RandomInScale:
 
 def training_lines(pieces: list[Piece]) -> list[tuple[str, list[Note], int, str, str]]:
     """``(role, line, key_pc, mode, meter)`` for every usable corpus line: the four voices of each four-part
-    chorale, the melody of each solo tune."""
+    chorale, the melody of each solo tune (pieces in the corpus's first view, sixteenth ticks)."""
     lines = []
     for p in pieces:
         parts = [part for part in p.parts if part]
-        if p.collection == "bach_chorales" and len(parts) == 4:
+        if p.collection in CHORALE_COLLECTIONS and len(parts) == 4:
             for role, part in zip(("soprano", "alto", "tenor", "bass"), parts, strict=True):
                 lines.append((role, part, p.key_pc, p.mode, p.meter))
-        elif p.collection != "bach_chorales" and len(parts) == 1:
+        elif p.collection in TUNE_COLLECTIONS and len(parts) == 1:
             lines.append(("tune", parts[0], p.key_pc, p.mode, p.meter))
     return lines
 

@@ -28,7 +28,12 @@ def music(
     corpus_dir: Path | None = typer.Option(
         None, "--corpus-dir", help="Built corpus (default <data_dir>/corpus)."
     ),
-    model_dir: Path | None = typer.Option(None, "--model-dir", help="Folder holding transformer/."),
+    model: str = typer.Option(
+        "transformer", "--model", help="Generator to evaluate (a folder of --model-dir)."
+    ),
+    model_dir: Path | None = typer.Option(
+        None, "--model-dir", help="Folder holding the generators (models/)."
+    ),
     max_attempts: int = typer.Option(4, "--max-attempts", min=1, help="Tries per track when verifying."),
     gate_path: Path | None = typer.Option(
         None, "--gate", help="Music gate file (default models/music_gate.json)."
@@ -46,7 +51,7 @@ def music(
 
     try:
         report = evaluate_music(
-            n_tracks=n_tracks, seed=seed, corpus_dir=corpus_dir, model_dir=model_dir, out=out,
+            n_tracks=n_tracks, seed=seed, corpus_dir=corpus_dir, model=model, model_dir=model_dir, out=out,
             max_attempts=max_attempts, gate_path=gate_path, write_gate=write_gate, generated=not no_generated,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:

@@ -263,6 +263,31 @@ class MusicGate:
         return cls.from_dict(json.loads(path.read_text()))
 
 
+def against_corpus(verdicts: list[Verdict], gate: MusicGate) -> dict[str, dict[str, object]]:
+    """What a run report shows per texture: each gated metric's median over the tracks next to the corpus's
+    5th, 50th and 95th percentile, and the share of tracks the gate passed (reads only the gate file)."""
+    out: dict[str, dict[str, object]] = {}
+    for texture in sorted({v.texture for v in verdicts}):
+        mine = [v for v in verdicts if v.texture == texture]
+        rows: dict[str, dict[str, float | None]] = {}
+        for name, band in gate.bands.get(texture, {}).items():
+            vals = np.array([v.metrics.get(name, math.nan) for v in mine], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            p5, p50, p95 = np.percentile(band.quantiles, [5, 50, 95])
+            rows[name] = {
+                "tracks_median": float(np.median(vals)) if len(vals) else None,
+                "corpus_p5": float(p5),
+                "corpus_median": float(p50),
+                "corpus_p95": float(p95),
+            }
+        out[texture] = {
+            "tracks": len(mine),
+            "passed_share": sum(v.passed for v in mine) / len(mine),
+            "metrics": rows,
+        }
+    return out
+
+
 def _fit_bands(measured: dict[str, list[tuple[Score, dict[str, float]]]]) -> MusicGate:
     """Bands from measured corpus pieces per texture, thresholds left open (infinite)."""
     feel: dict[str, Band] = {}

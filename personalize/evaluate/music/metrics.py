@@ -3,8 +3,9 @@
 Every metric is a pure function of a :class:`~personalize.evaluate.music.score.Score` (and the piece's key
 where it needs one) and returns a float in the unit its name says: ``_share`` is a fraction 0..1, ``_bits``
 an entropy, ``_per_100_changes`` a count per hundred chord changes, ``_semitones``, ``_ms`` and ``_midi``
-what they say. A metric that does not apply to a piece (voice-leading with fewer than three parts, a melody
-with one note) is NaN, never 0, so it neither passes nor fails a piece.
+what they say. A metric that does not apply to a piece (voice-leading in a single line, chord dissonance
+with fewer than three parts, metric feel in a bar the beat does not divide) is NaN, never 0, so it neither
+passes nor fails a piece.
 
 Melodic metrics read the melody (the highest part); harmony and voice-leading read beat slices, the pitches
 every part sounds at each beat of the meter (a quarter, or a dotted quarter in compound time), so passing
@@ -40,7 +41,7 @@ def scale_of(key_pc: int, mode: str) -> tuple[int, ...]:
     return tuple((int(key_pc) + s) % 12 for s in steps)
 
 
-def _tonic_triad(key_pc: int, mode: str) -> set[int]:
+def _tonic_triad(key_pc: int) -> set[int]:
     # Both thirds: a minor-key piece may end on a major tonic chord (the Picardy third).
     return {key_pc % 12, (key_pc + 3) % 12, (key_pc + 4) % 12, (key_pc + 7) % 12}
 
@@ -240,7 +241,7 @@ def ends_on_tonic(score: Score, key_pc: int, mode: str) -> float:
     note is a tone of the tonic chord (either third); a solo line must end on the tonic itself. Else 0.0."""
     if not score.parts:
         return float("nan")
-    triad = _tonic_triad(key_pc, mode)
+    triad = _tonic_triad(key_pc)
     last = [p[-1][2] % 12 for p in score.parts]
     return float(last[-1] == key_pc % 12 and all(pc in triad for pc in last))
 
@@ -252,7 +253,7 @@ def phrase_end_cadence_share(score: Score, key_pc: int, mode: str) -> float:
     ends = range(score.n_bars, 0, -PHRASE_BARS)
     if not ends or not score.melody:
         return float("nan")
-    chord = _tonic_triad(key_pc, mode) | _dominant_triad(key_pc)
+    chord = _tonic_triad(key_pc) | _dominant_triad(key_pc)
     # A quarter, not the beat: a reel in 2/2 ends its phrases on quarter notes, a half-note beat apart.
     long_ticks = min(score.beat_ticks, TICKS_PER_QUARTER)
     hits = 0
@@ -270,7 +271,7 @@ def downbeat_tonic_chord_share(score: Score, key_pc: int, mode: str) -> float:
     Tonal melodies lean on the tonic chord where the meter is strongest; a line that ignores the bar does
     not. Downbeats where the melody rests are skipped.
     """
-    triad = _tonic_triad(key_pc, mode)
+    triad = _tonic_triad(key_pc)
     hits = total = 0
     for bar in range(score.n_bars):
         p = _sounding(score.melody, bar * score.bar_ticks)

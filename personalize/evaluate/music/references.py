@@ -24,6 +24,8 @@ from personalize.corpus import Piece
 from personalize.evaluate.music.score import TEXTURES, Note, meter_ticks, score_to_midi
 from personalize.generate import Controls
 
+CHORALE_COLLECTIONS = ("bach_chorales",)
+TUNE_COLLECTIONS = ("oneills1850", "ryans_mammoth")
 MAX_BARS = 32
 MIN_BARS = 6
 DEFAULT_TEMPO_BPM = 100.0
@@ -54,13 +56,18 @@ def _last_bars(
 
 
 def texture_parts(piece: Piece, texture: str, index: int) -> list[list[Note]] | None:
-    """The lines of a corpus piece that stand for ``texture`` (see the module docstring), or None."""
+    """The lines of a corpus piece that stand for ``texture`` (see the module docstring), or None.
+
+    ``piece`` is in the corpus's first view (``load_pieces(view="v1")``): monophonic lines of
+    ``(onset, duration, pitch)`` in sixteenths. Other collections (madrigals, quartets) stand for no
+    texture yet.
+    """
     parts = [list(p) for p in piece.parts if p]
-    chorale = piece.collection == "bach_chorales"
+    chorale = piece.collection in CHORALE_COLLECTIONS
     if texture == "chorale":
         return parts if chorale and len(parts) == 4 else None
     if texture == "tune":
-        return parts[:1] if not chorale and len(parts) == 1 else None
+        return parts[:1] if piece.collection in TUNE_COLLECTIONS and len(parts) == 1 else None
     if texture == "band":
         if not chorale or len(parts) != 4:
             return None

@@ -33,7 +33,12 @@ from personalize.evaluate.music.baselines import MarkovChain, RandomInScale, tra
 from personalize.evaluate.music.discriminate import feature_vector, two_sample_auc
 from personalize.evaluate.music.gate import MusicGate, calibrate, default_gate_path
 from personalize.evaluate.music.overlap import histogram_overlap, overlap, summary, value_overlap
-from personalize.evaluate.music.references import Track, corpus_tracks, track_from_request
+from personalize.evaluate.music.references import (
+    CHORALE_COLLECTIONS,
+    Track,
+    corpus_tracks,
+    track_from_request,
+)
 from personalize.evaluate.music.score import TEXTURES, Score, score_from_midi
 from personalize.generate import METERS, Controls
 from personalize.music.gm import DRUMS
@@ -106,16 +111,16 @@ def _measure(track: Track, gate: MusicGate) -> Measured:
 
 
 def _generate(
-    controls: list[Controls], model_dir: Path | None, seed: int, max_attempts: int, threads: int
-) -> tuple[list, float]:
+    controls: list[Controls], model: str, model_dir: Path | None, seed: int, max_attempts: int, threads: int
+) -> tuple[list, float, str]:
     import torch
 
     from personalize.generate import generate_verified, load_generator
 
     torch.set_num_threads(threads)  # a shared machine: one thread runs faster than a contended pool
-    generator = load_generator(
-        None if model_dir is None else Path(model_dir) / "transformer", threads=threads
-    )
+    kwargs = {"threads": threads} if model == "transformer" else {}
+    generator = load_generator(None if model_dir is None else Path(model_dir) / model, name=model, **kwargs)
+    version = str(getattr(generator, "version", model))
     started = time.perf_counter()
     pieces = []
     chunk = 24
@@ -123,7 +128,7 @@ def _generate(
         pieces += generate_verified(
             generator, controls[start : start + chunk], seed=seed + start, max_attempts=max_attempts
         )
-    return pieces, time.perf_counter() - started
+    return pieces, time.perf_counter() - started, version
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -358,6 +363,7 @@ def evaluate_music(
     n_tracks: int = 240,
     seed: int = 0,
     corpus_dir: Path | None = None,
+    model: str = "transformer",
     model_dir: Path | None = None,
     out: Path | None = None,
     max_attempts: int = 4,
@@ -403,6 +409,7 @@ def evaluate_music(
             "split": "train",
             "collections": sorted({p.collection for p in train}),
             "pieces": len(train),
+            "held_out_sources": held_out_sources(train, held),
         }
         gate_source = (
             f"calibrated now on the corpus train split ({sum(map(len, train_refs.values()))} pieces)"
@@ -435,13 +442,17 @@ def evaluate_music(
 
     if generated:
         flat = [(t, c) for t in TEXTURES for c in controls[t]]
-        made, seconds = _generate([c for _, c in flat], model_dir, seed, max_attempts, threads)
+        made, seconds, version = _generate(
+            [c for _, c in flat], model, model_dir, seed, max_attempts, threads
+        )
         timings["generate_s"] = round(seconds, 1)
         for (texture, c), piece in zip(flat, made, strict=True):
             tracks[texture].setdefault("generated", []).append(
                 track_from_request("generated", texture, c, piece.midi)
             )
         verification = {
+            "model": model,
+            "model_version": version,
             "verified_share": sum(p.ok for p in made) / len(made),
             "mean_attempts": float(np.mean([p.attempts for p in made])),
         }
@@ -550,6 +561,14 @@ def evaluate_music(
         plot_metrics(measured, out / "metrics.png")
         report["files"] = [str(out / f) for f in ("eval_music.json", "pieces.csv", "metrics.png")]
     return report
+
+
+def held_out_sources(train: list[Piece], held: list[Piece]) -> list[tuple[str, str]]:
+    """``(collection, source file)`` of the chorale and Ryan-tune files none of whose pieces is in ``train``:
+    recorded with the gate so that a test can parse a few pieces the gate was never calibrated on."""
+    seen = {p.source for p in train}
+    wanted = (*CHORALE_COLLECTIONS, "ryans_mammoth")  # one piece per file: cheap to parse one by one
+    return sorted({(p.collection, p.source) for p in held if p.collection in wanted and p.source not in seen})
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:
