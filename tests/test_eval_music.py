@@ -19,8 +19,8 @@ from personalize.evaluate.music.score import TEXTURES, Score, score_from_midi, s
 from personalize.generate import METERS, Controls
 
 GATE_FILE = Path(__file__).resolve().parents[1] / "models" / "music_gate.json"
-HELD_OUT_TUNES = 45  # Ryan tunes the gate never saw (one per file), beside every held-out chorale
-TRAIN_CHORALES, TRAIN_TUNES = 20, 60  # for the Markov chain
+HELD_OUT_TUNES = 35  # Ryan tunes the gate never saw (one per file), beside every held-out chorale
+TRAIN_CHORALES, TRAIN_TUNES = 12, 40  # for the Markov chain
 
 
 def _parse(collection: str, source: str) -> list[Piece]:
@@ -187,7 +187,7 @@ def test_evaluate_music_reports_every_system_and_writes_its_files(corpus, tmp_pa
     from personalize.evaluate.music.run import evaluate_music
 
     report = evaluate_music(
-        n_tracks=9, seed=0, pieces=corpus["held"] + corpus["train"], out=tmp_path, gate_path=GATE_FILE
+        n_tracks=6, seed=0, pieces=corpus["held"] + corpus["train"], out=tmp_path, gate_path=GATE_FILE
     )
     assert set(report["n_tracks_per_system"]) == {
         "corpus",

@@ -32,7 +32,13 @@ from personalize.evaluate.music import metrics as M
 from personalize.evaluate.music.baselines import MarkovChain, RandomInScale, training_lines
 from personalize.evaluate.music.discriminate import feature_vector, two_sample_auc
 from personalize.evaluate.music.gate import MusicGate, calibrate, default_gate_path
-from personalize.evaluate.music.overlap import histogram_overlap, overlap, summary, value_overlap
+from personalize.evaluate.music.overlap import (
+    BANDWIDTH_FLOOR,
+    histogram_overlap,
+    overlap,
+    spread,
+    summary,
+)
 from personalize.evaluate.music.references import (
     CHORALE_COLLECTIONS,
     Track,
@@ -59,14 +65,13 @@ INSTRUMENT_SETS: dict[str, tuple[tuple[int | str, ...], ...]] = {
 }
 MIN_BARS, MAX_BARS = 8, 32
 COMPOUND_FEEL_SHARE = 0.75  # a compound-meter track "moves in compound time" when this share of bars does
-# Metrics whose overlap must fall below the corpus self-overlap for the baselines (the evaluation can fail).
-MELODIC_AND_REPETITION = (
-    "melody_step_share",
-    "melody_leap_share",
-    "melody_interval_entropy_bits",
-    "bar_self_similarity",
-    "repeated_bar_share",
-)
+# The evaluation can fail: on these metrics the baselines' overlap with the held-out corpus must stay clearly
+# (by CLEARLY) below the corpus's own self-overlap. A first-order Markov chain copies the corpus's interval
+# statistics by construction (so do the issue's figures: steps 0.57-0.63 against 0.61-0.65), so it is held
+# to the repetition metrics only; random notes to both.
+MELODIC = ("melody_step_share", "melody_leap_share", "melody_interval_entropy_bits")
+REPETITION = ("bar_self_similarity", "repeated_bar_share", "has_repeated_2bar_unit", "has_returning_section")
+CLEARLY = 0.05
 
 
 @dataclass
@@ -136,10 +141,12 @@ def _generate(
 
 
 def _metric_table(sets: dict[str, list[Measured]], reference: list[Measured]) -> dict[str, dict]:
-    """Per metric and system: summary, Yang & Lerch overlap and value overlap against ``reference``."""
+    """Per metric and system: summary and Yang & Lerch overlap against ``reference``."""
     table: dict[str, dict] = {}
     for m in M.METRICS:
         ref = [x.values[m.name] for x in reference]
+        # One kernel floor per metric, from its spread over every system, so overlaps compare like with like.
+        floor = BANDWIDTH_FLOOR * spread(np.array([x.values[m.name] for xs in sets.values() for x in xs]))
         row: dict[str, dict] = {}
         for system, measured in sets.items():
             vals = [x.values[m.name] for x in measured]
@@ -147,8 +154,7 @@ def _metric_table(sets: dict[str, list[Measured]], reference: list[Measured]) ->
             if m.binary:
                 entry["share"] = entry["mean"]
             if system != "corpus":
-                entry["overlap"] = overlap(vals, ref)
-                entry["value_overlap"] = value_overlap(vals, ref)
+                entry["overlap"] = overlap(vals, ref, floor)
             row[system] = entry
         table[m.name] = {"family": m.family, "description": m.description, "systems": row}
     return table
@@ -329,18 +335,18 @@ def _targets(report: dict[str, object]) -> dict[str, dict[str, object]]:
 def _can_fail(report: dict[str, object]) -> dict[str, object]:
     """Checks that the evaluation separates noise from music (it is not a test everything passes)."""
     checks: dict[str, object] = {}
+    held_to = {"random_in_scale": MELODIC + REPETITION, "markov": REPETITION}
     for texture, t in report["textures"].items():
-        for metric in MELODIC_AND_REPETITION:
-            systems = t["metrics"][metric]["systems"]
-            self_overlap = systems[SELF]["overlap"]
-            for baseline in ("random_in_scale", "markov"):
-                ov = systems[baseline]["overlap"]
+        for baseline, metrics in held_to.items():
+            for metric in metrics:
+                systems = t["metrics"][metric]["systems"]
+                ov, self_overlap = systems[baseline].get("overlap"), systems[SELF].get("overlap")
                 if ov is None or self_overlap is None:
                     continue
-                checks[f"{texture}: {baseline} overlap below corpus self-overlap on {metric}"] = {
+                checks[f"{texture}: {baseline} overlap clearly below corpus self-overlap on {metric}"] = {
                     "overlap": ov,
                     "self_overlap": self_overlap,
-                    "met": ov < self_overlap,
+                    "met": ov < self_overlap - CLEARLY,
                 }
     rates = report["gate"]["pass_rate"]["all"]
     checks["gate rejects >= 90 % of random-in-scale"] = {
