@@ -72,7 +72,8 @@ def generate(
     tempo: float = typer.Option(..., "--tempo", help="Tempo in BPM."),
     meter: str = typer.Option("4/4", help="Time signature."),
     programs: str = typer.Option(..., help="GM programs per part, comma-separated; 'drums' for a drum part."),
-    bars: int = typer.Option(16, help="Length in bars."),
+    seconds: float = typer.Option(150.0, help="Length asked for, in seconds of music (a song: 120-180)."),
+    bars: int = typer.Option(None, help="Length in bars (instead of --seconds)."),
     density_bin: int = typer.Option(
         1, "--density-bin", help="0 sparse .. 3 busy (notes per quarter per part)."
     ),
@@ -81,12 +82,13 @@ def generate(
     model_dir: Path = typer.Option(
         None, "--model-dir", help="Folder of the trained model (default models/<name>)."
     ),
-    name: str = typer.Option("transformer", help="Generator: transformer or vae."),
+    name: str = typer.Option("transformer", help="Generator: transformer (the shipped model) or vae."),
     max_attempts: int = typer.Option(4, help="Tries before giving up on a piece that misses its controls."),
     as_json: bool = typer.Option(False, "--json", help="Print the measurement as JSON."),
 ) -> None:
     """Write one verified piece: generated, measured against the controls, resampled on a miss."""
     from personalize.generate import Controls, generate_verified, load_generator
+    from personalize.music.controls import bar_quarters
     from personalize.music.gm import parse_programs
     from personalize.music.keys import parse_key
 
@@ -99,7 +101,7 @@ def generate(
             meter=meter,
             density_bin=density_bin,
             programs=parse_programs(programs, sep=","),
-            bars=bars,
+            bars=bars or max(4, round(seconds * tempo / 60.0 / bar_quarters(meter))),
         )
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
@@ -134,7 +136,19 @@ def generate(
                 f"{m['density_bin']} ({m['notes_per_quarter_per_part']})",
                 m["density_ok"],
             ),
+            (
+                "length (s)",
+                round(controls.bars * bar_quarters(controls.meter) * 60 / tempo),
+                m["duration_s"],
+                True,
+            ),
         ]
+        if "music_ok" in m:
+            problems = "; ".join(m.get("music_problems") or []) or "inside the corpus's bands"
+            rows.append(("music gate", "like the corpus", problems, m["music_ok"]))
+        if "original_ok" in m:
+            shared = f"{m['shared_bars']} bars" + (f" ({m['shared_with']})" if m.get("shared_with") else "")
+            rows.append(("bars shared with training", "<= 2", shared, m["original_ok"]))
         for label, asked, got, ok in rows:
             table.add_row(label, str(asked), str(got), "[green]yes[/]" if ok else "[red]no[/]")
         console.print(table)

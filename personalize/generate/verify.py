@@ -122,13 +122,23 @@ def measure_piece(pm: pretty_midi.PrettyMIDI, controls: Controls) -> dict[str, o
 CHECKS = ("key_ok", "tempo_ok", "meter_ok", "programs_ok", "range_ok", "density_ok")
 
 
+# Checks a generator adds by reviewing its own output (``generator.review(pm, controls)``): the music gate
+# (music that looks like the corpus, not noise) and originality (no copied training bars).
+REVIEW_CHECKS = ("music_ok", "original_ok")
+
+
+def _checks(measurement: dict[str, object]) -> tuple[str, ...]:
+    return CHECKS + tuple(c for c in REVIEW_CHECKS if c in measurement)
+
+
 def passes(measurement: dict[str, object]) -> bool:
-    """True when every control was met (key, tempo, meter, instrument set, range, density bin)."""
-    return all(bool(measurement.get(c)) for c in CHECKS)
+    """True when every control was met (key, tempo, meter, instrument set, range, density bin) and every
+    review the generator made passed."""
+    return all(bool(measurement.get(c)) for c in _checks(measurement))
 
 
 def missed(measurement: dict[str, object]) -> list[str]:
-    return [c.removesuffix("_ok") for c in CHECKS if not measurement.get(c)]
+    return [c.removesuffix("_ok") for c in _checks(measurement) if not measurement.get(c)]
 
 
 @dataclass
@@ -172,13 +182,20 @@ def generate_verified(
         batch_seed = int(seed) if attempt == 1 else int(seed) * 1_000_003 + attempt * 7919
         midis = generator.generate([controls_list[i] for i in pending], batch_seed)  # type: ignore[attr-defined]
         still = []
+        review = getattr(generator, "review", None)
         for i, pm in zip(pending, midis, strict=True):
             m = measure_piece(pm, controls_list[i])
+            if review is not None:
+                m.update(review(pm, controls_list[i]))
             ok = passes(m)
             prev = best[i]
-            score = sum(bool(m.get(c)) for c in CHECKS)
+            score = sum(bool(m.get(c)) for c in _checks(m))
             first = prev.first_measurement if prev else m
-            if prev is None or ok or score > sum(bool(prev.measurement.get(c)) for c in CHECKS):
+            if (
+                prev is None
+                or ok
+                or score > sum(bool(prev.measurement.get(c)) for c in _checks(prev.measurement))
+            ):
                 best[i] = GeneratedPiece(pm, controls_list[i], m, attempt, ok, None, first)
             else:
                 prev.attempts = attempt

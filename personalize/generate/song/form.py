@@ -141,7 +141,9 @@ def plan_form(controls: Controls, accompanied: bool | None = None) -> Form:
     texture = texture_of(controls)
     seconds_per_bar = bar_quarters(controls.meter) * 60.0 / controls.tempo_bpm
     # Phrases of about 10-25 s: 8-bar sections, or 4-bar ones where bars are long (slow or long meters).
-    section_bars = 4 if texture == "chorale" or seconds_per_bar * 8 > 30 else 8
+    # (A short piece asked for, under 32 bars, also gets 4-bar sections: one pass through its form.)
+    short = int(controls.bars) < 32
+    section_bars = 4 if texture == "chorale" or seconds_per_bar * 8 > 30 or short else 8
     target = max(int(controls.bars), section_bars * 2)
     if texture == "band":
         sections = _band(section_bars, target)

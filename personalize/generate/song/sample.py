@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from personalize.generate.model import MusicTransformer
@@ -160,7 +161,9 @@ class MelodyWriter:
         """The token stream of every request (see :func:`personalize.generate.song.tokens.decode_sections`)."""
         gen = torch.Generator().manual_seed(int(seed))
         rows = [_Row(r, _script(r)) for r in requests]
-        pitch_masks = [self._pitch_mask(r) for r in requests]
+        pitch_masks = [self._pitch_mask(r).numpy() for r in requests]
+        dur_upto = self._dur_upto.numpy()
+        bar_ticks = [S.bar_ticks_of(r.meter) for r in requests]
         for row in rows:
             self._resolve(row)
         b = len(rows)
@@ -170,9 +173,12 @@ class MelodyWriter:
         v = S.VOCAB_SIZE
         fed: list[torch.Tensor] = []
         prefix_len = len(S.prefix_tokens("major", "4/4", 0, "tune"))
+        # Masks are built in numpy (per-row slicing of a torch tensor costs microseconds a call).
+        mask = np.zeros((b, v), dtype=bool)
+        forced = np.full(b, -1, dtype=np.int64)
         while not all(r.done for r in rows):
-            forced = torch.full((b,), -1, dtype=torch.long)
-            mask = torch.zeros(b, v, dtype=torch.bool)
+            mask[:] = False
+            forced[:] = -1
             for i, row in enumerate(rows):
                 if row.done:
                     forced[i] = S.PAD
@@ -183,27 +189,26 @@ class MelodyWriter:
                 elif row.phase == "pitch":
                     mask[i] = pitch_masks[i]
                 elif row.phase == "dur":
-                    bar_ticks = S.bar_ticks_of(row.request.meter)
-                    mask[i] = self._dur_upto[bar_ticks - row.pos]
+                    mask[i] = dur_upto[bar_ticks[i] - row.pos]
                 else:
-                    bar_ticks = S.bar_ticks_of(row.request.meter)
-                    if row.notes_in_bar < MAX_NOTES_PER_BAR and row.tick < bar_ticks:
-                        mask[i, S.POS0 + row.tick : S.POS0 + bar_ticks] = True
+                    if row.notes_in_bar < MAX_NOTES_PER_BAR and row.tick < bar_ticks[i]:
+                        mask[i, S.POS0 + row.tick : S.POS0 + bar_ticks[i]] = True
                     mask[i, self._next_structural(row)] = True
+            forced_t = torch.from_numpy(forced.copy())
             if last is None or bool((forced >= 0).all()):
-                tok = forced
+                tok = forced_t
             else:
                 scores = last / max(self.temperature, 1e-4)
-                scores = scores.masked_fill(~mask, float("-inf"))
-                scores[forced >= 0] = 0.0  # rows with a forced token: any finite row, replaced below
+                scores = scores.masked_fill(~torch.from_numpy(mask), float("-inf"))
+                scores[forced_t >= 0] = 0.0  # rows with a forced token: any finite row, replaced below
                 scores = _top_p_filter(scores, self.top_p)
                 cdf = torch.softmax(scores, dim=-1).cumsum(dim=-1)
                 u = torch.rand(b, 1, generator=gen) * cdf[:, -1:]
                 sampled = (cdf < u).sum(dim=-1).clamp(max=v - 1)
-                tok = torch.where(forced >= 0, forced, sampled)
-            for i, row in enumerate(rows):
+                tok = torch.where(forced_t >= 0, forced_t, sampled)
+            for row, t in zip(rows, tok.tolist(), strict=True):
                 if not row.done:
-                    self._feed(row, int(tok[i]))
+                    self._feed(row, t)
             fed.append(tok)
             if cache.length < block:
                 logits, _ = self.model(tok[:, None], cache=cache)

@@ -43,6 +43,7 @@ from personalize.generate.verify import MELODY_SUFFIX
 from personalize.music.chords import TONIC, Chord, spans_per_bar
 from personalize.music.controls import Controls
 from personalize.music.gm import DRUMS, family_of, program_range
+from personalize.music.originality import MAX_SHARED_BARS, OriginalityIndex
 
 TPQ = S.TICKS_PER_QUARTER
 
@@ -73,9 +74,11 @@ class SongGenerator:
         scale: bool = True,
         max_batch: int = 64,
         threads: int | None = None,
+        originality: OriginalityIndex | None = None,
     ) -> None:
         self.melody = melody
         self.harmony = harmony
+        self.originality = originality
         self.version = version
         self.scale = scale
         self.max_batch = max_batch
@@ -108,12 +111,29 @@ class SongGenerator:
                     f"weights do not match the config: missing {missing}, unexpected {unexpected}"
                 )
             harmony = HarmonyModel.load(paths[2])
+            index_path = model_dir / "originality.npz"
+            originality = OriginalityIndex.load(index_path) if index_path.is_file() else None
         except Exception as exc:
             raise ValueError(f"{model_dir} does not hold a usable song model ({exc}); retrain it") from exc
         temperature = float(kwargs.pop("temperature", 1.0))  # type: ignore[arg-type]
         top_p = float(kwargs.pop("top_p", 0.95))  # type: ignore[arg-type]
         version = f"song-{meta.get('steps', 0)}steps"
-        return cls(MelodyWriter(model, temperature, top_p), harmony, version=version, **kwargs)  # type: ignore[arg-type]
+        writer = MelodyWriter(model, temperature, top_p)
+        return cls(writer, harmony, version=version, originality=originality, **kwargs)  # type: ignore[arg-type]
+
+    # --- review (what verification adds to its control checks) ---------------------------------------
+
+    def review(self, pm: pretty_midi.PrettyMIDI, controls: Controls) -> dict[str, object]:
+        """Checks of a finished song beyond its controls: ``original_ok`` (its melody shares at most
+        ``MAX_SHARED_BARS`` consecutive bars with any training melody, in any key)."""
+        out: dict[str, object] = {}
+        if self.originality is not None:
+            bar_ticks = meter_grid(controls.meter, TPQ)[0]
+            line = melody_line(pm, controls.tempo_bpm)
+            n_bars = max((o // bar_ticks for o, _, _ in line), default=0) + 1
+            bars, piece = self.originality.longest_run(line, bar_ticks, n_bars)
+            out.update(shared_bars=bars, shared_with=piece, original_ok=bars <= MAX_SHARED_BARS)
+        return out
 
     # --- planning -------------------------------------------------------------------------------------
 
@@ -322,6 +342,19 @@ class SongGenerator:
                     )
                 )
         return parts
+
+
+def melody_line(pm: pretty_midi.PrettyMIDI, tempo_bpm: float) -> list[tuple[int, int, int]]:
+    """The melody track of a song as ``(onset, duration, pitch)`` on the sixteenth grid (performance timing
+    rounded away)."""
+    track = next((i for i in pm.instruments if i.name.endswith(MELODY_SUFFIX)), None)
+    if track is None:
+        return []
+    s_per_tick = 60.0 / tempo_bpm / TPQ
+    return [
+        (round(n.start / s_per_tick), max(1, round((n.end - n.start) / s_per_tick)), n.pitch)
+        for n in track.notes
+    ]
 
 
 def _end_on_tonic(melody: list[Note], c: Controls, form: Form, bar_ticks: int, total: int) -> list[Note]:
