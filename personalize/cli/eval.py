@@ -1,4 +1,5 @@
-"""``personalize eval generator``: the command that runs :func:`personalize.evaluate.generator.evaluate_generator`."""
+"""``personalize eval generator`` (:func:`personalize.evaluate.generator.evaluate_generator`) and
+``personalize eval music`` (:mod:`personalize.evaluate.music`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from rich.console import Console
 
 
 def register(eval_app: typer.Typer) -> None:
+    from personalize.evaluate.music.cli import register as register_music
+
+    register_music(eval_app)
+
     @eval_app.command("generator")
     def eval_generator(
         model: str = typer.Option(
@@ -24,6 +29,11 @@ def register(eval_app: typer.Typer) -> None:
             None, "--model-dir", help="Folder holding transformer/, vae/, baselines/."
         ),
         no_nll: bool = typer.Option(False, "--no-nll", help="Skip the validation NLL of the four models."),
+        guidance: bool = typer.Option(
+            True,
+            "--guidance/--no-guidance",
+            help="Decoding rules toward the asked key (--no-guidance: the model alone).",
+        ),
         as_json: bool = typer.Option(
             False, "--json", help="Print the report as JSON on stdout (table on stderr)."
         ),
@@ -38,7 +48,7 @@ def register(eval_app: typer.Typer) -> None:
         try:
             report = evaluate_generator(
                 model=model, n=n, out_dir=out, seed=seed, max_attempts=max_attempts, model_dir=model_dir,
-                bars=bars, with_nll=not no_nll,
+                bars=bars, with_nll=not no_nll, guidance=guidance,
             )  # fmt: skip
         except FileNotFoundError as exc:
             Console(stderr=True).print(f"[red]{exc}[/]")

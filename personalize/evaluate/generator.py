@@ -431,8 +431,13 @@ def evaluate_generator(
     with_nll: bool = True,
     progress: bool = True,
     threads: int = 1,
+    guidance: bool = True,
 ) -> dict[str, object]:
-    """Run the evaluation and write ``eval.json`` and the PNG plots into ``out_dir``; return the report."""
+    """Run the evaluation and write ``eval.json`` and the PNG plots into ``out_dir``; return the report.
+
+    ``guidance=False`` turns off every decoding rule that steers toward the asked key or density (the
+    song model's scale constraint; the first model's key and density guidance), to see what the model
+    itself learned to follow."""
     from rich.progress import Progress
 
     from personalize.config import get_settings
@@ -450,6 +455,11 @@ def evaluate_generator(
     # One thread: on a shared machine, torch's thread pool spins against other jobs and runs far slower.
     torch.set_num_threads(threads)
     generator = load_generator(model_root / model, name=model, threads=threads)
+    if not guidance:
+        if hasattr(generator, "scale"):
+            generator.scale = False
+        if hasattr(generator, "key_guidance"):
+            generator.key_guidance, generator.density_guidance = 0.0, False
     controls = evaluation_controls(n, bars)
     pieces = []
     chunk = 24
