@@ -70,7 +70,7 @@ def test_build_is_incremental_and_the_manifest_holds_licences_groups_and_splits(
         assert row["meter"] and row["bar_ticks"] > 0 and row["n_notes"] > 0
 
     failures = json.loads((corpus_dir / "failures.json").read_text())
-    assert all(f["reason"] and f["stage"] in ("parse", "score", "repeats", "licence") for f in failures)
+    assert all(f["reason"] and f["stage"] in ("parse", "score", "repeats", "licence", "duplicate") for f in failures)
 
 
 def test_a_group_never_spans_two_splits(corpus_dir: Path):

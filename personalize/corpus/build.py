@@ -5,7 +5,8 @@ Cache layout under ``corpus_dir`` (default ``<data_dir>/corpus``)::
     pieces/<collection>/<source path, / as __>.json   one file per source file (an ABC book holds many tunes)
     manifest.json     every collection with its licence text and decision, every piece with group and split
     failures.json     files left out for their licence, files or scores that could not be used, repeats
-                      that could not be expanded (those pieces are kept as written); each with the reason
+                      that could not be expanded (those pieces are kept as written), a second file of a
+                      piece already read; each with the reason
 
 A source file whose cache holds this ``CACHE_VERSION`` and the file's current hash is not parsed again, so
 an interrupted build resumes where it stopped and a rebuild after a music21 upgrade parses only what
@@ -109,6 +110,19 @@ def build_corpus(
             problems += [{**p, "collection": name} for p in data["problems"]]
             entries += data["pieces"]
 
+    seen: set[str] = set()
+    unique = []
+    for e in entries:
+        if e["piece_id"] in seen:  # two encodings of one piece under one name (file.xml and file.mxl)
+            problems.append(
+                {"source": e["source"], "index": -1, "title": e["title"], "stage": "duplicate",
+                 "reason": f"{e['piece_id']} is already read from another file", "kept": False,
+                 "collection": e["collection"]}
+            )  # fmt: skip
+            continue
+        seen.add(e["piece_id"])
+        unique.append(e)
+    entries = unique
     groups = assign_groups((e["piece_id"], e["group_keys"]) for e in entries)
     rows = [_manifest_row(e, groups[e["piece_id"]]) for e in entries]
     manifest = {

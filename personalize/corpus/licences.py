@@ -101,6 +101,10 @@ COLLECTIONS: dict[str, Collection] = {
                     "trecento/PMFC_12_4-Gloria Rvat 1419_bak.xml",
                     "a backup copy of PMFC_12_4-Gloria Rvat 1419.xml",
                 ),
+                (
+                    "trecento/PMFC_13_01-Kyrie-Summe-Clementissime.mxl",
+                    "the same Kyrie as PMFC_13_01-Kyrie-Summe-Clementissime.xml, which is read instead",
+                ),
             ),
         ),
         Collection(

@@ -288,14 +288,16 @@ def _in_force(marks: list[tuple[int, object]], first: int, end: int) -> object |
 def meter_spans(measures: list) -> list[tuple[int, int, tuple[int, int]]]:
     """Stretches of one meter as ``(first measure, end measure, (numerator, denominator))``.
 
-    A signature that holds for one measure only is how music21 marks an odd-length measure (its ABC reader
-    writes ``1/16`` over a lone pickup note): that measure stays in the stretch around it, where the layout
-    treats it as a short bar. A score that states no meter is in 4/4, music21's default.
+    A signature that holds for one measure only, or that counts one beat (``1/8``, ``1/16``), is how
+    music21 marks odd-length measures (its ABC reader writes ``1/16`` over a lone pickup note, and ``1/8``
+    over every bar of a strain whose tuplets it misreads): those measures stay in the stretch around them,
+    where the layout treats them as short bars and joins them into whole ones. A score that states no
+    meter is in 4/4, music21's default.
     """
     spans: list[list] = []  # [first measure, end measure, (numerator, denominator)]
     for i, m in enumerate(measures):
         ts = m.timeSignature
-        sig = (ts.numerator, ts.denominator) if ts is not None else None
+        sig = (ts.numerator, ts.denominator) if ts is not None and ts.numerator > 1 else None
         if not spans:
             spans.append([i, i + 1, sig or (4, 4)])
         elif sig is not None and sig != spans[-1][2]:

@@ -26,10 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import NamedTuple
 
+from personalize.music.controls import METERS
+
 TICKS_PER_QUARTER = 12
 V1_TICKS_PER_QUARTER = 4  # the first token representation's grid (a sixteenth per tick)
 V1_MAX_PARTS = 4
-V1_BAR_SIXTEENTHS = (4, 24)  # bar lengths the first representation holds (2/4 .. 12/8)
 DEFAULT_VELOCITY = 80  # notes of a score without dynamics (the velocity the first representation writes)
 
 
@@ -171,10 +172,8 @@ class Piece:
         return cls(**kw)
 
     def fits_v1(self) -> bool:
-        """Whether the first representation can hold the piece: at most four parts, a bar of 4-24 sixteenths."""
-        sixteenths = self.bar_ticks * 4 / self.ticks_per_quarter
-        lo, hi = V1_BAR_SIXTEENTHS
-        return len(self.parts) <= V1_MAX_PARTS and sixteenths.is_integer() and lo <= sixteenths <= hi
+        """Whether the first representation can hold the piece: at most four parts, a meter it has a token for."""
+        return len(self.parts) <= V1_MAX_PARTS and self.meter in METERS
 
     def monophonic(self, ticks_per_quarter: int = V1_TICKS_PER_QUARTER) -> Piece:
         """The first representation's view: each part one line of ``(onset, duration, pitch)`` on a coarser grid.
