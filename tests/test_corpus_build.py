@@ -70,7 +70,9 @@ def test_build_is_incremental_and_the_manifest_holds_licences_groups_and_splits(
         assert row["meter"] and row["bar_ticks"] > 0 and row["n_notes"] > 0
 
     failures = json.loads((corpus_dir / "failures.json").read_text())
-    assert all(f["reason"] and f["stage"] in ("parse", "score", "repeats", "licence", "duplicate") for f in failures)
+    assert all(
+        f["reason"] and f["stage"] in ("parse", "score", "repeats", "licence", "duplicate") for f in failures
+    )
 
 
 def test_a_group_never_spans_two_splits(corpus_dir: Path):
@@ -103,7 +105,7 @@ def test_versions_of_a_tune_and_movements_of_a_work_share_a_group():
     assert groups["oneill"] == groups["ryan"] == groups["other"] != groups["alone"]
 
 
-def test_the_two_views_of_a_known_chorale(tmp_path: Path):
+def test_the_two_views_of_a_known_chorale():
     # bwv66.6 is a short F-sharp minor chorale with a pickup.
     pieces, problems = parse.parse_source(music21_corpus_root() / "bach" / "bwv66.6.mxl", "bach_chorales")
     assert not problems

@@ -141,7 +141,6 @@ def score_to_pieces(
             collection=collection,
             source=source,
             title=title if one else f"{title} ({k + 1}/{len(spans)})",
-            first=a,
             meter=meter,
             repeats=repeats,
         )
@@ -163,7 +162,6 @@ class Segment:
     collection: str
     source: str
     title: str
-    first: int  # index of its first measure in the score
     meter: tuple[int, int]
     repeats: str
 
@@ -293,6 +291,14 @@ def meter_spans(measures: list) -> list[tuple[int, int, tuple[int, int]]]:
     over every bar of a strain whose tuplets it misreads): those measures stay in the stretch around them,
     where the layout treats them as short bars and joins them into whole ones. A score that states no
     meter is in 4/4, music21's default.
+
+    >>> class M:  # a measure with a time signature (numerator, denominator) or None
+    ...     def __init__(self, sig):
+    ...         self.timeSignature = None if sig is None else type("TS", (), dict(numerator=sig[0], denominator=sig[1]))
+    >>> meter_spans([M((2, 4)), M(None), M((1, 16)), M((2, 4)), M(None), M((3, 4)), M(None), M(None)])
+    [(0, 5, (2, 4)), (5, 8, (3, 4))]
+    >>> meter_spans([M((2, 4)), M((6, 8)), M(None), M(None)])  # a one-bar opening in another meter
+    [(0, 4, (6, 8))]
     """
     spans: list[list] = []  # [first measure, end measure, (numerator, denominator)]
     for i, m in enumerate(measures):
@@ -307,19 +313,12 @@ def meter_spans(measures: list) -> list[tuple[int, int, tuple[int, int]]]:
     merged: list[list] = []
     for span in spans:
         if merged and (span[1] - span[0] == 1 or span[2] == merged[-1][2]):
-            merged[-1][1] = span[1]
-        elif merged and merged[-1][1] - merged[-1][0] == 1 and len(merged) > 1:
-            merged[-2][1] = merged[-1][1]  # the blip before this stretch joins the stretch before it
-            merged[-1] = span
+            merged[-1][1] = span[1]  # a one-measure blip (or the meter restated) stays in the stretch
+        elif merged and merged[-1][1] - merged[-1][0] == 1:
+            merged[-1] = [merged[-1][0], span[1], span[2]]  # an opening blip joins the stretch after it
         else:
             merged.append(span)
-    out: list[list] = []
-    for span in merged:  # blips absorbed can leave neighbours of one meter side by side
-        if out and out[-1][2] == span[2]:
-            out[-1][1] = span[1]
-        else:
-            out.append(span)
-    return [(a, b, sig) for a, b, sig in out]
+    return [(a, b, sig) for a, b, sig in merged]
 
 
 def layout_measures(lengths: list[int], bar_ticks: int, breaks: set[int]) -> tuple[list[int], int]:
