@@ -2,8 +2,8 @@
 
 Each piece becomes one feature vector: every metric of :mod:`personalize.evaluate.music.metrics` (NaN where
 it does not apply, imputed with a missing-value flag) plus its normalized melodic-interval and duration
-histograms. A random forest is cross-validated (stratified folds, by piece group where one piece gives
-several excerpts) and its out-of-fold ROC AUC reported: 0.5 means the system cannot be told from the corpus,
+histograms. A random forest is cross-validated (stratified folds that keep a corpus group, the versions of one
+piece, inside one fold) and its out-of-fold ROC AUC reported: 0.5 means the system cannot be told from the corpus,
 1.0 that it always can. The corpus's own second sample (the train split) sets the floor to expect.
 """
 
@@ -35,12 +35,14 @@ def two_sample_auc(
     corpus: Sequence[np.ndarray],
     seed: int = 0,
     corpus_groups: Sequence[str] | None = None,
+    system_groups: Sequence[str] | None = None,
 ) -> dict[str, float | int | None]:
     """Cross-validated ROC AUC of a classifier telling ``system`` feature vectors from ``corpus`` ones.
 
-    ``corpus_groups`` (one label per corpus vector) keeps excerpts of one piece inside one fold. Returns the
-    mean AUC over folds, its spread, the folds used and the sample sizes; AUC is None when either side has
-    fewer pieces than folds.
+    ``corpus_groups`` and ``system_groups`` (one label per vector) keep versions of one piece inside one fold:
+    the corpus holds the same tune in two books, and a classifier that met one version in training would
+    recognise the other. Returns the mean AUC over folds, its spread, the folds used and the sample sizes;
+    AUC is None when either side has fewer pieces than folds.
     """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.impute import SimpleImputer
@@ -54,7 +56,10 @@ def two_sample_auc(
         return {"auc": None, "auc_std": None, "folds": folds, "n_system": n_sys, "n_corpus": n_corp}
     x = np.vstack([*system, *corpus]).astype(float)
     y = np.r_[np.ones(n_sys, dtype=int), np.zeros(n_corp, dtype=int)]
-    groups = np.array([f"s{i}" for i in range(n_sys)] + [f"c{g}" for g in (corpus_groups or range(n_corp))])
+    groups = np.array(
+        [f"s{g}" for g in (system_groups or range(n_sys))]
+        + [f"c{g}" for g in (corpus_groups or range(n_corp))]
+    )
     # A feature no piece has (voice-leading in solo tunes) carries nothing and is dropped; one that only some
     # pieces have is imputed, and its missing-value flag kept, since "does not apply" can itself be a tell.
     x = x[:, np.isfinite(x).any(axis=0)]
@@ -62,7 +67,7 @@ def two_sample_auc(
         SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
         RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1),
     )
-    if corpus_groups is not None:
+    if corpus_groups is not None or system_groups is not None:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = splitter.split(x, y, groups)
     else:

@@ -43,6 +43,7 @@ class Track:
     bars: int
     midi: pretty_midi.PrettyMIDI
     source: str  # the corpus piece id, or the request's controls
+    group: str = ""  # the corpus group (versions of one piece share it); empty for generated pieces
 
 
 def _last_bars(
@@ -107,7 +108,8 @@ def corpus_tracks(
         pm = score_to_midi(parts, [0] * len(parts), tempo, meter)
         if texture == "band":
             pm.instruments.append(drum_part(meter, tempo, 1, bars, i))
-        out.append(Track(system, texture, piece.key_pc, piece.mode, meter, bars, pm, piece.piece_id))
+        group = piece.group or piece.piece_id
+        out.append(Track(system, texture, piece.key_pc, piece.mode, meter, bars, pm, piece.piece_id, group))
     return out
 
 

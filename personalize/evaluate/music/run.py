@@ -491,9 +491,15 @@ def evaluate_music(
     for texture in TEXTURES:
         sets = measured[texture]
         corpus = sets["corpus"]
-        groups = [x.track.source for x in corpus]
+        groups = [x.track.group or x.track.source for x in corpus]
         auc[texture] = {
-            s: two_sample_auc([x.features for x in sets[s]], [x.features for x in corpus], seed, groups)
+            s: two_sample_auc(
+                [x.features for x in sets[s]],
+                [x.features for x in corpus],
+                seed,
+                groups,
+                [x.track.group or x.track.source for x in sets[s]],
+            )
             for s in systems
             if s != "corpus"
         }
@@ -514,7 +520,8 @@ def evaluate_music(
             [with_texture(x) for t in TEXTURES for x in measured[t][s]],
             [with_texture(x) for x in all_corpus],
             seed,
-            [x.track.source for x in all_corpus],
+            [x.track.group or x.track.source for x in all_corpus],
+            [x.track.group or x.track.source for t in TEXTURES for x in measured[t][s]],
         )
         for s in systems
         if s != "corpus"
