@@ -18,6 +18,9 @@ A track fails when
   gate as a whole, each piece judged by bands fitted without it (5-fold), so that unseen corpus pieces
   pass at that rate too.
 
+The corpus tunes are solo lines; a duo tune is held to the band texture's two-part bands (outer-voice
+consonance, parallels, crossings) for what its second part adds.
+
 ``check`` returns the reasons a track fails, worded with the corpus band, and an empty list when it passes.
 Only :mod:`personalize.evaluate.music.score` and :mod:`personalize.evaluate.music.metrics` are imported, so
 the check can run inside verification without the corpus or torch.
@@ -58,6 +61,7 @@ GATED: dict[str, str] = {
     "outer_consonance_share": "low",
     "metric_feel_share": "low",
 }
+BORROWS = {"tune": "band"}  # texture -> texture whose bands fill the metrics its own corpus lacks
 # Metric feel depends on the meter's kind, not on the texture: its distribution is kept per kind, from the
 # corpus pieces of every texture (the chorales hold no compound meters, the tunes plenty).
 FEEL = "metric_feel_share"
@@ -169,6 +173,10 @@ class MusicGate:
 
     def _bands_for(self, texture: str, compound: bool) -> dict[str, Band]:
         bands = dict(self.bands[texture])
+        # The corpus tunes are solo lines, so a duo tune's second part borrows the band texture's two-part
+        # bands (a chorale's outer voices): without them its harmony would go unchecked.
+        for name, band in self.bands.get(BORROWS.get(texture, ""), {}).items():
+            bands.setdefault(name, band)
         kind = "compound" if compound else "simple"
         if kind in self.feel:
             bands[FEEL] = self.feel[kind]
