@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from personalize.corpus import Piece
-from personalize.evaluate.music import metrics as M
 from personalize.evaluate.music.baselines import MarkovChain, RandomInScale, training_lines
-from personalize.evaluate.music.gate import MusicGate, calibrate, check
 from personalize.evaluate.music.references import Track, corpus_tracks, track_from_request
-from personalize.evaluate.music.score import TEXTURES, Score, score_from_midi, score_to_midi
 from personalize.generate import METERS, Controls
+from personalize.music import metrics as M
+from personalize.music.gate import MusicGate, calibrate, check
+from personalize.music.score import TEXTURES, Score, score_from_midi, score_to_midi
 
 GATE_FILE = Path(__file__).resolve().parents[1] / "models" / "music_gate.json"
 HELD_OUT_TUNES = 35  # Ryan tunes the gate never saw (one per file), beside every held-out chorale

@@ -9,9 +9,9 @@ Three parts, one JSON report (plus a table and PNG plots):
    key-finding, never the model's word): key accuracy *before* resampling, with relative major/minor
    confusions counted apart; instrument-set F1; share of notes inside each instrument's range; tempo
    error; density inside its bin. Then the same after :func:`generate_verified` resampled the misses.
-2. **Quality metrics** (:mod:`personalize.music.metrics`) of the verified pieces against the corpus's
-   held-out test split: the generated median of each metric, the corpus 5-95 % band, and the Yang & Lerch
-   (2018) overlap area. Drum parts are left out of this comparison (the corpus has none).
+2. **Music metrics** (:mod:`personalize.music.metrics`, the ones that tell music from noise) of the
+   verified pieces against the corpus's held-out test split: the generated median of each metric, the
+   corpus 5-95 % band, and the Yang & Lerch (2018) overlap area. Drum parts only mark the texture.
 3. **Validation NLL per note** of the Transformer, the VAE (its negative ELBO, an upper bound), the LSTM
    and the Markov chain, all on the same validation pieces and divided by the same note count (see
    :mod:`personalize.generate.baselines.lstm_markov` for the unit).
@@ -31,9 +31,10 @@ import torch
 
 from personalize.corpus import Piece, load_pieces
 from personalize.generate import tokens as T
-from personalize.music import metrics as Q
+from personalize.music import metrics as M
 from personalize.music.controls import METERS, N_DENSITY_BINS, Controls
 from personalize.music.gm import DRUMS
+from personalize.music.score import score_from_midi
 
 TEMPO_GRID_BPM = (66.0, 80.0, 96.0, 112.0, 128.0, 144.0)
 METER_GRID = ("4/4", "3/4", "6/8", "2/4")
@@ -235,32 +236,25 @@ def validation_nll(val: list[Piece], train: list[Piece], model_dir: Path) -> dic
 # Quality metrics against the corpus
 
 
-def _pitched_only(pm: pretty_midi.PrettyMIDI) -> pretty_midi.PrettyMIDI:
-    out = pretty_midi.PrettyMIDI(
-        initial_tempo=float(pm.get_tempo_changes()[1][0]) if len(pm.get_tempo_changes()[1]) else 120.0
-    )
-    out.time_signature_changes = list(pm.time_signature_changes)
-    out.instruments = [i for i in pm.instruments if not i.is_drum]
-    return out
-
-
-def metric_table(pms: list[pretty_midi.PrettyMIDI]) -> dict[str, list[float]]:
-    """Each quality metric over pieces (drum parts left out); pieces with no pitched notes are skipped."""
-    values: dict[str, list[float]] = {m: [] for m in Q.METRIC_NAMES}
-    for pm in pms:
-        try:
-            row = Q.quality_metrics(_pitched_only(pm))
-        except ValueError:
+def metric_table(pms: list[pretty_midi.PrettyMIDI], keys: list[tuple[int, str]]) -> dict[str, list[float]]:
+    """Every music metric (:mod:`personalize.music.metrics`) over pieces, each in its key; drum parts only
+    mark the texture; pieces with no pitched notes are skipped."""
+    values: dict[str, list[float]] = {m.name: [] for m in M.METRICS}
+    for pm, (key_pc, mode) in zip(pms, keys, strict=True):
+        score = score_from_midi(pm)
+        if not score.parts:
             continue
-        for k, v in row.items():
+        for k, v in M.measure(score, key_pc, mode).items():
             values[k].append(v)
     return values
 
 
 def compare_metrics(generated: dict[str, list[float]], corpus: dict[str, list[float]]) -> dict[str, dict]:
-    """Generated median vs the corpus 5-95 % band, and the overlap areas, per metric."""
+    """Generated median vs the corpus 5-95 % band, and the Yang & Lerch overlap area, per metric."""
+    from personalize.evaluate.music.overlap import overlap
+
     out = {}
-    for m in Q.METRICS:
+    for m in M.METRICS:
         g = np.asarray(generated[m.name], dtype=float)
         c = np.asarray(corpus[m.name], dtype=float)
         g, c = g[np.isfinite(g)], c[np.isfinite(c)]
@@ -270,14 +264,13 @@ def compare_metrics(generated: dict[str, list[float]], corpus: dict[str, list[fl
         lo, hi = np.percentile(c, [5, 95])
         med = float(np.median(g))
         out[m.name] = {
-            "unit": m.unit,
+            "description": m.description,
             "generated_median": med,
             "corpus_median": float(np.median(c)),
             "corpus_p5": float(lo),
             "corpus_p95": float(hi),
             "inside_band": bool(lo <= med <= hi),
-            "overlap_yang_lerch": Q.yang_lerch_overlap(g, c),
-            "overlap_values": Q.kde_overlap(g, c),
+            "overlap_yang_lerch": overlap(g, c),
             "n_generated": len(g),
             "n_corpus": len(c),
         }
@@ -339,8 +332,12 @@ def plot_metrics(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
-    for ax, m in zip(axes.ravel(), Q.METRICS, strict=True):
+    cols = 4
+    rows = -(-len(M.METRICS) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(14, 2.6 * rows), squeeze=False)
+    for ax in axes.ravel()[len(M.METRICS) :]:
+        ax.axis("off")
+    for ax, m in zip(axes.ravel(), M.METRICS, strict=False):
         g = np.asarray(generated[m.name], dtype=float)
         c = np.asarray(corpus[m.name], dtype=float)
         g, c = g[np.isfinite(g)], c[np.isfinite(c)]
@@ -353,8 +350,7 @@ def plot_metrics(
         ax.hist(g, bins=bins, density=True, alpha=0.55, label="generated")
         if len(g):
             ax.axvline(float(np.median(g)), color="C1", linestyle="--", label="generated median")
-        ax.set_title(f"{m.name}", fontsize=9)
-        ax.set_xlabel(m.unit, fontsize=8)
+        ax.set_title(f"{m.name}", fontsize=8)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
@@ -478,8 +474,12 @@ def evaluate_generator(
     after["verified_share"] = sum(p.ok for p in pieces) / len(pieces)
 
     test_pieces = scorable_pieces(load_pieces(corpus, split="test"))
-    corpus_values = metric_table([piece_to_midi(p) for p in test_pieces])
-    generated_values = metric_table([p.midi for p in pieces])
+    corpus_values = metric_table(
+        [piece_to_midi(p) for p in test_pieces], [(p.found_key_pc, p.found_mode) for p in test_pieces]
+    )
+    generated_values = metric_table(
+        [p.midi for p in pieces], [(p.controls.key_pc, p.controls.mode) for p in pieces]
+    )
     quality = compare_metrics(generated_values, corpus_values)
 
     nll: dict[str, dict[str, object]] = {}

@@ -81,12 +81,19 @@ def _flag(measured: dict[str, Any], *names: str) -> bool | None:
     return None
 
 
-def _quality(pm: Any, metrics: Any) -> dict[str, float] | None:
-    """The corpus-comparable quality metrics of a piece (None when it has no pitched notes to measure)."""
-    try:
-        return {k: round(float(v), 6) for k, v in metrics(pm).items()}
-    except ValueError:
+def _quality(pm: Any, key_pc: int, mode: str) -> dict[str, float] | None:
+    """The music metrics the gate and the report compare with the corpus (:mod:`personalize.music.metrics`),
+    NaN-free (None when the piece has no pitched notes to measure)."""
+    import math
+
+    from personalize.music.metrics import measure
+    from personalize.music.score import score_from_midi
+
+    score = score_from_midi(pm)
+    if not score.parts:
         return None
+    values = measure(score, key_pc, mode)
+    return {k: round(float(v), 6) for k, v in values.items() if not math.isnan(float(v))}
 
 
 def _midi_bytes(pm: Any) -> bytes:
@@ -128,7 +135,6 @@ def _store_piece(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(tracks row, track_plans update) for one verified piece; the MIDI goes to storage."""
     from personalize.music.measure import measure
-    from personalize.music.metrics import quality_metrics
 
     pm = piece.midi
     data = _midi_bytes(pm)
@@ -163,7 +169,7 @@ def _store_piece(
         | {
             "features": features.to_dict(),
             "midi_sha256": stored.sha256,
-            "quality": _quality(pm, quality_metrics),
+            "quality": _quality(pm, int(plan.key_pc), str(plan.mode)),
         },
         "midi_uri": stored.uri,
     }

@@ -83,24 +83,23 @@ def fidelity(plans: list[dict[str, Any]]) -> bytes:
     return png(fig)
 
 
-def quality_vs_corpus(
-    generated: dict[str, list[float]], corpus: dict[str, list[float]], overlap: dict[str, float]
-) -> bytes:
-    """Per quality metric: the generated tracks' distribution beside the corpus reference's."""
+def gate_bands(rows: list[dict[str, Any]]) -> bytes:
+    """Per texture and metric: the corpus's 5-95 % band as a bar, its median as a tick, and tonight's
+    median as a dot (red when outside the band)."""
     plt = _plt()
-    names = [n for n in generated if generated[n] and corpus.get(n)]
-    cols = 3
-    rows = max(1, (len(names) + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(10, 2.8 * rows), squeeze=False)
-    for ax, name in zip(axes.ravel(), names, strict=False):
-        parts = ax.violinplot([corpus[name], generated[name]], showmedians=True)
-        for body, colour in zip(parts["bodies"], ("#BAB0AC", "#4C78A8"), strict=True):
-            body.set_facecolor(colour)
-        ax.set_xticks([1, 2], ["corpus", "tonight"])
-        ax.set_title(f"{name}\noverlap {overlap.get(name, float('nan')):.2f}", fontsize=9)
-    for ax in axes.ravel()[len(names) :]:
-        ax.axis("off")
-    fig.suptitle("Quality metrics: tonight's tracks vs the corpus (Yang & Lerch overlap area)", fontsize=10)
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
+    for y, r in enumerate(reversed(rows)):
+        lo, hi, mid, med = r["corpus 5%"], r["corpus 95%"], r["corpus median"], r["tonight median"]
+        span = max(hi - lo, 1e-9)  # each metric on its own axis: 0 at the band's 5 %, 1 at its 95 %
+        ax.barh(y, 1.0, left=0.0, color="#DDDDDD", height=0.6)
+        ax.plot([(mid - lo) / span] * 2, [y - 0.3, y + 0.3], color="#777")
+        if med is not None:
+            inside = lo <= med <= hi
+            ax.plot(np.clip((med - lo) / span, -0.5, 1.5), y, "o", color="#4C78A8" if inside else "#E45756")
+    ax.set_yticks(range(len(rows)), [f"{r['texture']}: {r['metric']}" for r in reversed(rows)], fontsize=7)
+    ax.set_xlim(-0.55, 1.55)
+    ax.set_xticks([0, 1], ["corpus 5 %", "corpus 95 %"])
+    ax.set_title("Tonight's median (dot) against the corpus band (grey), per metric", fontsize=9)
     fig.tight_layout()
     return png(fig)
 

@@ -15,12 +15,10 @@ import html
 import json
 import logging
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select, text
 
 from personalize.context import Context
@@ -31,8 +29,7 @@ log = logging.getLogger(__name__)
 
 N_PIANO_ROLLS = 4
 N_EXAMPLE_PLAYLISTS = 3
-N_CORPUS_REFERENCE = 40
-CORPUS_CACHE = "corpus_quality.json"
+N_QUALITY_TRACKS = 120  # tracks measured for the quality section (a sample on big nights)
 
 
 def report_dir(ctx: Context, run_date: dt.date) -> Path:
@@ -79,69 +76,47 @@ def _taste_map(ctx: Context, run_date: dt.date) -> str:
         return f"<p class=muted>taste map failed: {html.escape(str(exc))}</p>"
 
 
-def _corpus_reference(ctx: Context) -> dict[str, list[float]]:
-    """Quality metrics of up to 40 catalog pieces (real corpus music), cached beside the reports."""
-    from personalize.music.metrics import quality_metrics
+def _quality(ctx: Context, tracks: list[Track]) -> tuple[str, dict[str, Any]]:
+    """Tonight's tracks on the metrics that tell music from noise, per texture, beside the corpus band the
+    verification gate holds (``models/music_gate.json``: no corpus needed at run time)."""
+    from personalize.music.gate import MusicGate, against_corpus
+    from personalize.music.score import score_from_midi
     from personalize.render.sanitize import load_midi
 
-    cache = Path(ctx.settings.data_dir) / "reports" / CORPUS_CACHE
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    paths = sorted((Path(ctx.settings.data_dir) / "sim").rglob("*.mid"))
-    with ctx.engine.connect() as conn:
-        uris = list(
-            conn.execute(
-                select(Track.midi_uri)
-                .where(Track.source == "catalog", Track.midi_uri.is_not(None))
-                .limit(500)
-            ).scalars()
-        )
-    sources: list[Any] = [*paths, *uris]
-    random.Random(0).shuffle(sources)
-    out: dict[str, list[float]] = {}
-    n = 0
-    for src in sources:
-        if n >= N_CORPUS_REFERENCE:
-            break
-        try:
-            data = src.read_bytes() if isinstance(src, Path) else ctx.storage.get_bytes(src)
-            pm, _ = load_midi(data)
-            for k, v in quality_metrics(pm).items():
-                out.setdefault(k, []).append(float(v))
-            n += 1
-        except Exception as exc:  # an unreadable reference piece is skipped, the rest still count
-            log.warning("corpus reference %s skipped: %s", src, exc)
-    if out:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(out))
-    return out
-
-
-def _quality(ctx: Context, tracks: list[Track]) -> tuple[str, dict[str, Any]]:
-    from personalize.music.metrics import yang_lerch_overlap
-
-    generated: dict[str, list[float]] = {}
-    for t in tracks:
-        for k, v in ((t.measured or {}).get("quality") or {}).items():
-            if isinstance(v, int | float) and np.isfinite(v):
-                generated.setdefault(k, []).append(float(v))
-    corpus = _corpus_reference(ctx)
-    if not generated or not corpus:
-        return "<p class=muted>no quality metrics yet (no generated tracks or no corpus reference)</p>", {}
-    overlap, rows = {}, []
-    for name in generated:
-        ref = corpus.get(name)
-        if not ref:
+    try:
+        gate = MusicGate.load()
+    except (FileNotFoundError, ValueError) as exc:
+        return f"<p class=muted>no music gate to compare with ({html.escape(str(exc))})</p>", {}
+    verdicts = []
+    for t in tracks[:N_QUALITY_TRACKS]:
+        if not t.midi_uri or t.key_pc is None:
             continue
-        overlap[name] = float(yang_lerch_overlap(generated[name], ref))
-        lo, hi = np.percentile(ref, [5, 95])
-        med = float(np.median(generated[name]))
-        rows.append(
-            {"metric": name, "tonight median": med, "corpus 5%": float(lo), "corpus 95%": float(hi),
-             "inside band": "yes" if lo <= med <= hi else "NO", "overlap area": overlap[name]}
-        )  # fmt: skip
-    body = _img(figures.quality_vs_corpus(generated, corpus, overlap), "quality vs corpus") + _table(rows)
-    return body, {"overlap": overlap}
+        try:
+            pm, _ = load_midi(ctx.storage.get_bytes(t.midi_uri))
+            verdicts.append(gate.judge(score_from_midi(pm), int(t.key_pc), str(t.mode)))
+        except Exception as exc:  # one unreadable track must not take the report down
+            log.warning("quality of %s skipped: %s", t.track_id, exc)
+    if not verdicts:
+        return "<p class=muted>no generated tracks to measure yet</p>", {}
+    table = against_corpus(verdicts, gate)
+    rows = []
+    for texture, entry in table.items():
+        for name, r in entry["metrics"].items():
+            med = r["tracks_median"]
+            inside = med is not None and r["corpus_p5"] <= med <= r["corpus_p95"]
+            rows.append(
+                {"texture": texture, "metric": name, "tonight median": med, "corpus 5%": r["corpus_p5"],
+                 "corpus median": r["corpus_median"], "corpus 95%": r["corpus_p95"],
+                 "inside band": "yes" if inside else "NO"}
+            )  # fmt: skip
+    passed = {texture: entry["passed_share"] for texture, entry in table.items()}
+    summary = ", ".join(f"{t}: {share:.0%} of {table[t]['tracks']}" for t, share in passed.items())
+    body = (
+        f"<p>Tracks the music gate passes, by texture: {html.escape(summary)}</p>"
+        + _img(figures.gate_bands(rows), "tonight's tracks against the corpus bands")
+        + _table(rows)
+    )
+    return body, {"gate_passed": passed}
 
 
 def _audio_tag(ctx: Context, uri: str, page_dir: Path) -> str:
@@ -301,7 +276,7 @@ def build_html(ctx: Context, run_date: dt.date, page_dir: Path) -> tuple[str, di
         f"<p class=muted>personalize, generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC</p>"
         f"{kpi_html}{body}</body></html>"
     )
-    return page, {"kpis": kpis, "quality_overlap": quality.get("overlap", {})}
+    return page, {"kpis": kpis, "gate_passed": quality.get("gate_passed", {})}
 
 
 def run(ctx: Context, run_date: dt.date) -> dict[str, Any]:

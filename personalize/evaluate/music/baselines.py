@@ -27,9 +27,9 @@ import pretty_midi
 
 from personalize.corpus import Piece
 from personalize.evaluate.music.references import CHORALE_COLLECTIONS, TUNE_COLLECTIONS
-from personalize.evaluate.music.score import Note, meter_ticks, score_to_midi, texture_of
 from personalize.generate import DENSITY_EDGES, Controls
 from personalize.music.gm import DRUMS
+from personalize.music.score import Note, meter_ticks, score_to_midi, texture_of
 
 ROLES = ("tune", "soprano", "alto", "tenor", "bass")
 # Register of each role, MIDI pitches (inclusive): the 5th to 95th percentile of the corpus notes of that role
@@ -126,7 +126,7 @@ class RandomInScale:
     name: str = "random_in_scale"
 
     def generate(self, controls: list[Controls], seed: int) -> list[pretty_midi.PrettyMIDI]:
-        from personalize.evaluate.music.metrics import scale_of
+        from personalize.music.metrics import scale_of
 
         rng = np.random.default_rng(seed)
         out = []

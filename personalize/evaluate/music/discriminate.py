@@ -1,6 +1,6 @@
 """Two-sample test: can a classifier tell a system's pieces from held-out corpus pieces of the same texture?
 
-Each piece becomes one feature vector: every metric of :mod:`personalize.evaluate.music.metrics` (NaN where
+Each piece becomes one feature vector: every metric of :mod:`personalize.music.metrics` (NaN where
 it does not apply, imputed with a missing-value flag) plus its normalized melodic-interval and duration
 histograms. A random forest is cross-validated (stratified folds that keep a corpus group, the versions of one
 piece, inside one fold) and its out-of-fold ROC AUC reported: 0.5 means the system cannot be told from the corpus,
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from personalize.evaluate.music.metrics import METRICS, duration_histogram, interval_histogram
-from personalize.evaluate.music.score import Score
+from personalize.music.metrics import METRICS, duration_histogram, interval_histogram
+from personalize.music.score import Score
 
 # Performance metrics are left out: neither the corpus nor today's generator carries velocity or timing
 # data, so they would only tell the classifier how a file was written, not how the music goes.

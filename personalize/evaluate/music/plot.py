@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from personalize.evaluate.music.metrics import METRICS
-from personalize.evaluate.music.score import TEXTURES
+from personalize.music.metrics import METRICS
+from personalize.music.score import TEXTURES
 
 PLOTTED_SYSTEMS = ("corpus", "generated", "random_in_scale", "markov")
 COLORS = {"corpus": "#4c72b0", "generated": "#dd8452", "random_in_scale": "#8c8c8c", "markov": "#55a868"}

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import pretty_midi
 
 from personalize.corpus import Piece
-from personalize.evaluate.music.score import TEXTURES, Note, meter_ticks, score_to_midi
 from personalize.generate import Controls
+from personalize.music.score import TEXTURES, Note, meter_ticks, score_to_midi
 
 CHORALE_COLLECTIONS = ("bach_chorales",)
 TUNE_COLLECTIONS = ("oneills1850", "ryans_mammoth")

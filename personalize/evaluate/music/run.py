@@ -28,10 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from personalize.corpus import Piece, load_pieces
-from personalize.evaluate.music import metrics as M
 from personalize.evaluate.music.baselines import MarkovChain, RandomInScale, training_lines
 from personalize.evaluate.music.discriminate import feature_vector, two_sample_auc
-from personalize.evaluate.music.gate import MusicGate, calibrate, default_gate_path
 from personalize.evaluate.music.overlap import (
     BANDWIDTH_FLOOR,
     histogram_overlap,
@@ -45,9 +43,11 @@ from personalize.evaluate.music.references import (
     corpus_tracks,
     track_from_request,
 )
-from personalize.evaluate.music.score import TEXTURES, Score, score_from_midi
 from personalize.generate import METERS, Controls
+from personalize.music import metrics as M
+from personalize.music.gate import MusicGate, calibrate, default_gate_path
 from personalize.music.gm import DRUMS
+from personalize.music.score import TEXTURES, Score, score_from_midi
 
 SYSTEMS = ("corpus", "generated", "random_in_scale", "markov")
 SELF = "corpus_train"

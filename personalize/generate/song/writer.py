@@ -42,8 +42,10 @@ from personalize.generate.song.sample import Material, MelodyRequest, MelodyWrit
 from personalize.generate.verify import MELODY_SUFFIX
 from personalize.music.chords import TONIC, Chord, spans_per_bar
 from personalize.music.controls import Controls
+from personalize.music.gate import MusicGate
 from personalize.music.gm import DRUMS, family_of, program_range
 from personalize.music.originality import MAX_SHARED_BARS, OriginalityIndex
+from personalize.music.score import score_from_midi
 
 TPQ = S.TICKS_PER_QUARTER
 
@@ -75,10 +77,12 @@ class SongGenerator:
         max_batch: int = 64,
         threads: int | None = None,
         originality: OriginalityIndex | None = None,
+        gate: MusicGate | None = None,
     ) -> None:
         self.melody = melody
         self.harmony = harmony
         self.originality = originality
+        self.gate = gate
         self.version = version
         self.scale = scale
         self.max_batch = max_batch
@@ -113,20 +117,27 @@ class SongGenerator:
             harmony = HarmonyModel.load(paths[2])
             index_path = model_dir / "originality.npz"
             originality = OriginalityIndex.load(index_path) if index_path.is_file() else None
+            # The music gate ships beside the models (models/music_gate.json), calibrated on the corpus.
+            gate_path = model_dir.parent / "music_gate.json"
+            gate = MusicGate.load(gate_path) if gate_path.is_file() else None
         except Exception as exc:
             raise ValueError(f"{model_dir} does not hold a usable song model ({exc}); retrain it") from exc
         temperature = float(kwargs.pop("temperature", 1.0))  # type: ignore[arg-type]
         top_p = float(kwargs.pop("top_p", 0.95))  # type: ignore[arg-type]
         version = f"song-{meta.get('steps', 0)}steps"
         writer = MelodyWriter(model, temperature, top_p)
-        return cls(writer, harmony, version=version, originality=originality, **kwargs)  # type: ignore[arg-type]
+        return cls(writer, harmony, version=version, originality=originality, gate=gate, **kwargs)  # type: ignore[arg-type]
 
     # --- review (what verification adds to its control checks) ---------------------------------------
 
     def review(self, pm: pretty_midi.PrettyMIDI, controls: Controls) -> dict[str, object]:
-        """Checks of a finished song beyond its controls: ``original_ok`` (its melody shares at most
-        ``MAX_SHARED_BARS`` consecutive bars with any training melody, in any key)."""
+        """Checks of a finished song beyond its controls: ``music_ok`` (the music gate finds it inside the
+        corpus's bands for its texture; ``music_problems`` says where not) and ``original_ok`` (its melody
+        shares at most ``MAX_SHARED_BARS`` consecutive bars with any training melody, in any key)."""
         out: dict[str, object] = {}
+        if self.gate is not None:
+            verdict = self.gate.judge(score_from_midi(pm), controls.key_pc, controls.mode)
+            out.update(music_ok=verdict.passed, music_problems=verdict.reasons[:3], texture=verdict.texture)
         if self.originality is not None:
             bar_ticks = meter_grid(controls.meter, TPQ)[0]
             line = melody_line(pm, controls.tempo_bpm)

@@ -22,7 +22,7 @@ The corpus tunes are solo lines; a duo tune is held to the band texture's two-pa
 consonance, parallels, crossings) for what its second part adds.
 
 ``check`` returns the reasons a track fails, worded with the corpus band, and an empty list when it passes.
-Only :mod:`personalize.evaluate.music.score` and :mod:`personalize.evaluate.music.metrics` are imported, so
+Only :mod:`personalize.music.score` and :mod:`personalize.music.metrics` are imported, so
 the check can run inside verification without the corpus or torch.
 """
 
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from personalize.evaluate.music.metrics import measure
-from personalize.evaluate.music.score import TEXTURES, Score, score_from_midi
+from personalize.music.metrics import measure
+from personalize.music.score import TEXTURES, Score, score_from_midi
 
 GATE_VERSION = 1
 # Gated metrics and the side on which a value means noise: "low", "high" or "both".
