@@ -137,11 +137,20 @@ class SongExampleSource:
         self.buffer = np.concatenate([np.asarray(t, dtype=np.int64) for t in order])
         self.block_size = block_size
         self.n_tokens = n_multi + n_single
+        given = [
+            i
+            for i, name in enumerate(S.VOCAB)
+            if name.startswith(("CHORD_", "MODE_", "METER_", "DENSITY_", "STYLE_"))
+        ]
+        self.given = np.zeros(S.VOCAB_SIZE, dtype=bool)
+        self.given[given] = True
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         starts = self.rng.integers(0, len(self.buffer) - self.block_size - 1, size=n)
         x = np.stack([self.buffer[s : s + self.block_size] for s in starts])
         y = np.stack([self.buffer[s + 1 : s + self.block_size + 1] for s in starts])
+        # No loss on what generation always gives: the chords and the prefix's conditioning tokens.
+        y[self.given[y]] = -100
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
