@@ -1,4 +1,4 @@
-"""Generation speed of the shipped Transformer on one CPU core: tokens/s with the KV cache at batch 1, 16
+"""Generation speed of the first Transformer (models/transformer_v1, bars of interleaved parts) on one CPU core: tokens/s with the KV cache at batch 1, 16
 and 64 against a naive decoder of the same model that recomputes the whole context at every step (the
 anchor, batch 16), and CPU seconds per 60-second three-part track including verification.
 
@@ -71,7 +71,12 @@ def track_cpu_s(gen: object, n_tracks: int, seed: int) -> tuple[float, float, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat, shorter pieces")
-    parser.add_argument("--model-dir", type=Path, default=None, help="default models/transformer")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("models/transformer_v1"),
+        help="the first model (default models/transformer_v1)",
+    )
     parser.add_argument("--out", type=Path, default=Path("var/bench/generate.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)

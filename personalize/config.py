@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # Length of a generated song, drawn per track between these (seconds of music at the asked tempo).
     track_seconds_min: float = 120.0
     track_seconds_max: float = 180.0
-    generate_max_attempts: int = 4  # tries per planned track before it is marked failed with the reason
+    generate_max_attempts: int = 8  # tries per planned track before it is marked failed with the reason
     generate_batch: int = (
         64  # control sets generated together (a step of a batch costs about one of a single piece)
     )

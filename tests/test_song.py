@@ -187,3 +187,47 @@ def test_a_song_has_its_parts_form_dynamics_and_an_ending(untrained_song_generat
     harp = songs[2].instruments[0]
     assert len({round(n.start, 1) for n in harp.notes}) < len(harp.notes)  # a solo harp accompanies itself
     assert isinstance(band, pretty_midi.PrettyMIDI)
+
+
+def test_tiny_song_model_trains_ships_its_tables_and_writes_verified_songs(tmp_path):
+    """The shipped recipe end to end on a tiny config: corpus -> song model + harmony + melody prior +
+    originality index -> load_generator -> generate_verified with the writer's own review."""
+    import json
+    from pathlib import Path
+
+    from personalize.generate import generate_verified, load_generator
+    from personalize.generate.train import train_transformer
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = json.loads((repo / "personalize" / "generate" / "configs" / "tiny.json").read_text())
+    cfg["model"]["block_size"] = 256
+    cfg["train"].update(
+        representation="song", out_dir=str(tmp_path / "model"), checkpoint_dir=str(tmp_path / "ckpt"),
+        corpus_dir=str(tmp_path / "corpus"), collections=["bach_chorales", "oneills1850"], corpus_limit_per_collection=2,
+    )  # fmt: skip
+    path = tmp_path / "tiny_song.json"
+    path.write_text(json.dumps(cfg))
+    summary = train_transformer(path, progress=False, log=lambda *_: None)
+    assert summary["steps"] == cfg["train"]["max_steps"]
+    for name in (
+        "model.pt",
+        "config.json",
+        "harmony.json",
+        "melody_prior.json",
+        "originality.npz",
+        "loss_curve.png",
+    ):
+        assert (tmp_path / "model" / name).is_file(), name
+    generator = load_generator(tmp_path / "model")
+    assert isinstance(generator, SongGenerator)
+    requests = [
+        Controls(5, "major", 100, "3/4", 1, [73, 42], bars=24),
+        Controls(9, "minor", 120, "6/8", 2, [0], bars=24),
+    ]
+    pieces = generate_verified(generator, requests, seed=1, max_attempts=1)
+    for piece, controls in zip(pieces, requests, strict=True):
+        m = piece.measurement
+        assert piece.controls is controls
+        assert m["programs_ok"] and m["tempo_ok"] and m["meter_ok"] and m["in_range_share"] == 1.0
+        assert "original_ok" in m and "shared_bars" in m  # the originality review ran
+        assert piece.midi.get_end_time() > 20

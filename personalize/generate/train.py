@@ -229,6 +229,10 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
 
         melodies = ((p.piece_id, p.parts[0], p.bar_ticks, p.n_bars) for p in train_pieces if p.parts)
         OriginalityIndex.build(melodies).save(out / "originality.npz")
+        # And the melody prior fused with the model's pitch choices (personalize.generate.song.prior).
+        from personalize.generate.song.prior import MelodyPrior
+
+        MelodyPrior.fit(train_pieces).save(out / "melody_prior.json")
     val_pieces = [
         p for p in load_pieces(corpus_dir, "val") if p.collection in cfg.collections
     ] or train_pieces

@@ -131,6 +131,10 @@ def _voicing(
             continue
         voicing.sort()
         cost = sum(abs(a - b) for a, b in zip(voicing, previous, strict=False)) if previous else -top
+        # The chord's third on top: an imperfect consonance under the melody, so the two cannot move in
+        # parallel octaves or fifths (the root or fifth on top would double the melody's cadences).
+        if len(pcs) > 1 and top % 12 != pcs[1] % 12:
+            cost += 6
         if cost < best_cost:
             best, best_cost = voicing, cost
     if best is None:
@@ -138,20 +142,36 @@ def _voicing(
     return best
 
 
+def _sounding_at(notes: Sequence[Note], tick: int) -> int | None:
+    for n in notes:
+        if n.start <= tick < n.start + n.duration:
+            return n.pitch
+    return None
+
+
 def bass_line(
     chords: Sequence[Chord], key_pc: int, span_ticks: int, beat_ticks: int, density_bin: int,
-    program: int, rng: np.random.Generator,
+    program: int, rng: np.random.Generator, melody: Sequence[Note] = (),
 ) -> list[Note]:  # fmt: skip
-    """Roots on every span's downbeat; at density 2 and up, the fifth on the span's middle beat; at 3, an
-    approach note (a step to the next root) on the span's last beat."""
+    """Roots on every span's downbeat (the third instead where the root would move in parallel octaves or
+    fifths with the melody); at density 2 and up, the fifth on the span's middle beat; at 3, an approach
+    note (a step to the next root) on the span's last beat."""
     lo, hi = program_range(program)
     hi = min(hi, lo + 24)
     out: list[Note] = []
     prev = (lo + hi) // 2
+    prev_melody: int | None = None
+    by_start = sorted(melody, key=lambda n: n.start)
     for s, chord in enumerate(chords):
         start = s * span_ticks
         pcs = chord.pitch_classes(key_pc)
         root = _nearest(pcs[0], prev, lo, hi)
+        now = _sounding_at(by_start, start)
+        if now is not None and prev_melody is not None and out and now != prev_melody and root != prev:
+            interval, before = (now - root) % 12, (prev_melody - prev) % 12
+            if interval in (0, 7) and interval == before and len(pcs) > 1:
+                root = _nearest(pcs[1], prev, lo, hi)
+        prev_melody = now
         beats = max(1, span_ticks // beat_ticks)
         if density_bin <= 1 or beats == 1:
             out.append(Note(start, span_ticks, root))

@@ -6,9 +6,12 @@ decides each onset, pitch and length, and when the bar is done by emitting the n
 the notes of a bar written earlier (a varied repeat copies all but its new ending). Rows of a batch run
 their own scripts in lock step through one KV cache, so a whole song's melody is one pass.
 
-The decoding rules are only what makes a stream well formed (onsets move forward inside the bar, a note
-ends by the bar line, pitches stay inside the instrument's range) plus, when ``scale`` is on, pitches
-inside the key's scale (harmonic minor for minor keys). Nothing else steers the notes.
+The decoding rules are what makes a stream well formed (onsets move forward inside the bar, a note ends
+by the bar line, pitches stay inside the instrument's range) plus, when ``scale`` is on, pitches inside
+the key's scale (harmonic minor for minor keys), no pitch struck three times in a row, no syncopation (a note that starts between beats ends by
+the next beat: the corpus's tunes and chorales do not syncopate), and two steers that can be turned off: the corpus's melody
+prior fused with the pitch choices (``prior_weight``, :mod:`personalize.generate.song.prior`) and density
+guidance on note lengths toward the asked bin (``density_gain``).
 
 A song longer than the model's context slides it: the prefix and the latest half of the stream are fed
 again into a fresh cache (the model was trained on windows that continue a piece the same way).
@@ -24,10 +27,15 @@ import torch
 from personalize.generate.model import MusicTransformer
 from personalize.generate.sample import _top_p_filter
 from personalize.generate.song import tokens as S
-from personalize.music.chords import Chord
+from personalize.generate.song.prior import MelodyPrior, beat_ticks_of, strength
+from personalize.music.chords import N_CHORDS, Chord
 
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}
 MAX_NOTES_PER_BAR = 24
+# Density guidance: the centre each bin steers to (notes per quarter; bin edges 0.9, 1.35, 1.8) and the
+# gain in logits per octave of density error and octave of note length.
+DENSITY_TARGETS = (0.7, 1.12, 1.57, 2.2)
+DENSITY_GAIN = 25.0
 
 
 @dataclass
@@ -57,6 +65,7 @@ class MelodyRequest:
     rel_lo: int  # lowest and highest pitch allowed, relative to 60 + tonic pitch class
     rel_hi: int
     scale: bool = True
+    density_target: float | None = None  # notes per quarter to steer to (default: the bin's centre)
 
 
 @dataclass
@@ -72,6 +81,10 @@ class _Row:
     done: bool = False
     stream: list[int] = field(default_factory=list)
     written: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    bar_chords: list[Chord] = field(default_factory=list)  # the chords of the bar being written
+    pitches: list[int] = field(default_factory=list)  # melody pitches so far, relative to the tonic
+    notes: int = 0  # notes written so far, and the bars they took: the running density
+    bars: int = 0
 
 
 def _script(req: MelodyRequest) -> list[object]:
@@ -95,10 +108,23 @@ def _script(req: MelodyRequest) -> list[object]:
 class MelodyWriter:
     """The song model plus its decoding loop (see the module docstring)."""
 
-    def __init__(self, model: MusicTransformer, temperature: float = 1.0, top_p: float = 0.95) -> None:
+    def __init__(
+        self,
+        model: MusicTransformer,
+        temperature: float = 1.0,
+        top_p: float = 0.95,
+        prior: MelodyPrior | None = None,
+        prior_weight: float = 1.0,
+        density_gain: float = DENSITY_GAIN,
+        no_syncopation: bool = True,
+    ) -> None:
         self.model = model.eval()
         self.temperature = temperature
         self.top_p = top_p
+        self.prior = prior
+        self.prior_weight = prior_weight
+        self.density_gain = density_gain
+        self.no_syncopation = no_syncopation
         v = S.VOCAB_SIZE
         self._dur_upto = torch.zeros(S.MAX_BAR_TICKS + 1, v, dtype=torch.bool)
         for r in range(1, S.MAX_BAR_TICKS + 1):
@@ -141,13 +167,19 @@ class MelodyWriter:
             row.offset += 1
         if S.is_bar(tok):
             row.tick, row.phase, row.notes_in_bar = 0, "free", 0
+            row.bar_chords = []
+            row.bars += 1
+        elif S.CHORD0 <= tok < S.CHORD0 + N_CHORDS:
+            row.bar_chords.append(Chord.from_index(tok - S.CHORD0))
         elif S.is_pos(tok):
             row.pos, row.phase = tok - S.POS0, "pitch"
         elif S.is_pitch(tok):
             row.phase = "dur"
+            row.pitches.append(tok - S.PITCH0 + S.REL_LO)
         elif S.is_dur(tok):
             row.tick, row.phase = row.pos + tok - S.DUR1 + 1, "free"
             row.notes_in_bar += 1
+            row.notes += 1
         if isinstance(item, tuple) and item[0] == "free":
             if S.is_pos(tok) or S.is_pitch(tok) or S.is_dur(tok):
                 mat = row.request.materials[item[1]]
@@ -155,6 +187,21 @@ class MelodyWriter:
             else:  # the model ended the bar with the next structural token: continue that forced run
                 row.item, row.offset = row.item + 1, 1
         self._resolve(row)
+
+    def _density_bias(self, row: _Row, bar_ticks: int) -> np.ndarray:
+        """Logits over durations 1..24 ticks that steer the running density toward the asked bin's centre:
+        when the melody so far is sparser than asked, shorter notes gain (and longer ones lose) in
+        proportion to the log of the shortfall, clipped to one octave of density either way."""
+        error = self._density_error(row, bar_ticks)
+        return -self.density_gain * error * np.log2(np.arange(1, S.MAX_BAR_TICKS + 1) / S.TICKS_PER_QUARTER)
+
+    def _density_error(self, row: _Row, bar_ticks: int) -> float:
+        """log2(asked / running density), clipped to +-1; positive when the melody so far is too sparse."""
+        quarters = (max(row.bars - 1, 0) * bar_ticks + row.tick) / S.TICKS_PER_QUARTER
+        target = row.request.density_target or DENSITY_TARGETS[row.request.density_bin]
+        # Until two quarters are written, the running figure is mostly the target itself.
+        running = (row.notes + 2 * target) / (quarters + 2)
+        return float(np.clip(np.log2(target / running), -1.0, 1.0))
 
     @torch.no_grad()
     def write(self, requests: list[MelodyRequest], seed: int) -> list[list[int]]:
@@ -176,9 +223,16 @@ class MelodyWriter:
         # Masks are built in numpy (per-row slicing of a torch tensor costs microseconds a call).
         mask = np.zeros((b, v), dtype=bool)
         forced = np.full(b, -1, dtype=np.int64)
+        fusion = np.zeros((b, v), dtype=np.float32)
+        use_prior = self.prior is not None and self.prior_weight > 0
+        steer = use_prior or self.density_gain > 0
+        candidates = np.arange(S.REL_LO, S.REL_HI + 1)
+        beats = [beat_ticks_of(r.meter) for r in requests]
         while not all(r.done for r in rows):
             mask[:] = False
             forced[:] = -1
+            if steer:
+                fusion[:] = 0.0
             for i, row in enumerate(rows):
                 if row.done:
                     forced[i] = S.PAD
@@ -188,17 +242,55 @@ class MelodyWriter:
                     forced[i] = item[row.offset]
                 elif row.phase == "pitch":
                     mask[i] = pitch_masks[i]
+                    if len(row.pitches) >= 2 and row.pitches[-1] == row.pitches[-2]:
+                        # No third strike of one pitch in a row (runs of repeated notes are rare in the
+                        # corpus; a small model falls into them).
+                        mask[i, S.PITCH0 + row.pitches[-1] - S.REL_LO] = False
+                    if use_prior:
+                        spans = max(1, len(row.bar_chords))
+                        chord = (
+                            row.bar_chords[min(spans - 1, row.pos * spans // bar_ticks[i])]
+                            if row.bar_chords
+                            else None
+                        )
+                        prev = row.pitches[-1] if row.pitches else None
+                        before = row.pitches[-2] if len(row.pitches) > 1 else None
+                        metric = strength(row.pos, bar_ticks[i], beats[i])
+                        fusion[i, S.PITCH0 : S.PITCH0 + len(candidates)] = (
+                            self.prior_weight * self.prior.log_probs(candidates, prev, before, chord, metric)
+                        )
                 elif row.phase == "dur":
-                    mask[i] = dur_upto[bar_ticks[i] - row.pos]
+                    limit = bar_ticks[i] - row.pos
+                    if self.no_syncopation and row.pos % beats[i]:
+                        # A note that starts between beats ends by the next beat (the corpus's tunes and
+                        # chorales do not syncopate; the music gate's metric-feel band is 1-1).
+                        limit = min(limit, beats[i] - row.pos % beats[i])
+                    mask[i] = dur_upto[limit]
+                    if self.density_gain > 0:
+                        fusion[i, S.DUR1 : S.DUR1 + S.MAX_BAR_TICKS] = self._density_bias(row, bar_ticks[i])
                 else:
                     if row.notes_in_bar < MAX_NOTES_PER_BAR and row.tick < bar_ticks[i]:
                         mask[i, S.POS0 + row.tick : S.POS0 + bar_ticks[i]] = True
-                    mask[i, self._next_structural(row)] = True
+                    end = self._next_structural(row)
+                    mask[i, end] = True
+                    if self.density_gain > 0 and row.tick < bar_ticks[i]:
+                        # A rest before the next note, or ending the bar early, thins the melody out.
+                        error = self._density_error(row, bar_ticks[i])
+                        gaps = np.arange(0, bar_ticks[i] - row.tick) / S.TICKS_PER_QUARTER
+                        fusion[i, S.POS0 + row.tick : S.POS0 + bar_ticks[i]] = (
+                            -self.density_gain * error * gaps
+                        )
+                        fusion[i, end] = (
+                            -self.density_gain * error * (bar_ticks[i] - row.tick) / S.TICKS_PER_QUARTER
+                        )
             forced_t = torch.from_numpy(forced.copy())
             if last is None or bool((forced >= 0).all()):
                 tok = forced_t
             else:
-                scores = last / max(self.temperature, 1e-4)
+                scores = last
+                if steer:
+                    scores = scores + torch.from_numpy(fusion)
+                scores = scores / max(self.temperature, 1e-4)
                 scores = scores.masked_fill(~torch.from_numpy(mask), float("-inf"))
                 scores[forced_t >= 0] = 0.0  # rows with a forced token: any finite row, replaced below
                 scores = _top_p_filter(scores, self.top_p)

@@ -38,7 +38,8 @@ from personalize.generate.song.drums import drum_part, meter_grid
 from personalize.generate.song.form import ENDING_BARS, Form, plan_form
 from personalize.generate.song.harmony import HarmonyModel
 from personalize.generate.song.perform import Part, Span, perform
-from personalize.generate.song.sample import Material, MelodyRequest, MelodyWriter
+from personalize.generate.song.prior import MelodyPrior
+from personalize.generate.song.sample import DENSITY_TARGETS, Material, MelodyRequest, MelodyWriter
 from personalize.generate.verify import MELODY_SUFFIX
 from personalize.music.chords import TONIC, Chord, spans_per_bar
 from personalize.music.controls import Controls
@@ -124,8 +125,11 @@ class SongGenerator:
             raise ValueError(f"{model_dir} does not hold a usable song model ({exc}); retrain it") from exc
         temperature = float(kwargs.pop("temperature", 1.0))  # type: ignore[arg-type]
         top_p = float(kwargs.pop("top_p", 0.95))  # type: ignore[arg-type]
+        prior_weight = float(kwargs.pop("prior_weight", 1.0))  # type: ignore[arg-type]
+        prior_path = model_dir / "melody_prior.json"
+        prior = MelodyPrior.load(prior_path) if prior_path.is_file() else None
         version = f"song-{meta.get('steps', 0)}steps"
-        writer = MelodyWriter(model, temperature, top_p)
+        writer = MelodyWriter(model, temperature, top_p, prior, prior_weight)
         return cls(writer, harmony, version=version, originality=originality, gate=gate, **kwargs)  # type: ignore[arg-type]
 
     # --- review (what verification adds to its control checks) ---------------------------------------
@@ -197,8 +201,19 @@ class SongGenerator:
         # The register melodies of the corpus use (a fifth below the tonic to an octave and a half above),
         # inside the instrument's range.
         rel_lo, rel_hi = max(lo - tonic, -7), min(hi - tonic, 24)
+        # The density asked for is measured over the whole song, intro and ending (no melody) included.
+        melodic_bars = sum(sec.bars for sec in form.sections if sec.material)
+        target = DENSITY_TARGETS[controls.density_bin] * form.bars / max(1, melodic_bars)
         request = MelodyRequest(
-            controls.mode, controls.meter, controls.density_bin, style, materials, rel_lo, rel_hi, self.scale
+            controls.mode,
+            controls.meter,
+            controls.density_bin,
+            style,
+            materials,
+            rel_lo,
+            rel_hi,
+            self.scale,
+            target,
         )
         swings = form.texture in ("band", "tune") and controls.density_bin <= 2 and controls.tempo_bpm < 150
         swing = 0.6 if swings and meter_grid(controls.meter, TPQ)[1] == TPQ and rng.random() < 0.35 else 0.5
@@ -323,7 +338,9 @@ class SongGenerator:
                     Part(
                         program,
                         role,
-                        bass_line(timeline, c.key_pc, span_ticks, beat_ticks, c.density_bin, program, rng),
+                        bass_line(
+                            timeline, c.key_pc, span_ticks, beat_ticks, c.density_bin, program, rng, melody
+                        ),
                         name=name,
                     )
                 )
