@@ -14,11 +14,13 @@ from personalize.db.models import Playlist, PlaylistItem
 from personalize.db.session import upgrade
 
 WORLD_END = dt.date(2026, 11, 10)
-# Two short tracks a night (a track costs seconds of CPU to write and verify): only the largest clusters
+# Four short tracks a night (a track costs seconds of CPU to write and verify): only the largest clusters
 # get one (minimum 0), so most listeners are served from their nearest clusters, and the second night also
-# reaches back to the first night's tracks (which a listener already received must not get again).
+# reaches back to the first night's tracks (which a listener already received must not get again). Four,
+# not two: a track that fails verification on every try is not published, and the night must still fill
+# every playlist.
 NIGHT_SETTINGS = {
-    "tracks_total": 2,
+    "tracks_total": 4,
     "tracks_per_cluster_min": 0,
     "tracks_per_cluster_max": 1,
     # The shortest songs the forms make (one pass through their sections): keeps the night quick.

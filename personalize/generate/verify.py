@@ -101,9 +101,12 @@ def measure_piece(pm: pretty_midi.PrettyMIDI, controls: Controls) -> dict[str, o
     # Density: notes per quarter note per pitched part, over whole bars of the measured meter. A song
     # names its melody track ("... (melody)"): its density is the melody's, the line the model wrote
     # for the requested bin (the accompaniment follows the bin by its pattern, chords count as chords).
-    quarters = pm.get_end_time() * tempo / 60.0
+    # Bars up to the one holding the last onset: a final chord held past its bar (a fermata, a ritardando,
+    # the release) is not more music to count notes over.
+    onsets = [n.start for inst in pm.instruments if not inst.is_drum for n in inst.notes]
+    quarters = (max(onsets) if onsets else pm.get_end_time()) * tempo / 60.0
     bq = bar_quarters(m["meter"]) if m["meter_ok"] else bar_quarters(controls.meter)
-    bars = max(1, math.ceil(quarters / bq - 1e-3))
+    bars = max(1, math.floor(quarters / bq + 1e-3) + 1)
     melody = [i for i in pm.instruments if not i.is_drum and i.name.endswith(MELODY_SUFFIX)]
     if melody:
         dens = _melodic_onsets(melody[0].notes) / (bars * bq)

@@ -35,7 +35,7 @@ MAX_NOTES_PER_BAR = 24
 # Density guidance: the centre each bin steers to (notes per quarter; bin edges 0.9, 1.35, 1.8) and the
 # gain in logits per octave of density error and octave of note length.
 DENSITY_TARGETS = (0.7, 1.12, 1.57, 2.2)
-DENSITY_GAIN = 25.0
+DENSITY_GAIN = 40.0
 
 
 @dataclass
