@@ -171,6 +171,47 @@ def transformer_nll(model: torch.nn.Module, pieces: list[Piece]) -> dict[str, fl
     }
 
 
+@torch.no_grad()
+def song_nll(model: torch.nn.Module, pieces: list[Piece]) -> dict[str, float]:
+    """NLL (nats) of what the song model decides when it writes each piece's melody, per melody note.
+
+    Each piece is written as training writes it (:func:`personalize.generate.song.tokens.encode_piece`) and
+    scored with teacher forcing. Only the tokens the model chooses count: onsets, pitches, lengths and the
+    token that ends each bar; the chords and the conditioning prefix are given. A piece longer than the
+    context is scored in windows: its prefix, then the next stretch of the stream.
+    """
+    from personalize.generate.song import tokens as S
+
+    model.eval()
+    block = model.config.block_size
+    given = [n.startswith(("CHORD_", "MODE_", "METER_", "DENSITY_", "STYLE_")) for n in S.VOCAB]
+    total, scored, notes = 0.0, 0, 0
+    for piece in pieces:
+        stream = S.encode_piece(piece)
+        if stream is None:
+            continue
+        cut = stream.index(S.SEP) + 1
+        prefix, body = stream[:cut], stream[cut:]
+        step = block - len(prefix)
+        for s in range(0, len(body), step):
+            window = prefix + body[s : s + step]
+            logits, _ = model(torch.tensor([window[:-1]]))
+            logp = torch.log_softmax(logits[0], dim=-1)
+            for j in range(len(prefix) - 1, len(window) - 1):
+                tok = window[j + 1]
+                if not given[tok]:
+                    total -= float(logp[j, tok])
+                    scored += 1
+        notes += sum(1 for t in body if S.is_dur(t))
+    return {
+        "nll_per_note_nats": total / max(1, notes),
+        "nll_per_token_nats": total / max(1, scored),
+        "tokens": scored,
+        "notes": notes,
+        "unit": "melody notes (the song model writes the top line; chords and form are given)",
+    }
+
+
 def validation_nll(val: list[Piece], train: list[Piece], model_dir: Path) -> dict[str, dict[str, object]]:
     """NLL per note of the four models on ``val`` (a missing checkpoint is reported, not fatal)."""
     from personalize.generate.baselines.lstm_markov import (
@@ -194,10 +235,18 @@ def validation_nll(val: list[Piece], train: list[Piece], model_dir: Path) -> dic
         except FileNotFoundError as exc:
             out[name] = {"error": str(exc)}
 
-    def transformer() -> dict[str, object]:
+    def transformer(folder: str = "transformer") -> dict[str, object]:
+        config = model_dir / folder / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("representation") == "song":
+            from personalize.generate.song.writer import SongGenerator
+
+            return song_nll(SongGenerator.load(model_dir / folder).melody.model, val)
         from personalize.generate.sample import TransformerGenerator
 
-        return transformer_nll(TransformerGenerator.load(model_dir / "transformer").model, val)
+        return transformer_nll(TransformerGenerator.load(model_dir / folder).model, val)
+
+    def transformer_v1() -> dict[str, object]:
+        return transformer("transformer_v1")
 
     def vae() -> dict[str, object]:
         model, _ = load_vae(model_dir / "vae")
@@ -224,7 +273,10 @@ def validation_nll(val: list[Piece], train: list[Piece], model_dir: Path) -> dic
             "beta": chain.beta,
         }
 
-    for name, fn in (("transformer", transformer), ("vae", vae), ("lstm", lstm), ("markov", markov)):
+    models = [("transformer", transformer), ("vae", vae), ("lstm", lstm), ("markov", markov)]
+    if (model_dir / "transformer_v1" / "config.json").is_file():  # the first model, kept to compare with
+        models.insert(1, ("transformer_v1", transformer_v1))
+    for name, fn in models:
         attempt(name, fn)
     for result in out.values():
         if "nll_per_note_nats" in result:
