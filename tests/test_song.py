@@ -129,6 +129,10 @@ def test_range_table_knows_the_instruments_a_musician_would_check():
     notes = chord_part([Chord(0, "maj")] * 8, 0, 8, 4, 2, 24, top_limit=60, compound=False)
     assert notes and all(40 <= n.pitch <= 84 for n in notes)
     assert assign_roles([73, 0, 33], "band") == ["melody", "chords", "bass"]
+    # A fiddle with a contrabass or a cello is a tune over a bass line, in any texture.
+    assert assign_roles([40, 43], "tune") == ["melody", "bass"]
+    assert assign_roles([73, 42], "tune") == ["melody", "bass"]
+    assert assign_roles([42, 43, 0], "band") == ["melody", "bass", "chords"]
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +235,33 @@ def test_tiny_song_model_trains_ships_its_tables_and_writes_verified_songs(tmp_p
         assert m["programs_ok"] and m["tempo_ok"] and m["meter_ok"] and m["in_range_share"] == 1.0
         assert "original_ok" in m and "shared_bars" in m  # the originality review ran
         assert piece.midi.get_end_time() > 20
+
+    # The GPU path: the same training data exported as one file, trained by fit.py run as a script (what a
+    # GPU machine runs, with torch alone), resumed where it stopped, and loaded with the shipped side files.
+    import shutil
+    import subprocess
+    import sys
+
+    from personalize.generate.train import export_tokens
+
+    tokens = tmp_path / "tokens.npz"
+    meta = export_tokens(path, tokens, progress=False)
+    assert meta["train_buffer_tokens"] > 1000 and meta["val_tokens"] > 0
+    gpu_model = tmp_path / "gpu_model"
+    script = repo / "personalize" / "generate" / "fit.py"
+    for max_steps in (4, 8):  # the second run resumes from the first one's checkpoint
+        run = subprocess.run(
+            [sys.executable, str(script), "--tokens", str(tokens), "--out", str(gpu_model),
+             "--set", f"train.max_steps={max_steps}", "--set", "train.eval_every=2", "--set", 'train.device="cpu"'],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert "resuming from step 4" in run.stdout
+    record = json.loads((gpu_model / "config.json").read_text())
+    assert record["steps"] == 8 and len(json.loads((gpu_model / "history.json").read_text())) == 4
+    best = min(h["val_loss"] for h in json.loads((gpu_model / "history.json").read_text()))
+    assert abs(record["best_val_loss"] - best) < 1e-4  # the weights kept are the best evaluated
+    for name in ("harmony.json", "melody_prior.json", "originality.npz"):
+        shutil.copy(tmp_path / "model" / name, gpu_model / name)
+    (piece,) = generate_verified(load_generator(gpu_model), requests[:1], seed=2, max_attempts=1)
+    assert piece.midi.get_end_time() > 20

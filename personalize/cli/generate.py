@@ -49,12 +49,28 @@ def corpus_build(
 def train(
     model: str = typer.Argument(..., help="transformer or vae"),
     config: Path = typer.Option(None, "--config", help="JSON config (default: the shipped model's config)."),
+    export_tokens: Path = typer.Option(
+        None,
+        "--export-tokens",
+        help="Song configs: write the training data as one tokens.npz (and the side files into out_dir) "
+        "instead of training; `python personalize/generate/fit.py --tokens FILE --out DIR` trains on it "
+        "anywhere torch runs (a GPU machine needs nothing else).",
+    ),
 ) -> None:
     """Train a generator (progress, periodic checkpoints, resume on rerun, loss curve PNG)."""
     if model == "transformer":
+        from personalize import generate as generate_pkg
+        from personalize.generate.train import export_tokens as export
         from personalize.generate.train import train_transformer
 
-        path = config or Path(__file__).parent / "configs" / "transformer.json"
+        path = config or Path(generate_pkg.__file__).parent / "configs" / "song.json"
+        if export_tokens is not None:
+            meta = export(path, export_tokens)
+            console.print(
+                f"wrote {export_tokens}: {meta['train_buffer_tokens']:,} training and {meta['val_tokens']:,} "
+                f"validation tokens ({meta['train_pieces']} and {meta['val_pieces']} pieces)"
+            )
+            return
         summary = train_transformer(path, log=console.print)
     elif model == "vae":
         from personalize.generate.baselines.vae import train_vae

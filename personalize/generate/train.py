@@ -59,6 +59,11 @@ class TrainConfig:
     )
     max_minutes: float | None = None  # stop early (and checkpoint) after this long; resume continues
     representation: str = "v1"  # "v1" | "song": see the module docstring
+    # Song runs go through personalize.generate.fit (packed tokens, CPU or GPU):
+    eval_windows: int = 64  # validation windows tiling the validation stream
+    patience: int | None = None  # evaluations without a better validation loss before stopping
+    device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda"
+    compile: bool = False
 
 
 def vocab_size_of(representation: str) -> int:
@@ -112,53 +117,39 @@ class ExampleSource:
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
-class SongExampleSource:
-    """Training windows of song token streams (:mod:`personalize.generate.song.tokens`), packed: every
-    piece is encoded once, the streams are laid end to end (chorales repeated until they make up
-    ``chorale_share`` of the tokens: they are few, and the only source of the chorale style), and a window
-    is ``block_size + 1`` consecutive tokens from a random offset. No padding is computed, so a step costs
-    exactly ``batch x block_size`` tokens; a window that crosses into the next piece sees its ``BOS``."""
+def pack_song_streams(pieces: list[Piece], chorale_share: float, seed: int) -> tuple[np.ndarray, int]:
+    """Every piece's song token stream, laid end to end in a seeded order, chorales repeated until they
+    make up ``chorale_share`` of the tokens (they are few, and the only source of the chorale style).
+    Returns the buffer and the number of distinct tokens in it."""
+    from personalize.generate.song import tokens as S
 
-    def __init__(self, pieces: list[Piece], block_size: int, chorale_share: float, seed: int) -> None:
-        from personalize.generate.song import tokens as S
-
-        streams = [(p, S.encode_piece(p)) for p in pieces]
-        multi = [t for p, t in streams if t is not None and len(p.parts) > 1]
-        single = [t for p, t in streams if t is not None and len(p.parts) == 1]
-        if not multi and not single:
-            raise ValueError("no training pieces: the corpus is empty")
-        n_multi, n_single = sum(map(len, multi)), sum(map(len, single))
-        repeat = 1
-        if multi and single and chorale_share > 0:
-            repeat = max(1, round(chorale_share * n_single / ((1 - chorale_share) * n_multi)))
-        self.rng = np.random.default_rng(seed)
-        order = multi * repeat + single
-        self.rng.shuffle(order)
-        self.buffer = np.concatenate([np.asarray(t, dtype=np.int64) for t in order])
-        self.block_size = block_size
-        self.n_tokens = n_multi + n_single
-        given = [
-            i
-            for i, name in enumerate(S.VOCAB)
-            if name.startswith(("CHORD_", "MODE_", "METER_", "DENSITY_", "STYLE_"))
-        ]
-        self.given = np.zeros(S.VOCAB_SIZE, dtype=bool)
-        self.given[given] = True
-
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = self.rng.integers(0, len(self.buffer) - self.block_size - 1, size=n)
-        x = np.stack([self.buffer[s : s + self.block_size] for s in starts])
-        y = np.stack([self.buffer[s + 1 : s + self.block_size + 1] for s in starts])
-        # No loss on what generation always gives: the chords and the prefix's conditioning tokens.
-        y[self.given[y]] = -100
-        return torch.from_numpy(x), torch.from_numpy(y)
+    streams = [(p, S.encode_piece(p)) for p in pieces]
+    multi = [t for p, t in streams if t is not None and len(p.parts) > 1]
+    single = [t for p, t in streams if t is not None and len(p.parts) == 1]
+    if not multi and not single:
+        raise ValueError("no training pieces: the corpus is empty")
+    n_multi, n_single = sum(map(len, multi)), sum(map(len, single))
+    repeat = 1
+    if multi and single and chorale_share > 0:
+        repeat = max(1, round(chorale_share * n_single / ((1 - chorale_share) * n_multi)))
+    order = multi * repeat + single
+    np.random.default_rng(seed).shuffle(order)
+    return np.concatenate([np.asarray(t, dtype=np.int16) for t in order]), n_multi + n_single
 
 
-def example_source(
-    cfg: TrainConfig, pieces: list[Piece], block_size: int, seed: int
-) -> ExampleSource | SongExampleSource:
-    kind = SongExampleSource if cfg.representation == "song" else ExampleSource
-    return kind(pieces, block_size, cfg.chorale_share, seed)
+def song_given_mask() -> np.ndarray:
+    """The song tokens that carry no loss: what generation always gives (chords, the control prefix)."""
+    from personalize.generate.song import tokens as S
+
+    given = np.zeros(S.VOCAB_SIZE, dtype=bool)
+    for i, name in enumerate(S.VOCAB):
+        if name.startswith(("CHORD_", "MODE_", "METER_", "DENSITY_", "STYLE_")):
+            given[i] = True
+    return given
+
+
+def example_source(cfg: TrainConfig, pieces: list[Piece], block_size: int, seed: int) -> ExampleSource:
+    return ExampleSource(pieces, block_size, cfg.chorale_share, seed)
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -202,10 +193,69 @@ def plot_history(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def train_transformer(config_path: Path | None = None, progress: bool = True, log=print) -> dict[str, object]:
-    """Train (or resume) the Transformer described by ``config_path``; returns a summary dict."""
+def _checkpoint_dir(cfg: TrainConfig) -> Path:
+    if cfg.checkpoint_dir:
+        return Path(cfg.checkpoint_dir)
+    from personalize.config import get_settings
+
+    return get_settings().data_dir / "train" / Path(cfg.out_dir).name
+
+
+def fit_config(cfg: TrainConfig):
+    """The packed-token loop's settings (:class:`personalize.generate.fit.FitConfig`) from a train config."""
+    from personalize.generate.fit import FitConfig
+
+    shared = {f.name for f in fields(FitConfig)} & {f.name for f in fields(TrainConfig)}
+    return FitConfig(**{k: getattr(cfg, k) for k in shared})
+
+
+def _song_tokens(
+    model_cfg: TransformerConfig,
+    cfg: TrainConfig,
+    train_pieces: list[Piece],
+    val_pieces: list[Piece],
+    corpus_summary: object,
+) -> dict[str, object]:
+    train, n_train = pack_song_streams(train_pieces, cfg.chorale_share, cfg.seed)
+    val, _ = pack_song_streams(val_pieces, 0.0, cfg.seed + 1000)
+    meta = {
+        "representation": "song",
+        "vocab_size": model_cfg.vocab_size,
+        "model": model_cfg.to_dict(),
+        "train": asdict(cfg),
+        "fit": asdict(fit_config(cfg)),
+        "corpus": corpus_summary,
+        "train_pieces": len(train_pieces),
+        "val_pieces": len(val_pieces),
+        "train_tokens": int(n_train),
+        "train_buffer_tokens": len(train),
+        "val_tokens": len(val),
+    }
+    return {"train": train, "val": val, "given": song_given_mask(), "meta": meta}
+
+
+def export_tokens(config_path: Path, path: Path, progress: bool = True) -> dict[str, object]:
+    """Write a song config's training data as ``tokens.npz`` (plus the shipped side files into its
+    ``out_dir``), for :mod:`personalize.generate.fit` to train on here or on a GPU machine."""
     model_cfg, cfg = load_config(config_path)
-    torch.set_num_threads(max(1, cfg.threads))
+    if cfg.representation != "song":
+        raise ValueError(f"{config_path}: exporting tokens needs representation 'song'")
+    corpus_summary, train_pieces, val_pieces = _prepare(cfg, progress)
+    tokens = _song_tokens(model_cfg, cfg, train_pieces, val_pieces, corpus_summary)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        train=tokens["train"],
+        val=tokens["val"],
+        given=tokens["given"],
+        meta=np.array(json.dumps(tokens["meta"])),
+    )
+    return tokens["meta"]  # type: ignore[return-value]
+
+
+def _prepare(cfg: TrainConfig, progress: bool) -> tuple[object, list[Piece], list[Piece]]:
+    """Build the corpus when missing, fit the song writer's side files into ``out_dir``, and return the
+    corpus summary and the training and validation pieces."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     corpus_dir = Path(cfg.corpus_dir) if cfg.corpus_dir else None
@@ -236,6 +286,21 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
     val_pieces = [
         p for p in load_pieces(corpus_dir, "val") if p.collection in cfg.collections
     ] or train_pieces
+    (out / "training_pieces.txt").write_text("\n".join(p.piece_id for p in train_pieces) + "\n")
+    return corpus_summary, train_pieces, val_pieces
+
+
+def train_transformer(config_path: Path | None = None, progress: bool = True, log=print) -> dict[str, object]:
+    """Train (or resume) the Transformer described by ``config_path``; returns a summary dict."""
+    model_cfg, cfg = load_config(config_path)
+    torch.set_num_threads(max(1, cfg.threads))
+    out = Path(cfg.out_dir)
+    corpus_summary, train_pieces, val_pieces = _prepare(cfg, progress)
+    if cfg.representation == "song":
+        from personalize.generate.fit import fit
+
+        tokens = _song_tokens(model_cfg, cfg, train_pieces, val_pieces, corpus_summary)
+        return fit(tokens, model_cfg.to_dict(), fit_config(cfg), out, _checkpoint_dir(cfg), progress, log)
 
     torch.manual_seed(cfg.seed)
     model = MusicTransformer(model_cfg)
@@ -248,18 +313,12 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
     )
     source = example_source(cfg, train_pieces, model_cfg.block_size, cfg.seed)
     val_source = example_source(cfg, val_pieces, model_cfg.block_size, cfg.seed + 1000)
-    (out / "training_pieces.txt").write_text("\n".join(p.piece_id for p in train_pieces) + "\n")
     val_batches = [
         val_source.batch(cfg.batch_size) for _ in range(max(1, cfg.eval_examples // cfg.batch_size))
     ]
 
     step, history, elapsed_before = 0, [], 0.0
-    if cfg.checkpoint_dir:
-        ckpt_dir = Path(cfg.checkpoint_dir)
-    else:
-        from personalize.config import get_settings
-
-        ckpt_dir = get_settings().data_dir / "train" / out.name
+    ckpt_dir = _checkpoint_dir(cfg)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "checkpoint.pt"
     if ckpt_path.is_file():

@@ -30,6 +30,9 @@ from personalize.music.gm import family_of, program_range
 
 HARP = 46
 TIMPANI = 47
+# Instruments that play the bass line whenever they accompany (cello, contrabass, tuba, bassoon, baritone
+# sax), besides the bass family: a duo of fiddle and contrabass is a tune over a bass, not two tunes.
+LOW_VOICES = frozenset({42, 43, 58, 67, 70})
 MELODIC_PREFERENCE = ("pipe", "reed", "strings", "brass", "synth_lead", "piano", "guitar", "organ",
                       "chromatic_percussion", "ethnic", "ensemble", "synth_pad", "bass")  # fmt: skip
 
@@ -67,6 +70,7 @@ def assign_roles(programs: Sequence[int], texture: str) -> list[str]:
     roles = ["melody" if i == melody else "" for i in range(n)]
     rest = [i for i in range(n) if i != melody]
     basses = [i for i in rest if family_of(programs[i]) == "bass"]
+    basses += sorted((i for i in rest if programs[i] in LOW_VOICES), key=lambda i: mids[i])
     tuned = [i for i in rest if programs[i] != TIMPANI]
     if not basses and tuned and (texture == "band" or n >= 3):
         low = min(tuned, key=lambda i: mids[i])
@@ -284,7 +288,7 @@ _PERFECT = (0, 7)
 
 def voice_chorale(
     soprano: Sequence[Note], chords: Sequence[Chord], key_pc: int, span_ticks: int,
-    programs: Sequence[int], beam: int = 12,
+    programs: Sequence[int], beam: int = 12, beat_ticks: int | None = None,
 ) -> list[list[Note]]:  # fmt: skip
     """Lower voices for a chorale: one chord tone per voice and span, found by a beam search over voicings.
 
@@ -295,12 +299,22 @@ def voice_chorale(
     """
     ranges = [program_range(p) for p in programs]
     n_low = len(programs)
-    sop_at = []
-    for s in range(len(chords)):
-        t = s * span_ticks
+
+    def soprano_at(t: int, default: int) -> int:
         sounding = [n.pitch for n in soprano if n.start <= t < n.start + n.duration]
+        if sounding:
+            return sounding[0]
+        earlier = [n for n in soprano if n.start < t]
         later = [n.pitch for n in soprano if n.start >= t]
-        sop_at.append(sounding[0] if sounding else (later[0] if later else 72))
+        return max(earlier, key=lambda n: n.start).pitch if earlier else (later[0] if later else default)
+
+    sop_at = [soprano_at(s * span_ticks, 72) for s in range(len(chords))]
+    # The soprano on the last beat before each span: what a listener (and a beat-by-beat check of parallel
+    # fifths and octaves) hears the lower voices move from, which is not the span's first soprano note.
+    beat = beat_ticks or span_ticks
+    sop_before = [sop_at[0]] + [
+        soprano_at(s * span_ticks - beat, sop_at[s - 1]) for s in range(1, len(chords))
+    ]
     # Beam search with back-pointers: kept[s] holds (total cost, voicing, index of its parent in kept[s-1]).
     kept: list[list[tuple[float, tuple[int, ...], int]]] = []
     for s, chord in enumerate(chords):
@@ -334,7 +348,7 @@ def voice_chorale(
             statics.append(cost)
         row: list[tuple[float, tuple[int, ...], int]] = []
         parents = kept[-1] if kept else [(0.0, (), -1)]
-        prev_sop = sop_at[s - 1] if s > 0 else sop
+        prev_sop = sop_before[s]
         for k, (total, prev, _) in enumerate(parents):
             for combo, static in zip(combos, statics, strict=True):
                 cost = total + static

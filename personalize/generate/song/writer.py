@@ -311,7 +311,9 @@ class SongGenerator:
         if plan.form.texture == "chorale":
             lower = [i for i, r in enumerate(plan.roles) if r != "melody"]
             lower.sort(key=lambda i: ("alto", "tenor", "bass").index(plan.roles[i]))
-            voices = voice_chorale(melody, timeline, c.key_pc, span_ticks, [pitched[i] for i in lower])
+            voices = voice_chorale(
+                melody, timeline, c.key_pc, span_ticks, [pitched[i] for i in lower], beat_ticks=beat_ticks
+            )
             by_index = dict(zip(lower, voices, strict=True))
         for i, (program, role) in enumerate(zip(pitched, plan.roles, strict=True)):
             name = pretty_midi.program_to_instrument_name(program)
