@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,64 +41,88 @@ class Settings(BaseSettings):
         default=None,
         description="Folder the ingest stage reads each night (events/, catalog/); default <data_dir>/inbox",
     )
-    ingest_chunk_rows: int = 200_000
+    ingest_chunk_rows: int = Field(default=200_000, ge=1, le=100_000_000)
     # SQLite: a source this big (and at least as big as listening_events already is) goes in as one
     # transaction with the table's secondary indexes built again at the end (see ingest/store.py).
-    ingest_bulk_min_rows: int = 1_000_000
-    ms_played_slack_s: float = 30.0
-    midi_max_bytes: int = 8_000_000  # bigger MIDI files are quarantined (midi_too_large), not parsed
-    midi_parse_timeout_s: float = (
-        30.0  # a file taking longer to parse and measure is quarantined (midi_timeout)
-    )
+    ingest_bulk_min_rows: int = Field(default=1_000_000, ge=1)
+    ms_played_slack_s: float = Field(default=30.0, ge=0, le=86_400)
+    midi_max_bytes: int = Field(
+        default=8_000_000, ge=1
+    )  # bigger MIDI files are quarantined (midi_too_large), not parsed
+    # a file taking longer to parse and measure is quarantined (midi_timeout)
+    midi_parse_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
     # Taste profiles: events in the window ending with the run date, weighted by engagement and recency
-    profile_window_days: int = 28
-    profile_half_life_days: float = 14.0
-    profile_min_events: int = 5  # fewer events in the window: "thin" (kept out of cluster fitting)
-    profile_early_skip_s: float = 30.0  # a play or skip shorter than this is an early skip
-    profile_skip_penalty: float = 0.5  # weight taken off a track for each early skip
-    profile_like_weight: float = 2.0
-    profile_save_weight: float = 1.5
-    profile_dislike_weight: float = 2.0  # taken off the track's weight
+    profile_window_days: int = Field(default=28, ge=1, le=3650)
+    profile_half_life_days: float = Field(default=14.0, gt=0, le=3650)
+    profile_min_events: int = Field(
+        default=5, ge=0
+    )  # fewer events in the window: "thin" (kept out of cluster fitting)
+    profile_early_skip_s: float = Field(
+        default=30.0, ge=0, le=3600
+    )  # a play or skip shorter than this is an early skip
+    profile_skip_penalty: float = Field(
+        default=0.5, ge=0, le=100
+    )  # weight taken off a track for each early skip
+    profile_like_weight: float = Field(default=2.0, ge=0, le=100)
+    profile_save_weight: float = Field(default=1.5, ge=0, le=100)
+    profile_dislike_weight: float = Field(default=2.0, ge=0, le=100)  # taken off the track's weight
 
     # Taste clusters
-    cluster_k_min: int = 2
-    cluster_k_max: int = 12
-    cluster_fit_sample: int = 20_000  # listeners used to choose k
-    cluster_silhouette_sample: int = 2_500
-    cluster_match_ratio: float = 0.5  # a match to yesterday's cluster must be closer than this x the
+    cluster_k_min: int = Field(default=2, ge=2, le=100)
+    cluster_k_max: int = Field(default=12, ge=2, le=100)
+    cluster_fit_sample: int = Field(default=20_000, ge=2)  # listeners used to choose k
+    cluster_silhouette_sample: int = Field(default=2_500, ge=2)
+    cluster_match_ratio: float = Field(
+        default=0.5, gt=0, le=10
+    )  # a match to yesterday's cluster must be closer than this x the
     # smallest distance between two of today's centroids, else the cluster gets a new id
-    cluster_seed: int = 0
+    cluster_seed: int = Field(default=0, ge=0)
 
     # Planning and playlists
-    tracks_per_cluster_min: int = 4
-    tracks_per_cluster_max: int = 40
-    tracks_total: int = 200
-    playlist_size: int = 5
+    tracks_per_cluster_min: int = Field(default=4, ge=0, le=10_000)
+    tracks_per_cluster_max: int = Field(default=40, ge=1, le=10_000)
+    tracks_total: int = Field(default=200, ge=1, le=1_000_000)
+    playlist_size: int = Field(default=5, ge=1, le=1000)
     # Length of a generated song, drawn per track between these (seconds of music at the asked tempo).
-    track_seconds_min: float = 120.0
-    track_seconds_max: float = 180.0
-    generate_max_attempts: int = 8  # tries per planned track before it is marked failed with the reason
-    generate_batch: int = (
-        64  # control sets generated together (a step of a batch costs about one of a single piece)
-    )
-    playlist_diversity: float = 0.3  # MMR trade-off: 0 = closest tracks only, 1 = most varied
-    playlist_history_days: int = 365  # tracks received within this many days are never offered again
-    stage_lock_timeout_s: float = 3 * 3600.0  # a stage claim left "running" this long is taken over
+    track_seconds_min: float = Field(default=120.0, gt=0, le=3600)
+    track_seconds_max: float = Field(default=180.0, gt=0, le=3600)
+    generate_max_attempts: int = Field(
+        default=8, ge=1, le=1000
+    )  # tries per planned track before it is marked failed with the reason
+    # control sets generated together (a step of a batch costs about one of a single piece)
+    generate_batch: int = Field(default=64, ge=1, le=4096)
+    playlist_diversity: float = Field(
+        default=0.3, ge=0, le=1
+    )  # MMR trade-off: 0 = closest tracks only, 1 = most varied
+    playlist_history_days: int = Field(
+        default=365, ge=0, le=36_500
+    )  # tracks received within this many days are never offered again
+    stage_lock_timeout_s: float = Field(
+        default=3 * 3600.0, ge=1, le=7 * 86_400
+    )  # a stage claim left "running" this long is taken over
     publish_crash_after: int | None = Field(
-        default=None, description="Fault injection for tests: publishing raises after this many listeners"
+        default=None,
+        ge=0,
+        description="Fault injection for tests: publishing raises after this many listeners",
     )
 
     # Audio
-    sample_rate_hz: int = 44_100
-    target_lufs: float = -14.0
-    true_peak_max_dbtp: float = -1.0
-    render_timeout_s: float = 60.0
-    render_max_duration_s: float = 600.0  # longer MIDI is cut here (a generated track is ~1 min)
-    render_min_lufs: float = -70.0  # quieter renders (BS.1770 absolute gate) are rejected as silent
-    render_fade_out_s: float = 0.5
-    render_codec: str = "ogg"  # ogg (Vorbis, 44.1 kHz) | opus (48 kHz)
-    render_workers: int | None = None  # processes for batch rendering; default one per core
+    sample_rate_hz: int = Field(default=44_100, ge=8_000, le=192_000)
+    target_lufs: float = Field(default=-14.0, ge=-70, le=0)
+    true_peak_max_dbtp: float = Field(default=-1.0, ge=-20, le=0)
+    render_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
+    render_max_duration_s: float = Field(
+        default=600.0, gt=0, le=86_400
+    )  # longer MIDI is cut here (a generated track is ~1 min)
+    render_min_lufs: float = Field(
+        default=-70.0, ge=-120, le=0
+    )  # quieter renders (BS.1770 absolute gate) are rejected as silent
+    render_fade_out_s: float = Field(default=0.5, ge=0, le=60)
+    render_codec: Literal["ogg", "opus"] = "ogg"  # ogg (Vorbis, 44.1 kHz) | opus (48 kHz)
+    render_workers: int | None = Field(
+        default=None, ge=1, le=1024
+    )  # processes for batch rendering; default one per core
     # How render worker processes start. forkserver is the safe default; "fork" is for hosts whose main
     # program cannot be imported again in a child (an Airflow task process: `airflow` needs its metadata
     # DB, which Airflow 3 hides from tasks). The nightly DAG sets it.
@@ -107,14 +133,62 @@ class Settings(BaseSettings):
         default=None,
         description="HMAC key for signed audio and player URLs; default: generated once into <data_dir>/signing_secret",
     )
-    audio_url_ttl_s: int = Field(default=6 * 3600, description="How long a signed audio URL stays valid")
+    audio_url_ttl_s: int = Field(
+        default=6 * 3600, ge=1, le=7 * 86_400, description="How long a signed audio URL stays valid"
+    )
     player_url_ttl_s: int = Field(
-        default=15 * 60, description="How long a signed web-player link stays valid"
+        default=15 * 60, ge=1, le=7 * 86_400, description="How long a signed web-player link stays valid"
     )
-    events_batch_max: int = Field(default=5000, description="Most events one POST /v1/events may carry")
+    events_batch_max: int = Field(
+        default=5000, ge=1, le=1_000_000, description="Most events one POST /v1/events may carry"
+    )
     request_body_max_bytes: int = Field(
-        default=8 * 1024 * 1024, description="Largest request body the API reads"
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="Largest request body the API reads, declared or streamed (chunked)",
     )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Scheme, host and port the app reaches the API at; signed audio URLs start with it "
+        "(never with the request's Host header). `personalize serve` uses its own --host/--port when unset.",
+    )
+    api_key_rate_per_s: float = Field(
+        default=5000.0,
+        gt=0,
+        le=1_000_000,
+        description="Requests per second one API key may make, per API worker process (429 beyond it)",
+    )
+    api_key_burst: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Requests one API key may make at once before the rate applies",
+    )
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(
+                "an absolute http:// or https:// URL with a host and no query, e.g. https://api.example.com"
+            )
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> Settings:
+        for low, high in (
+            ("cluster_k_min", "cluster_k_max"),
+            ("tracks_per_cluster_min", "tracks_per_cluster_max"),
+            ("track_seconds_min", "track_seconds_max"),
+        ):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(
+                    f"{env_name(low)}={getattr(self, low)} is above {env_name(high)}={getattr(self, high)}: "
+                    "allowed: the minimum at most the maximum"
+                )
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -149,6 +223,64 @@ class Settings(BaseSettings):
         )
 
 
+class InvalidSettings(ValueError):
+    """A setting outside its allowed range (or of the wrong type): the message is one line per product
+    rule, naming the variable, the value and what is allowed."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``playlist_size`` -> ``PERSONALIZE_PLAYLIST_SIZE``."""
+    return f"PERSONALIZE_{field.upper()}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def allowed_range(field: str) -> str:
+    """What a numeric setting accepts, in words, from its declared bounds ("" when unbounded).
+
+    >>> allowed_range("playlist_size"), allowed_range("profile_half_life_days")
+    ('1 to 1000', 'more than 0, at most 3650')
+    """
+    low = high = ""
+    for bound in Settings.model_fields[field].metadata:
+        if isinstance(bound, Ge):
+            low = f"at least {_number(bound.ge)}"
+        elif isinstance(bound, Gt):
+            low = f"more than {_number(bound.gt)}"
+        elif isinstance(bound, Le):
+            high = f"at most {_number(bound.le)}"
+        elif isinstance(bound, Lt):
+            high = f"less than {_number(bound.lt)}"
+    if low.startswith("at least") and high.startswith("at most"):
+        return f"{low.removeprefix('at least ')} to {high.removeprefix('at most ')}"
+    return ", ".join(part for part in (low, high) if part)
+
+
+def _explain(error: Any) -> str:
+    loc = error.get("loc") or ()
+    field = str(loc[0]) if loc else ""
+    if field not in Settings.model_fields:  # a rule across settings (min above max) says it all itself
+        return str(error.get("ctx", {}).get("error", error.get("msg", "invalid settings")))
+    kind = str(error.get("type", ""))
+    problem = "is out of range"
+    if kind.endswith("_parsing") or kind.endswith("_type"):
+        problem = "is not a number" if allowed_range(field) else "has the wrong type"
+    allowed = allowed_range(field)
+    if not allowed:
+        reason = str(error.get("ctx", {}).get("error", error.get("msg", "invalid")))
+        allowed = reason.removeprefix("Value error, ").removeprefix("Input should be ")
+        problem = "is not valid"
+    return f"{env_name(field)}={error.get('input')!s} {problem}; allowed: {allowed}"
+
+
 def get_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with keyword overrides (tests and the CLI use these)."""
-    return Settings(**overrides)
+    """Settings from the environment, with keyword overrides (tests and the CLI use these).
+
+    Raises :class:`InvalidSettings` with one line naming each bad variable and its allowed range."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(_explain(e) for e in exc.errors())
+        raise InvalidSettings(f"{problems} (set it within range, or unset it for the default)") from None

@@ -118,6 +118,12 @@ def run(
     return results
 
 
+def has_listening_events(ctx: Context) -> bool:
+    """Whether any listening event is stored (an empty database has no taste to work from)."""
+    with ctx.sessions() as session:
+        return session.execute(select(ListeningEvent.event_id).limit(1)).first() is not None
+
+
 def default_run_date(ctx: Context) -> dt.date:
     """The last day with listening events (a simulated world's end date), else today (UTC)."""
     with ctx.sessions() as session:

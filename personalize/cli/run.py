@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from personalize.cli.errors import UserError, parse_date
+
 console = Console()
 
 HEAVY_POOL_SLOTS = 1  # generate and render each use every core already; one heavy task at a time
@@ -21,14 +23,10 @@ HEAVY_POOL_SLOTS = 1  # generate and render each use every core already; one hea
 
 def _date_or_default(ctx, value: str | None) -> dt.date:  # type: ignore[no-untyped-def]
     from personalize.pipeline import default_run_date
-    from personalize.runs import parse_run_date
 
     if value is None:
         return default_run_date(ctx)
-    try:
-        return parse_run_date(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    return parse_date(value)
 
 
 def print_summary(summary: dict) -> None:
@@ -161,6 +159,14 @@ def run_command(
         except StageBusy as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
+        except LookupError:
+            if not pipeline.has_listening_events(ctx):
+                raise UserError(
+                    "the database holds no listening events, so there is no taste to make music for: ingest "
+                    "some (`personalize ingest events FILE`, or drop files into the inbox), or make the demo "
+                    "world with `personalize simulate`, then run again"
+                ) from None
+            raise
     summary = night_summary(ctx, run_date)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))

@@ -25,8 +25,22 @@ def serve(
     from personalize.api.signing import load_signing_secret
     from personalize.config import get_settings
 
-    load_signing_secret(get_settings())  # create it once here, before the workers race to
-    console.print(f"[green]serving[/] http://{host}:{port}  (docs: /docs, workers: {workers})")
+    settings = get_settings()
+    load_signing_secret(settings)  # create it once here, before the workers race to
+    if "public_base_url" not in settings.model_fields_set:
+        # Signed audio URLs point where this server listens, unless the operator names the public address.
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        os.environ["PERSONALIZE_PUBLIC_BASE_URL"] = f"http://{shown_host}:{port}"
+        if shown_host != host:
+            console.print(
+                "[yellow]signed audio URLs will point at "
+                f"{os.environ['PERSONALIZE_PUBLIC_BASE_URL']}[/]: set PERSONALIZE_PUBLIC_BASE_URL to the "
+                "address clients reach this server at"
+            )
+    console.print(
+        f"[green]serving[/] http://{host}:{port}  (docs: /docs, workers: {workers}, "
+        f"signed URLs on {os.environ.get('PERSONALIZE_PUBLIC_BASE_URL', settings.public_base_url)})"
+    )
     # Exec uvicorn's own entry point rather than calling uvicorn.run from here: each worker is a spawned
     # process that re-imports the parent's main module, and this CLI module pulls in every stage's
     # commands, which would slow worker start past uvicorn's health check under load.

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from personalize.cli.errors import parse_date
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -34,10 +36,7 @@ a summary. The same --seed (and --end-date) writes the same files. Parsed corpus
 def _date(value: str | None) -> dt.date | None:
     if value is None:
         return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD, e.g. 2026-11-20") from None
+    return parse_date(value, "--end-date")
 
 
 def simulate(
