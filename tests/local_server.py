@@ -31,13 +31,23 @@ def free_port() -> int:
 
 @contextmanager
 def local_server(
-    data_dir: Path, database_url: str, workers: int = 1, startup_timeout_s: float = 90.0
+    data_dir: Path,
+    database_url: str,
+    workers: int = 1,
+    startup_timeout_s: float = 90.0,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[LocalServer]:
-    """`personalize serve` on ``database_url`` and ``data_dir``; stopped (SIGTERM) on exit. Raises
-    RuntimeError with the server's own output when it does not answer /healthz in time."""
+    """`personalize serve` on ``database_url`` and ``data_dir`` (and any other ``PERSONALIZE_*``
+    ``settings``); stopped (SIGTERM) on exit. Raises RuntimeError with the server's own output when it does
+    not answer /healthz in time."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PERSONALIZE_DATA_DIR": str(data_dir), "PERSONALIZE_DATABASE_URL": database_url}
+    env = {
+        **os.environ,
+        "PERSONALIZE_DATA_DIR": str(data_dir),
+        "PERSONALIZE_DATABASE_URL": database_url,
+        **(settings or {}),
+    }
     cli = Path(sys.executable).with_name("personalize")
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(

@@ -35,6 +35,10 @@ _SUFFIX_CODEC = {
     ".wav": "wav",
 }
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# A byte position with more digits than this is no position in any file (10^18 bytes is an exabyte): such a
+# range is answered 416 like any other that lies past the end, and never reaches int() (which refuses
+# numbers over 4,300 digits).
+POSITION_MAX_DIGITS = 18
 
 
 def media_type(codec: str | None, uri: str | None) -> str:
@@ -56,7 +60,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``(first, last)`` inclusive byte positions for a single ``bytes=`` range, or None to send everything.
 
     Several ranges in one header, or a unit other than bytes, are answered with the whole file (a server
-    may ignore Range). A syntactically valid range that lies past the end raises ``_PastTheEnd``.
+    may ignore Range). A syntactically valid range that lies past the end, or names a position of more
+    than ``POSITION_MAX_DIGITS`` digits, raises ``_PastTheEnd``.
 
     >>> parse_range("bytes=-500", 2000), parse_range("bytes=100-", 2000), parse_range("bytes=0-1,5-9", 2000)
     ((1500, 1999), (100, 1999), None)
@@ -69,6 +74,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first_s, last_s = m.groups()
     if not first_s and not last_s:
         return None
+    if len(first_s) > POSITION_MAX_DIGITS or len(last_s) > POSITION_MAX_DIGITS:
+        raise _PastTheEnd
     if not first_s:  # suffix range: the last N bytes
         n = int(last_s)
         if n == 0:
@@ -131,6 +138,7 @@ class AudioRequest:
     range: str | None = None
     if_none_match: str | None = None
     if_range: str | None = None
+    head: bool = False  # HEAD: the same status and headers, no body (nothing is read but the size)
 
 
 def respond(stored: StoredAudio, asked: AudioRequest) -> Response:
@@ -157,9 +165,10 @@ def respond(stored: StoredAudio, asked: AudioRequest) -> Response:
     try:
         span = parse_range(wanted, size)
     except _PastTheEnd:
+        shown = asked.range if len(asked.range or "") <= 80 else f"{(asked.range or '')[:60]}..."
         raise RangeNotSatisfiable(
             "range_not_satisfiable",
-            f"The range {asked.range!r} lies outside the file ({size} bytes).",
+            f"The range {shown!r} lies outside the file ({size} bytes): ask for bytes=0-{size - 1} or part of it.",
             headers={"Content-Range": f"bytes */{size}", **headers},
         ) from None
     if span is None:
@@ -169,6 +178,8 @@ def respond(stored: StoredAudio, asked: AudioRequest) -> Response:
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     headers["Content-Length"] = str(last - first + 1)
     content_type = media_type(stored.codec, stored.uri)
+    if asked.head:
+        return Response(status_code=status, headers=headers, media_type=content_type)
     if audio.local and last - first < INLINE_MAX_BYTES:
         return Response(audio.read(first, last), status_code=status, headers=headers, media_type=content_type)
     # Large or remote reads stream chunk by chunk from a worker thread, never blocking the event loop.

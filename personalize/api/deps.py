@@ -69,7 +69,8 @@ def _live_key(conn: Connection, presented: str | None) -> KeyInfo:
 @dataclass(frozen=True)
 class KeyedDatabase:
     """The database as the holder of the presented API key may read it: every ``read`` first verifies
-    the key on its own connection and refuses (401) a missing, unknown or revoked one."""
+    the key on its own connection and refuses (401) a missing, unknown or revoked one, then (429) a key over
+    its rate (``KeyRateLimit``)."""
 
     state: ApiState
     presented: str | None
@@ -78,14 +79,19 @@ class KeyedDatabase:
         """``work(conn)`` once the key checks out, on the same connection (see ``ApiState.db``)."""
 
         def checked(conn: Connection) -> T:
-            _live_key(conn, self.presented)
+            self._admitted(conn)
             return work(conn)
 
         return await self.state.db(checked)
 
     async def key(self) -> KeyInfo:
         """The verified key itself, for a handler that needs it rather than a read (event intake)."""
-        return await self.state.db(lambda conn: _live_key(conn, self.presented))
+        return await self.state.db(self._admitted)
+
+    def _admitted(self, conn: Connection) -> KeyInfo:
+        key = _live_key(conn, self.presented)
+        self.state.key_rate.admit(key.prefix)  # 429 once the key is over its rate
+        return key
 
 
 async def keyed_db(

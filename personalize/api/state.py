@@ -13,6 +13,7 @@ from fastapi import Request
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from personalize.api.limits import KeyRateLimit
 from personalize.api.services import Urls, now_s
 from personalize.api.signing import Signer, load_signing_secret
 from personalize.context import Context
@@ -27,8 +28,10 @@ class ApiState:
     signer: Signer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.signer = Signer(load_signing_secret(self.ctx.settings))
+        settings = self.ctx.settings
+        self.signer = Signer(load_signing_secret(settings))
         self.inline_db = self.ctx.dialect == "sqlite"
+        self.key_rate = KeyRateLimit(settings.api_key_rate_per_s, settings.api_key_burst)
 
     @staticmethod
     def of(request: Request) -> ApiState:
@@ -46,10 +49,11 @@ class ApiState:
         with self.ctx.engine.connect() as conn:
             return work(conn)
 
-    def urls(self, request: Request) -> Urls:
-        """Signed audio URLs on ``request``'s base URL, expiring ``audio_url_ttl_s`` from now."""
+    def urls(self) -> Urls:
+        """Signed audio URLs on the configured ``public_base_url`` (never the request's Host header, which
+        the client chooses), expiring ``audio_url_ttl_s`` from now."""
         return Urls(
-            base_url=str(request.base_url).rstrip("/"),
+            base_url=self.ctx.settings.public_base_url,
             signer=self.signer,
             audio_ttl_s=self.ctx.settings.audio_url_ttl_s,
             now=now_s(),

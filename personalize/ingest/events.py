@@ -31,6 +31,8 @@ from personalize.ingest.read import (
 from personalize.ingest.report import IngestFileError, IngestReport
 from personalize.ingest.store import EventWriter, TrackDurations, bulk_load_wanted
 from personalize.ingest.validate import (
+    control_characters,
+    first_control_character,
     first_reason,
     hash_ids,
     id_column,
@@ -165,6 +167,8 @@ class EventIngest:
         ts_us, ts_missing, ts_bad = timestamp_column(frame["ts"])
         ms, ms_missing, ms_bad = number_column(frame["ms_played"])
         ms_bad |= ~ms_missing & ~ms_bad & (~np.isfinite(ms) | (np.floor(ms) != ms))
+        # Listener and track ids have their own, narrower alphabet (odd_id below), which refuses these too.
+        control = {col: control_characters(frame[col]) for col in ("event_id", "ts", "ms_played", "kind")}
         long_id = {"event_id": event_long, "listener_id": listener_long, "track_id": track_long}
         # ids the API could not serve back (an app fetches playlists and tracks by them)
         odd_id = {"listener_id": listener_chars, "track_id": track_chars}
@@ -196,6 +200,7 @@ class EventIngest:
         reason = first_reason(
             [
                 ("bad_encoding", chunk.bad_encoding),
+                ("control_character", np.logical_or.reduce(list(control.values()))),
                 ("missing_field", any_missing),
                 ("unparseable_field", unparseable),
                 ("duplicate_event_id", earlier > 0),
@@ -221,7 +226,7 @@ class EventIngest:
                 code = str(reason[i])
                 detail = self._detail(
                     code, row_number, i, event_id, track_id, kind_text, frame, missing, long_id, odd_id, ts_bad,
-                    ms_bad, ms_safe, durations, earlier,
+                    ms_bad, ms_safe, durations, earlier, control,
                 )  # fmt: skip
                 refused.append(Quarantine(row_number, raw_json(records[j]), code, detail))
         ok = reason == None  # noqa: E711
@@ -264,8 +269,17 @@ class EventIngest:
         ms: np.ndarray,
         durations: np.ndarray,
         earlier: np.ndarray,
+        control: dict[str, np.ndarray],
     ) -> str:
         where = f"{self.source} row {row_number}"
+        if code == "control_character":
+            found = [
+                f"{c} holds {first_control_character(frame[c].iloc[i])}" for c, m in control.items() if m[i]
+            ]
+            return (
+                f"{where}: {'; '.join(found)}; control characters (NUL, tab, newline, ...) cannot be stored. "
+                f"{FIX_AND_RETRY}"
+            )
         if code == "bad_encoding":
             return f"{where} holds bytes that are not UTF-8. Save the file as UTF-8 and ingest it again."
         if code == "truncated_row":

@@ -58,6 +58,31 @@ def _as_objects(text: pd.Series, missing: np.ndarray) -> pd.Series:
     return text.where(~missing, "") if missing.any() else text
 
 
+# C0 control characters and DEL. NUL cannot be stored in a PostgreSQL text column at all, and none of them
+# belongs in an id or a timestamp: a row holding one is quarantined, never stored.
+CONTROL_CHARS = r"[\x00-\x1f\x7f]"
+
+
+def control_characters(values: pd.Series) -> np.ndarray:
+    """A mask of the text values holding a control character inside them (surrounding whitespace such as a
+    trailing newline is stripped before any check, so it does not count)."""
+    if values.dtype.kind in "iufbM" or isinstance(values.dtype, pd.DatetimeTZDtype):
+        return np.zeros(len(values), dtype=bool)
+    text = values.astype("str").str.strip()
+    return text.str.contains(CONTROL_CHARS, regex=True).to_numpy(
+        dtype=bool, na_value=False
+    ) & ~values.isna().to_numpy(dtype=bool)
+
+
+def first_control_character(value: object) -> str:
+    """Where the first control character of ``value`` is, in words: ``U+0000 at character 4``."""
+    text = str(value).strip()
+    for i, ch in enumerate(text, start=1):
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            return f"U+{ord(ch):04X} at character {i}"
+    return "none"
+
+
 def hash_ids(values: np.ndarray) -> np.ndarray:
     """64-bit hashes of short strings, vectorized: ids go through numpy as fixed-width bytes (their UTF-8
     encoding), about 40x faster than hashing Python objects.

@@ -17,9 +17,12 @@ from typing import Any
 from fastapi import Response
 from pydantic import BaseModel
 
+# A response carrying signed URLs is a credential: no cache may keep it, no browser may sniff it as another type.
+SIGNED_URL_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
-def json_response(body: BaseModel | dict[str, Any]) -> Response:
+
+def json_response(body: BaseModel | dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """``body`` as JSON, serialized once: returned as a model, FastAPI would validate it all over again."""
     if isinstance(body, BaseModel):
-        return Response(body.model_dump_json(), media_type="application/json")
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+        return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json", headers=headers)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from personalize.api.errors import Unavailable, error_responses
+from personalize.api.errors import database_unavailable, error_responses
 from personalize.api.routes import json_response
 from personalize.api.schemas import HealthOut
 from personalize.api.services import ping
 from personalize.api.state import ApiState
+from personalize.db.session import database_problem
 
 router = APIRouter(tags=["ops"])
 
@@ -20,7 +21,5 @@ async def healthz(request: Request) -> Response:
     try:
         await state.db(ping)
     except Exception as exc:
-        raise Unavailable(
-            "database_unavailable", f"The database does not answer: {type(exc).__name__}"
-        ) from exc
+        raise database_unavailable(database_problem(exc) or "unreachable") from exc
     return json_response(HealthOut(status="ok", database=state.ctx.dialect))

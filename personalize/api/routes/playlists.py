@@ -10,14 +10,14 @@ from fastapi import APIRouter, Query, Request, Response
 from personalize.api import services
 from personalize.api.deps import KeyedDb, ListenerId
 from personalize.api.errors import error_responses
-from personalize.api.routes import json_response
+from personalize.api.routes import SIGNED_URL_HEADERS, json_response
 from personalize.api.schemas import PAGE_MAX, PlaylistHistoryOut, PlaylistOut, PlaylistQuery
 from personalize.api.state import ApiState
 
 router = APIRouter(prefix="/v1/listeners/{listener_id}", tags=["playlists"])
 
 
-@router.get("/playlist", response_model=PlaylistOut, responses=error_responses(401, 404, 422))
+@router.get("/playlist", response_model=PlaylistOut, responses=error_responses(401, 404, 422, 429, 503))
 async def get_playlist(
     request: Request,
     db: KeyedDb,
@@ -25,14 +25,16 @@ async def get_playlist(
     page: Annotated[PlaylistQuery, Query()],
 ) -> Response:
     """The listener's newest published playlist (or the one of `date`), each track with a signed audio URL."""
-    urls = ApiState.of(request).urls(request)
+    urls = ApiState.of(request).urls()
     out = await db.read(
         lambda conn: services.playlist(conn, urls, listener_id, page.date, page.limit, page.cursor)
     )
-    return json_response(out)
+    return json_response(out, SIGNED_URL_HEADERS)
 
 
-@router.get("/playlists", response_model=PlaylistHistoryOut, responses=error_responses(401, 404, 422))
+@router.get(
+    "/playlists", response_model=PlaylistHistoryOut, responses=error_responses(401, 404, 422, 429, 503)
+)
 async def get_playlist_history(
     db: KeyedDb,
     listener_id: ListenerId,

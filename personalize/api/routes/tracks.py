@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from personalize.api import services
 from personalize.api.deps import KeyedDb, TrackId
 from personalize.api.errors import error_responses
-from personalize.api.routes import json_response
+from personalize.api.routes import SIGNED_URL_HEADERS, json_response
 from personalize.api.schemas import TrackOut
 from personalize.api.state import ApiState
 from personalize.ids import ID_PATTERN
@@ -17,7 +17,9 @@ from personalize.ids import ID_PATTERN
 router = APIRouter(tags=["tracks"])
 
 
-@router.get("/v1/tracks/{track_id}", response_model=TrackOut, responses=error_responses(401, 404, 422))
+@router.get(
+    "/v1/tracks/{track_id}", response_model=TrackOut, responses=error_responses(401, 404, 422, 429, 503)
+)
 async def get_track(
     request: Request,
     db: KeyedDb,
@@ -27,6 +29,6 @@ async def get_track(
     ] = None,
 ) -> Response:
     """Metadata, the controls the track was generated from, what was measured, and why it was picked."""
-    urls = ApiState.of(request).urls(request)
+    urls = ApiState.of(request).urls()
     out = await db.read(lambda conn: services.track_detail(conn, urls, track_id, listener_id))
-    return json_response(out)
+    return json_response(out, SIGNED_URL_HEADERS)
