@@ -12,24 +12,28 @@ set -uo pipefail
 TOKENS=${1:?tokens.npz}
 OUT=${OUT:?set OUT to the folder for the results}
 MINUTES=${MINUTES:-6}
+DEVICE=${DEVICE:-cuda}
+read -r -a EXTRA <<< "${EXTRA:-}"  # more --set options for every run (a local dry run: tiny step counts)
 WORK=$(mktemp -d)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+"${PYTHON:-python3}" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
-common=(--set train.device='"cuda"' --set train.batch_size=32 --set train.lr=0.0015 --set train.min_lr=0.0001
+common=(--set "train.device=\"$DEVICE\"" --set train.batch_size=32 --set train.lr=0.0015 --set train.min_lr=0.0001
         --set train.warmup_steps=200 --set train.max_steps=6000 --set train.eval_every=100
         --set train.eval_windows=512 --set train.patience=10 --set train.checkpoint_every_s=60
         --set "train.max_minutes=$MINUTES")
 declare -A RUNS=(
-  [l4d256_p10]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.1"
+  [l4d256_p10_s3k]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.1 --set train.max_steps=3000"
   [l4d256_p20]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.2"
+  [l4d256_p30]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.3"
+  [l6d256_p20]="--set model.n_layer=6 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.2"
   [l8d256_p20]="--set model.n_layer=8 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.2"
   [l6d320_p20]="--set model.n_layer=6 --set model.n_embd=320 --set model.n_head=8 --set model.dropout=0.2"
 )
 for name in "${!RUNS[@]}"; do
   # shellcheck disable=SC2086
-  PYTHONUNBUFFERED=1 python3 personalize/generate/fit.py --tokens "$TOKENS" --out "$WORK/$name" \
-      "${common[@]}" ${RUNS[$name]} > "$WORK/$name.log" 2>&1 &
+  PYTHONUNBUFFERED=1 "${PYTHON:-python3}" personalize/generate/fit.py --tokens "$TOKENS" --out "$WORK/$name" \
+      "${common[@]}" ${RUNS[$name]} "${EXTRA[@]}" > "$WORK/$name.log" 2>&1 &
 done
 wait
 for name in "${!RUNS[@]}"; do

@@ -203,3 +203,28 @@ def test_evaluate_music_reports_every_system_and_writes_its_files(corpus, tmp_pa
     for name in ("eval_music.json", "pieces.csv", "metrics.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "eval_music.json").read_text())["headline"]
+
+
+def test_the_two_sample_test_ignores_what_the_corpus_cannot_have() -> None:
+    """Accompaniment metrics of generated tunes have nothing to compare with in single-line corpus tunes:
+    they must not let the classifier tell the two apart; a real difference in a shared feature must."""
+    from personalize.evaluate.music.discriminate import two_sample_auc
+
+    rng = np.random.default_rng(0)
+    corpus = [np.r_[rng.normal(0, 1, 3), np.nan] for _ in range(60)]
+    alike = [np.r_[rng.normal(0, 1, 3), 0.9] for _ in range(60)]  # same music, plus an accompaniment metric
+    unlike = [np.r_[rng.normal(3, 1, 3), 0.9] for _ in range(60)]
+    assert two_sample_auc(alike, corpus)["auc"] < 0.7
+    assert two_sample_auc(unlike, corpus)["auc"] > 0.95
+
+
+def test_music_eval_requests_match_their_held_out_pieces(corpus) -> None:
+    from personalize.evaluate.music.references import corpus_tracks
+    from personalize.evaluate.music.run import METER_GRID, request_controls
+
+    refs = corpus_tracks(corpus["held"], "tune")
+    requests = request_controls("tune", 24, refs, seed=0)
+    assert len({c.key_pc for c in requests}) == 12  # every tonic
+    pairs = {(r.mode, r.meter, min(max(r.bars, 8), 32)) for r in refs}
+    for c in requests:
+        assert (c.mode, c.meter, c.bars) in pairs or c.meter in METER_GRID

@@ -104,7 +104,7 @@ def measure_piece(pm: pretty_midi.PrettyMIDI, controls: Controls) -> dict[str, o
     # Bars up to the one holding the last onset: a final chord held past its bar (a fermata, a ritardando,
     # the release) is not more music to count notes over.
     onsets = [n.start for inst in pm.instruments if not inst.is_drum for n in inst.notes]
-    quarters = (max(onsets) if onsets else pm.get_end_time()) * tempo / 60.0
+    quarters = pm.time_to_tick(max(onsets) if onsets else pm.get_end_time()) / pm.resolution
     bq = bar_quarters(m["meter"]) if m["meter_ok"] else bar_quarters(controls.meter)
     bars = max(1, math.floor(quarters / bq + 1e-3) + 1)
     melody = [i for i in pm.instruments if not i.is_drum and i.name.endswith(MELODY_SUFFIX)]

@@ -73,7 +73,8 @@ def find_key(histogram: np.ndarray) -> KeyEstimate:
 
 
 def tempo_of(pm: pretty_midi.PrettyMIDI) -> float:
-    """Time-weighted tempo in BPM from the file's tempo map (120 when the file has none)."""
+    """The piece's tempo in BPM from the file's tempo map: the tempo in force for the longest time (a
+    ritardando written into the map does not move it), 120 when the file has none."""
     times, tempi = pm.get_tempo_changes()
     if len(tempi) == 0:
         return 120.0
@@ -81,7 +82,10 @@ def tempo_of(pm: pretty_midi.PrettyMIDI) -> float:
     spans = np.diff(np.append(times, end))
     if spans.sum() <= 0:
         return float(tempi[0])
-    return float(np.exp(np.average(np.log(tempi), weights=spans)))
+    held: dict[float, float] = {}
+    for tempo, span in zip(np.round(tempi, 2), spans, strict=True):
+        held[float(tempo)] = held.get(float(tempo), 0.0) + float(span)
+    return max(held, key=lambda t: held[t])
 
 
 def meter_of(pm: pretty_midi.PrettyMIDI) -> str:

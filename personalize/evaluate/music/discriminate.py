@@ -1,8 +1,8 @@
 """Two-sample test: can a classifier tell a system's pieces from held-out corpus pieces of the same texture?
 
 Each piece becomes one feature vector: every metric of :mod:`personalize.music.metrics` (NaN where
-it does not apply, imputed with a missing-value flag) plus its normalized melodic-interval and duration
-histograms. A random forest is cross-validated (stratified folds that keep a corpus group, the versions of one
+it does not apply, imputed with a missing-value flag; a metric the corpus pieces of the texture do not
+have at all is left out) plus its normalized melodic-interval and duration histograms. A random forest is cross-validated (stratified folds that keep a corpus group, the versions of one
 piece, inside one fold) and its out-of-fold ROC AUC reported: 0.5 means the system cannot be told from the corpus,
 1.0 that it always can. The corpus's own second sample (the train split) sets the floor to expect.
 """
@@ -60,9 +60,12 @@ def two_sample_auc(
         [f"s{g}" for g in (system_groups or range(n_sys))]
         + [f"c{g}" for g in (corpus_groups or range(n_corp))]
     )
-    # A feature no piece has (voice-leading in solo tunes) carries nothing and is dropped; one that only some
-    # pieces have is imputed, and its missing-value flag kept, since "does not apply" can itself be a tell.
-    x = x[:, np.isfinite(x).any(axis=0)]
+    # A feature the corpus side (almost) never has is dropped: held-out tunes are single lines, so the
+    # voice-leading of an accompanied generated tune has nothing to be compared with, and would only tell the
+    # classifier that a track is accompanied. A feature the corpus has and only some pieces lack is imputed,
+    # and its missing-value flag kept, since "does not apply" there can itself be a tell.
+    corpus_has = np.isfinite(x[n_sys:]).mean(axis=0)
+    x = x[:, corpus_has >= 0.1]
     model = make_pipeline(
         SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
         RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1),

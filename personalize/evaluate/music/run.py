@@ -4,8 +4,10 @@ Four systems are measured the same way, texture by texture (chorale, tune, band)
 
 - ``corpus``: held-out corpus pieces (the val and test splits, never trained on);
 - ``generated``: the shipped generator through :func:`personalize.generate.generate_verified`, on requests
-  spread over the 24 keys, six tempi, four meters, the four density bins and several instrument sets per
-  texture, each as long as a held-out piece of its texture;
+  each matched to a held-out piece of its texture (its mode, meter, melody density bin and length; the
+  two-sample test compares music written for the same controls), keys cycling through all twelve tonics,
+  six tempi and several instrument sets per texture (how well the generator follows controls over their
+  whole range is ``personalize eval generator``'s question);
 - ``random_in_scale`` and ``markov``: the two baselines of :mod:`personalize.evaluate.music.baselines`, on
   the same requests.
 
@@ -46,6 +48,7 @@ from personalize.evaluate.music.references import (
 from personalize.generate import METERS, Controls
 from personalize.music import metrics as M
 from personalize.music.gate import MusicGate, calibrate, default_gate_path
+from personalize.music.controls import bar_quarters, density_bin
 from personalize.music.gm import DRUMS
 from personalize.music.score import TEXTURES, Score, score_from_midi
 
@@ -85,26 +88,31 @@ class Measured:
     gate_reasons: list[str] = field(default_factory=list)
 
 
-def request_controls(texture: str, n: int, lengths_bars: list[int], seed: int) -> list[Controls]:
-    """``n`` requests of one texture: keys cycle through all 24, tempo, meter, density and instruments
-    rotate with different strides, and lengths are drawn from ``lengths_bars`` (held-out pieces)."""
+def request_controls(texture: str, n: int, references: list[Track], seed: int) -> list[Controls]:
+    """``n`` requests of one texture, each matched to a held-out piece of that texture: its mode, meter
+    (when the generator writes it), melody density bin and length, so that the two-sample test compares
+    music written for the same controls. Keys cycle through all twelve tonics, tempi and instruments rotate
+    with different strides. With no reference pieces, modes, meters and densities rotate too."""
     rng = np.random.default_rng(seed)
     sets = INSTRUMENT_SETS[texture]
-    lengths = [int(np.clip(b, MIN_BARS, MAX_BARS)) for b in lengths_bars] or [16]
+    order = rng.permutation(len(references)) if references else []
     out = []
     for i in range(n):
-        key_idx, cycle = i % 24, i // 24
-        out.append(
-            Controls(
-                key_pc=key_idx // 2,
-                mode="major" if key_idx % 2 == 0 else "minor",
-                tempo_bpm=TEMPO_GRID_BPM[(i + cycle) % len(TEMPO_GRID_BPM)],
-                meter=METER_GRID[(i // 2 + cycle) % len(METER_GRID)],
-                density_bin=(i // 3 + cycle) % 4,
-                programs=list(sets[(i * 5 + cycle) % len(sets)]),
-                bars=int(rng.choice(lengths)),
-            )
-        )
+        cycle = i // 24
+        tempo = TEMPO_GRID_BPM[(i + cycle) % len(TEMPO_GRID_BPM)]
+        programs = list(sets[(i * 5 + cycle) % len(sets)])
+        if references:
+            ref = references[int(order[i % len(references)])]
+            score = score_from_midi(ref.midi)
+            quarters = max(1.0, ref.bars * bar_quarters(ref.meter))
+            meter = ref.meter if ref.meter in METER_GRID else METER_GRID[i % len(METER_GRID)]
+            mode, density = ref.mode, density_bin(len(score.melody) / quarters)
+            bars = int(np.clip(ref.bars, MIN_BARS, MAX_BARS))
+        else:
+            mode = "major" if i % 2 == 0 else "minor"
+            meter = METER_GRID[(i // 2 + cycle) % len(METER_GRID)]
+            density, bars = (i // 3 + cycle) % 4, 16
+        out.append(Controls((i * 7) % 12, mode, tempo, meter, density, programs, bars=bars))
     return out
 
 
@@ -429,7 +437,7 @@ def evaluate_music(
 
     per_texture = [n_tracks // 3 + (1 if i < n_tracks % 3 else 0) for i in range(3)]
     controls = {
-        t: request_controls(t, n, [x.bars for x in references[t]], seed + 101 * i)
+        t: request_controls(t, n, references[t], seed + 101 * i)
         for i, (t, n) in enumerate(zip(TEXTURES, per_texture, strict=True))
     }
     for texture, cs in controls.items():

@@ -194,6 +194,54 @@ def bass_line(
     return out
 
 
+def _top_at(notes: Sequence[Note], tick: int) -> int | None:
+    """The highest pitch sounding at ``tick`` (how a part reads as one line)."""
+    sounding = [n.pitch for n in notes if n.start <= tick < n.start + n.duration]
+    return max(sounding) if sounding else None
+
+
+def avoid_parallels(
+    line: list[Note], others: Sequence[Sequence[Note]], chords: Sequence[Chord], key_pc: int,
+    span_ticks: int, beat_ticks: int, program: int,
+) -> list[Note]:  # fmt: skip
+    """``line`` (a bass, a counter-line, or a chord part read as its top line) with every note that would
+    move in parallel fifths or octaves with another part, from one beat to the next, re-pitched: the same
+    pitch class an octave away (contrary motion, or a chord's top tone dropped inside it) or another tone of
+    its chord, whichever is nearest and makes no parallel with any part."""
+    lo, hi = program_range(program)
+    out = sorted(line, key=lambda n: n.start)
+
+    def parallel(a0: int, a1: int, b0: int, b1: int) -> bool:
+        if a0 == a1 or b0 == b1 or (a1 - a0 > 0) != (b1 - b0 > 0):
+            return False
+        return abs(a0 - b0) % 12 == abs(a1 - b1) % 12 and abs(a1 - b1) % 12 in (0, 7)
+
+    for k, note in enumerate(out):
+        t = note.start
+        if t == 0 or t % beat_ticks or note.pitch != _top_at(out, t):
+            continue  # only what is heard as the line: its top note on a beat
+        before = _top_at(out, t - beat_ticks)
+        if before is None:
+            continue
+        pairs = [(_top_at(o, t - beat_ticks), _top_at(o, t)) for o in others]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+
+        def clashes(pitch: int, before: int = before, pairs: list = pairs) -> bool:
+            return any(parallel(before, pitch, x, y) for x, y in pairs)
+
+        if not clashes(note.pitch):
+            continue
+        chord = chords[min(len(chords) - 1, t // span_ticks)] if chords else None
+        pcs = chord.pitch_classes(key_pc) if chord else (note.pitch % 12,)
+        options = [note.pitch - 12, note.pitch + 12]
+        options += [p for p in range(note.pitch - 7, note.pitch + 8) if p % 12 in pcs and p != note.pitch]
+        options = [p for p in options if lo <= p <= hi and not clashes(p)]
+        if options:
+            pitch = min(options, key=lambda p: (abs(p - note.pitch), p))
+            out[k] = Note(note.start, note.duration, pitch)
+    return out
+
+
 def chord_part(
     chords: Sequence[Chord], key_pc: int, span_ticks: int, beat_ticks: int, density_bin: int,
     program: int, top_limit: int, compound: bool,

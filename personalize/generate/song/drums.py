@@ -65,21 +65,30 @@ def drum_part(
     melodic = [s for s in sections if s.role != "outro"]
     for idx, section in enumerate(sections):
         nxt = sections[idx + 1] if idx + 1 < len(sections) else None
-        if section.role == "outro":
+        if section.role == "outro" and (section.bars == 1 or not melodic):
             hit(KICK, tick0, 112)
             hit(CRASH, tick0, 112)
             tick0 += section.bars * bar_ticks
             continue
         role = section.role
+        if role == "outro":  # a tag: the closing section's groove, then one last hit on its final bar
+            role = melodic[-1].role
+            ending = tick0 + (section.bars - 1) * bar_ticks
+            hit(KICK, ending, 112)
+            hit(CRASH, ending, 112)
         cymbal = {"intro": PEDAL_HAT if density_bin >= 2 else SIDE_STICK, "bridge": RIDE}.get(
             role, CLOSED_HAT
         )
         if role == "chorus" and density_bin >= 1:
             cymbal = OPEN_HAT if rng.random() < 0.3 else RIDE
-        for bar in range(section.bars):
+        tag = section.role == "outro"
+        groove_bars = section.bars - 1 if tag else section.bars  # a tag's last bar is the final hit alone
+        for bar in range(groove_bars):
             t = tick0 + bar * bar_ticks
-            last_bar = bar == section.bars - 1
-            fill = last_bar and nxt is not None and (nxt.material != section.material or nxt.role != role)
+            last_bar = bar == groove_bars - 1
+            fill = last_bar and (
+                tag or (nxt is not None and (nxt.material != section.material or nxt.role != role))
+            )
             if bar == 0 and idx > 0 and role != "intro" and section is not melodic[0]:
                 hit(CRASH, t, 104)
             elif bar == 0 and section is melodic[0]:

@@ -4,7 +4,7 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
 
 - ``tune`` (one or two instruments): a dance-tune form, strains of 8 bars played twice, the first time
   ending open (half cadence), the second time closed (``A A' B B'``), the whole repeated to length, with a
-  short intro when something can accompany and a one-bar ending on the tonic.
+  short intro when something can accompany and a four-bar tag to end on (see below).
 - ``band`` (drums, or three or more parts with a bass or a chordal instrument): verse / chorus song form,
   ``intro A A' B B' A A' B B' C B B' outro`` cut to length (A = verse, B = chorus, C = bridge).
 - ``chorale`` (three or four melodic instruments, no drums, no bass or chordal instrument): a hymn, 4-bar
@@ -13,6 +13,11 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
 Material is written once per distinct letter and reused: ``A'`` keeps all but the last two bars of ``A``
 and writes a new ending (that is where the cadence changes), so a section returns at least four bars after
 it was first heard, and every repeat is an exact or near-exact copy.
+
+Tunes and band songs end with a **tag**: the outro plays the last four bars of the closing section once
+more (its final cadence heard twice, as bands end songs), the drums closing on a final hit. Every phrase
+of the melody is four bars long and lands on its last bar, so phrase ends fall every four bars counted
+back from the end of the song.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from personalize.music.gm import family_of
 TEXTURES = ("tune", "band", "chorale")
 CHORDAL_FAMILIES = ("piano", "guitar", "organ", "chromatic_percussion", "synth_pad", "ensemble")
 ENDING_BARS = 2  # bars a varied repeat writes anew
+TAG_BARS = 4  # the outro of a tune or a band song: the closing section's last phrase again
+PHRASE_BARS = 4  # a melody phrase: it lands (a long chord tone) on its last bar
 
 
 def texture_of(controls: Controls) -> str:
@@ -86,7 +93,7 @@ def _tune(section_bars: int, target: int, accompanied: bool) -> list[FormSection
     intro = [FormSection("intro", "", 2, "half")] if accompanied else []
     cycle = [("strain", "A"), ("strain", "A'"), ("strain", "B"), ("strain", "B'")]
     cycle_bars = len(cycle) * section_bars
-    full, rest = divmod(max(0, target - sum(s.bars for s in intro) - 1), cycle_bars)
+    full, rest = divmod(max(0, target - sum(s.bars for s in intro) - TAG_BARS), cycle_bars)
     if rest >= 0.75 * cycle_bars:
         full, rest = full + 1, 0
     body = [
@@ -96,7 +103,7 @@ def _tune(section_bars: int, target: int, accompanied: bool) -> list[FormSection
     ]
     if full >= 1 and rest >= 0.75 * cycle_bars / 2:  # half a cycle more: the first strain once again
         body += [FormSection(r, m, section_bars, _cadence(m, False)) for r, m in cycle[:2]]
-    return intro + body + [FormSection("outro", "", 1, "authentic")]
+    return intro + body + [FormSection("outro", "", TAG_BARS, "authentic")]
 
 
 _BAND_ORDER = (
@@ -114,12 +121,12 @@ def _band(section_bars: int, target: int) -> list[FormSection]:
         if _BAND_ORDER[end - 1][1] != "B'":
             continue
         body = [FormSection(r, m, section_bars, _cadence(m, False)) for r, m in _BAND_ORDER[:end]]
-        total = intro_bars + sum(s.bars for s in body) + 2
+        total = intro_bars + sum(s.bars for s in body) + TAG_BARS
         if best is None or abs(total - target) < abs(sum(s.bars for s in best) - target):
             best = [
                 FormSection("intro", "", intro_bars, "half"),
                 *body,
-                FormSection("outro", "", 1, "authentic"),
+                FormSection("outro", "", TAG_BARS, "authentic"),
             ]
     assert best is not None
     return best

@@ -11,7 +11,7 @@ What a player would do, in numbers:
   joins it), plucked strings and mallets short.
 - **Timing**: a few milliseconds of human looseness, swing on the off-beat eighths where the song swings,
   guitar chords strummed (low to high on the beat, high to low off it), and a ritardando over the last two
-  bars with the final chord held.
+  bars, written in the tempo map, with the final chord held.
 - **Sustain pedal** for pianos that play chords: down just after each chord change, up just before the
   next.
 """
@@ -83,9 +83,10 @@ def perform(
     swing: float = 0.5,
     ritardando_bars: int = 2,
 ) -> pretty_midi.PrettyMIDI:
-    """A PrettyMIDI of ``parts`` at a constant written tempo (the ritardando moves notes, not the tempo
-    map, so the file's tempo stays what was asked for). ``swing`` is the share of a quarter's first
-    eighth (0.5 straight, about 0.6 swung)."""
+    """A PrettyMIDI of ``parts``. The ritardando is written in the tempo map (the tempo falls beat by beat
+    to 70 % over the last ``ritardando_bars`` bars), so every note stays on its beat in the file's own
+    ticks, as a sequencer stores it; the asked tempo holds everywhere before. ``swing`` is the share of a
+    quarter's first eighth (0.5 straight, about 0.6 swung)."""
     num, den = (int(x) for x in meter.split("/"))
     bar_ticks = num * 4 * ticks_per_quarter // den
     beat_ticks = (
@@ -93,10 +94,21 @@ def perform(
         if (den == 8 and num % 3 == 0 and num > 3)
         else (4 * ticks_per_quarter // den)
     )
-    s_per_tick = 60.0 / tempo_bpm / ticks_per_quarter
     end_tick = max((n.start + n.duration for p in parts for n in p.notes), default=0)
     rit_from = max(0, end_tick - ritardando_bars * bar_ticks)
-    rit_ticks = max(1, end_tick - rit_from)
+    pm = pretty_midi.PrettyMIDI(initial_tempo=float(tempo_bpm))
+    midi_per_tick = pm.resolution / ticks_per_quarter
+    if ritardando_bars > 0 and end_tick > rit_from:
+        # One tempo per beat of the ritardando, each the local tempo at the beat's middle: linear from 100 %
+        # to 70 %. pretty_midi keeps its tempo map as (tick, seconds per tick) pairs.
+        scales = [(0, 60.0 / (tempo_bpm * pm.resolution))]
+        for t in range(rit_from, end_tick, beat_ticks):
+            x = (t + beat_ticks / 2 - rit_from) / (end_tick - rit_from)
+            local = tempo_bpm * (1.0 - 0.3 * min(1.0, x))
+            scales.append((round(t * midi_per_tick), 60.0 / (local * pm.resolution)))
+        scales.append((round(end_tick * midi_per_tick), 60.0 / (0.7 * tempo_bpm * pm.resolution)))
+        pm._tick_scales = scales
+    pm._update_tick_to_time(round((end_tick + 4 * bar_ticks) * midi_per_tick) + 1)
 
     def seconds(tick: float) -> float:
         # Swing: an eighth off the beat is moved later; only in simple meters with quarter beats.
@@ -105,15 +117,8 @@ def perform(
             half = ticks_per_quarter / 2
             r = r * swing / 0.5 if r <= half else half * swing / 0.5 + (r - half) * (1 - swing) / 0.5
             tick = q * ticks_per_quarter + r
-        if tick <= rit_from:
-            return tick * s_per_tick
-        # Local tempo slows linearly to 70 % over the ritardando: time is the integral of 1 / tempo.
-        x = min(tick - rit_from, rit_ticks)
-        k = 0.3 / 0.7
-        stretched = x + k * x * x / (2 * rit_ticks)
-        return (rit_from + stretched + max(0.0, tick - end_tick)) * s_per_tick
+        return float(pm.tick_to_time(round(tick * midi_per_tick)))
 
-    pm = pretty_midi.PrettyMIDI(initial_tempo=float(tempo_bpm))
     pm.time_signature_changes = [pretty_midi.TimeSignature(num, den, 0.0)]
     for part in parts:
         is_drum = part.program is None

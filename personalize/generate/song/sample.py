@@ -28,7 +28,7 @@ from personalize.generate.model import MusicTransformer
 from personalize.generate.sample import _top_p_filter
 from personalize.generate.song import tokens as S
 from personalize.generate.song.prior import MelodyPrior, beat_ticks_of, strength
-from personalize.music.chords import N_CHORDS, Chord
+from personalize.music.chords import DOMINANT, N_CHORDS, TONIC, Chord
 
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}
 MAX_NOTES_PER_BAR = 24
@@ -36,6 +36,7 @@ MAX_NOTES_PER_BAR = 24
 # gain in logits per octave of density error and octave of note length.
 DENSITY_TARGETS = (0.7, 1.12, 1.57, 2.2)
 DENSITY_GAIN = 40.0
+PHRASE_BARS = 4  # a phrase lands on its last bar (see MelodyWriter: phrase ends)
 
 
 @dataclass
@@ -117,6 +118,7 @@ class MelodyWriter:
         prior_weight: float = 1.0,
         density_gain: float = DENSITY_GAIN,
         no_syncopation: bool = True,
+        phrase_ends: bool = True,
     ) -> None:
         self.model = model.eval()
         self.temperature = temperature
@@ -125,6 +127,7 @@ class MelodyWriter:
         self.prior_weight = prior_weight
         self.density_gain = density_gain
         self.no_syncopation = no_syncopation
+        self.phrase_ends = phrase_ends
         v = S.VOCAB_SIZE
         self._dur_upto = torch.zeros(S.MAX_BAR_TICKS + 1, v, dtype=torch.bool)
         for r in range(1, S.MAX_BAR_TICKS + 1):
@@ -139,6 +142,30 @@ class MelodyWriter:
         if not mask.any():
             raise ValueError(f"no pitch allowed between {req.rel_lo} and {req.rel_hi} relative to the tonic")
         return mask
+
+    @staticmethod
+    def _landing_bar(row: _Row) -> bool:
+        """Whether the bar being written ends a phrase: the last of every four bars of a material, and its
+        last bar. There the melody lands: its last note starts by the last beat, is a tone of the chord
+        under it that belongs to the tonic or the dominant triad, and lasts to the bar line (the corpus's
+        phrases close on a held chord tone, the chorales' under a fermata)."""
+        item = row.script[row.item]
+        if not (isinstance(item, tuple) and item[0] == "free"):
+            return False
+        n = row.request.materials[item[1]].n_bars
+        b = item[2]
+        return (b + 1) % PHRASE_BARS == 0 or b == n - 1
+
+    @staticmethod
+    def _landing_tones(row: _Row, pos: int, bar_ticks: int) -> set[int]:
+        """Pitch classes (relative to the tonic) a phrase may land on at ``pos``."""
+        primary = set(TONIC[row.request.mode].pitch_classes()) | set(DOMINANT.pitch_classes())
+        if not row.bar_chords:
+            return primary
+        spans = len(row.bar_chords)
+        chord = row.bar_chords[min(spans - 1, pos * spans // bar_ticks)]
+        tones = set(chord.pitch_classes())
+        return (tones & primary) or tones
 
     def _resolve(self, row: _Row) -> None:
         """Move past finished runs; turn a copy item into the forced run of the copied bar."""
@@ -242,6 +269,13 @@ class MelodyWriter:
                     forced[i] = item[row.offset]
                 elif row.phase == "pitch":
                     mask[i] = pitch_masks[i]
+                    landing = self.phrase_ends and self._landing_bar(row)
+                    if landing and row.pos >= bar_ticks[i] - beats[i]:
+                        tones = self._landing_tones(row, row.pos, bar_ticks[i])
+                        keep = np.zeros(v, dtype=bool)
+                        keep[S.PITCH0 : S.PITCH0 + len(candidates)] = np.isin(candidates % 12, list(tones))
+                        if (mask[i] & keep).any():
+                            mask[i] &= keep
                     if len(row.pitches) >= 2 and row.pitches[-1] == row.pitches[-2]:
                         # No third strike of one pitch in a row (runs of repeated notes are rare in the
                         # corpus; a small model falls into them).
@@ -266,13 +300,29 @@ class MelodyWriter:
                         # chorales do not syncopate; the music gate's metric-feel band is 1-1).
                         limit = min(limit, beats[i] - row.pos % beats[i])
                     mask[i] = dur_upto[limit]
+                    if self.phrase_ends and self._landing_bar(row):
+                        # Land: a note ends by the last beat, or it is a landing tone held to the bar line.
+                        arrive = bar_ticks[i] - beats[i]
+                        to_end = bar_ticks[i] - row.pos
+                        landed = row.pitches[-1] % 12 in self._landing_tones(row, row.pos, bar_ticks[i])
+                        allowed = dur_upto[max(0, min(limit, arrive - row.pos))].copy()
+                        if landed and (to_end <= limit or row.pos % beats[i] == 0):
+                            allowed[S.DUR1 + to_end - 1] = True
+                        if allowed.any():
+                            mask[i] = allowed
                     if self.density_gain > 0:
                         fusion[i, S.DUR1 : S.DUR1 + S.MAX_BAR_TICKS] = self._density_bias(row, bar_ticks[i])
                 else:
-                    if row.notes_in_bar < MAX_NOTES_PER_BAR and row.tick < bar_ticks[i]:
-                        mask[i, S.POS0 + row.tick : S.POS0 + bar_ticks[i]] = True
+                    landing = self.phrase_ends and self._landing_bar(row)
+                    arrive = bar_ticks[i] - beats[i]
+                    # In a phrase's last bar no note starts after the last beat, and the bar is done only
+                    # once a landing note holds to the bar line.
+                    last_onset = arrive + 1 if landing and row.tick <= arrive else bar_ticks[i]
+                    if row.notes_in_bar < MAX_NOTES_PER_BAR and row.tick < last_onset:
+                        mask[i, S.POS0 + row.tick : S.POS0 + last_onset] = True
                     end = self._next_structural(row)
-                    mask[i, end] = True
+                    if not mask[i].any() or not (landing and row.tick <= arrive):
+                        mask[i, end] = True
                     if self.density_gain > 0 and row.tick < bar_ticks[i]:
                         # A rest before the next note, or ending the bar early, thins the melody out.
                         error = self._density_error(row, bar_ticks[i])

@@ -27,6 +27,7 @@ from personalize.generate.song import tokens as S
 from personalize.generate.song.arrange import (
     Note,
     assign_roles,
+    avoid_parallels,
     bass_line,
     chord_part,
     counter_line,
@@ -147,7 +148,7 @@ class SongGenerator:
             out.update(music_ok=verdict.passed, music_problems=verdict.reasons[:3], texture=verdict.texture)
         if self.originality is not None:
             bar_ticks = meter_grid(controls.meter, TPQ)[0]
-            line = melody_line(pm, controls.tempo_bpm)
+            line = melody_line(pm)
             n_bars = max((o // bar_ticks for o, _, _ in line), default=0) + 1
             bars, piece = self.originality.longest_run(line, bar_ticks, n_bars)
             out.update(shared_bars=bars, shared_with=piece, original_ok=bars <= MAX_SHARED_BARS)
@@ -254,13 +255,19 @@ class SongGenerator:
         markers: list[tuple[int, str]] = []
         heard: dict[str, int] = {}
         tick = 0
+        closing = next((s.material for s in reversed(plan.form.sections) if s.material), "")
         for section in plan.form.sections:
             key = section.material or section.role
-            if section.material:
-                chords = plan.chords[section.material]
-                bars = written.get(section.material, [])
+            if section.material or (section.role == "outro" and closing):
+                # A section plays its material; the outro is a tag: the closing section's last bars again.
+                material = section.material or closing
+                chords = plan.chords[material]
+                bars = written.get(material, [])
+                first = 0 if section.material else max(0, len(chords) - section.bars)
+                chords = chords[first:]
                 for b in range(section.bars):
-                    for pos, dur, rel in bars[b] if b < len(bars) else []:
+                    k = first + b
+                    for pos, dur, rel in bars[k] if k < len(bars) else []:
                         melody.append(Note(tick + b * bar_ticks + pos, dur, tonic + rel))
             elif section.role == "intro":
                 chords = plan.chords["intro"]
@@ -374,20 +381,31 @@ class SongGenerator:
                         name=name,
                     )
                 )
+        if plan.form.texture != "chorale":
+            # Bass, counter-lines and the chords' top tones re-pitched where they would move in parallel
+            # fifths or octaves with another part (the chorale voicing already avoids them).
+            for k, part in enumerate(parts):
+                if part.role in ("bass", "counter", "chords", "pad"):
+                    others = [q.notes for j, q in enumerate(parts) if j != k and q.role != "timpani"]
+                    fixed = avoid_parallels(
+                        part.notes, others, timeline, c.key_pc, span_ticks, beat_ticks, part.program
+                    )
+                    parts[k] = Part(part.program, part.role, fixed, part.velocities, part.name)
         return parts
 
 
-def melody_line(pm: pretty_midi.PrettyMIDI, tempo_bpm: float) -> list[tuple[int, int, int]]:
+def melody_line(pm: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int]]:
     """The melody track of a song as ``(onset, duration, pitch)`` on the sixteenth grid (performance timing
     rounded away)."""
     track = next((i for i in pm.instruments if i.name.endswith(MELODY_SUFFIX)), None)
     if track is None:
         return []
-    s_per_tick = 60.0 / tempo_bpm / TPQ
-    return [
-        (round(n.start / s_per_tick), max(1, round((n.end - n.start) / s_per_tick)), n.pitch)
-        for n in track.notes
-    ]
+    per_tick = pm.resolution / TPQ  # through the tempo map: a written ritardando keeps notes on their beats
+    out = []
+    for n in track.notes:
+        on, off = pm.time_to_tick(n.start) / per_tick, pm.time_to_tick(n.end) / per_tick
+        out.append((round(on), max(1, round(off) - round(on)), n.pitch))
+    return out
 
 
 def _end_on_tonic(melody: list[Note], c: Controls, form: Form, bar_ticks: int, total: int) -> list[Note]:
