@@ -47,8 +47,8 @@ from personalize.evaluate.music.references import (
 )
 from personalize.generate import METERS, Controls
 from personalize.music import metrics as M
-from personalize.music.gate import MusicGate, calibrate, default_gate_path
 from personalize.music.controls import bar_quarters, density_bin
+from personalize.music.gate import MusicGate, calibrate, default_gate_path
 from personalize.music.gm import DRUMS
 from personalize.music.score import TEXTURES, Score, score_from_midi
 
