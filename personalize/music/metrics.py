@@ -249,8 +249,15 @@ def ends_on_tonic(score: Score, key_pc: int, mode: str) -> float:
 def phrase_end_cadence_share(score: Score, key_pc: int, mode: str) -> float:
     """Share of 4-bar phrase ends (the last bar, and every fourth bar before it) where the melody arrives: the
     last melody note starting in that bar lasts at least a quarter note (or the beat, when shorter) and is a
-    tone of the tonic or dominant chord, 0..1."""
-    ends = range(score.n_bars, 0, -PHRASE_BARS)
+    tone of the tonic or dominant chord, 0..1. A bar where the melody neither starts nor holds a note (an
+    instrumental introduction) ends no phrase of it and is not counted."""
+    ends = [
+        bar
+        for bar in range(score.n_bars, 0, -PHRASE_BARS)
+        if any(
+            n[0] < bar * score.bar_ticks and n[0] + n[1] > (bar - 1) * score.bar_ticks for n in score.melody
+        )
+    ]
     if not ends or not score.melody:
         return float("nan")
     chord = _tonic_triad(key_pc) | _dominant_triad(key_pc)

@@ -11,7 +11,7 @@ What a player would do, in numbers:
   joins it), plucked strings and mallets short.
 - **Timing**: a few milliseconds of human looseness, swing on the off-beat eighths where the song swings,
   guitar chords strummed (low to high on the beat, high to low off it), and a ritardando over the last two
-  bars, written in the tempo map, with the final chord held.
+  bars and the final chord held like a fermata, both written in the tempo map.
 - **Sustain pedal** for pianos that play chords: down just after each chord change, up just before the
   next.
 """
@@ -107,6 +107,17 @@ def perform(
             local = tempo_bpm * (1.0 - 0.3 * min(1.0, x))
             scales.append((round(t * midi_per_tick), 60.0 / (local * pm.resolution)))
         scales.append((round(end_tick * midi_per_tick), 60.0 / (0.7 * tempo_bpm * pm.resolution)))
+        # The final chord held like a fermata: its span 1.6 times as long, written as a slower tempo too,
+        # so the chord keeps its written length and ends on its bar line.
+        last = max(
+            (n.start for p in parts for n in p.notes if n.start + n.duration >= end_tick), default=None
+        )
+        if last is not None:
+            fermata = round(last * midi_per_tick)
+            kept = [(t, sc) for t, sc in scales if t < fermata]
+            in_force = kept[-1][1] if kept else scales[0][1]
+            held = [(t, sc * 1.6) for t, sc in scales if fermata < t]
+            scales = [*kept, (fermata, in_force * 1.6), *held]
         pm._tick_scales = scales
     pm._update_tick_to_time(round((end_tick + 4 * bar_ticks) * midi_per_tick) + 1)
 
@@ -158,8 +169,6 @@ def perform(
                     n_here = sum(1 for n in part.notes if n.start == note.start)
                     start += 0.012 * (i if down else n_here - 1 - i)
                     velocity -= 0 if down else 8
-                if note.start + note.duration >= end_tick:  # the final chord: held like a fermata
-                    length *= 1.6
                 end = start + max(0.03, length)
                 velocity = float(np.clip(velocity, 20, 122))
             start = max(0.0, start)
