@@ -22,6 +22,7 @@ from personalize.generate.song.writer import SongGenerator
 from personalize.generate.verify import measure_piece
 from personalize.music.chords import DIATONIC, DOMINANT, DOMINANT7, TONIC, Chord, estimate_chords
 from personalize.music.controls import Controls, bar_quarters
+from personalize.music.gm import DRUMS, playable_program, program_range
 from personalize.music.metrics import (
     metric_feel_share,
     parallel_fifths_per_100_changes,
@@ -29,7 +30,6 @@ from personalize.music.metrics import (
     phrase_end_cadence_share,
 )
 from personalize.music.score import score_from_midi
-from personalize.music.gm import DRUMS, playable_program, program_range
 
 
 def test_forms_fit_the_length_and_bring_their_sections_back():
