@@ -50,6 +50,9 @@ def _small(summary: dict) -> dict:
 
 
 def _stage(stage: str, ds: str, cluster_id: int | None = None) -> dict:
+    from personalize.workers import one_thread_per_process
+
+    one_thread_per_process()  # before torch loads: one numerical thread per task, no spinning OpenMP threads
     from personalize import pipeline
 
     ctx = _context()

@@ -20,6 +20,9 @@ SOUNDFONT_CANDIDATES = (
 )
 
 
+LEASE_MIN_BEATS = 3  # a stage lease outlives at least this many heartbeats
+
+
 class Settings(BaseSettings):
     """Every knob of the product. Each field can be set as ``PERSONALIZE_<NAME>`` in the environment."""
 
@@ -98,9 +101,11 @@ class Settings(BaseSettings):
     playlist_history_days: int = Field(
         default=365, ge=0, le=36_500
     )  # tracks received within this many days are never offered again
-    stage_lock_timeout_s: float = Field(
-        default=3 * 3600.0, ge=1, le=7 * 86_400
-    )  # a stage claim left "running" this long is taken over
+    # A running stage's claim is a lease: the claiming process beats every stage_heartbeat_s; a claim held
+    # on another host with no beat for stage_lease_s is taken over (one on this host as soon as its
+    # process is gone).
+    stage_heartbeat_s: float = Field(default=30.0, ge=1, le=600)
+    stage_lease_s: float = Field(default=180.0, ge=10, le=86_400)
     publish_crash_after: int | None = Field(
         default=None,
         ge=0,
@@ -188,6 +193,12 @@ class Settings(BaseSettings):
                     f"{env_name(low)}={getattr(self, low)} is above {env_name(high)}={getattr(self, high)}: "
                     "allowed: the minimum at most the maximum"
                 )
+        if self.stage_lease_s < LEASE_MIN_BEATS * self.stage_heartbeat_s:
+            raise ValueError(
+                f"{env_name('stage_lease_s')}={_number(self.stage_lease_s)} is under {LEASE_MIN_BEATS} beats of "
+                f"{env_name('stage_heartbeat_s')}={_number(self.stage_heartbeat_s)}: allowed: a lease of at "
+                f"least {LEASE_MIN_BEATS} heartbeats, so one late beat does not lose a running stage"
+            )
         return self
 
     @cached_property

@@ -38,7 +38,7 @@ def _one_line_mistake(result: subprocess.CompletedProcess[str], *words: str) -> 
 @pytest.mark.parametrize(
     ("variable", "value", "allowed"),
     [
-        ("PERSONALIZE_STAGE_LOCK_TIMEOUT_S", "-5", "allowed: 1 to 604800"),
+        ("PERSONALIZE_STAGE_LEASE_S", "-5", "allowed: 10 to 86400"),
         ("PERSONALIZE_PROFILE_WINDOW_DAYS", "0", "allowed: 1 to 3650"),
         ("PERSONALIZE_PLAYLIST_SIZE", "-1", "allowed: 1 to 1000"),
         ("PERSONALIZE_INGEST_CHUNK_ROWS", "0", "allowed: 1 to 100000000"),
@@ -64,6 +64,8 @@ def test_settings_in_range_and_defaults_are_accepted(monkeypatch):
         InvalidSettings, match="PERSONALIZE_CLUSTER_K_MIN=13 is above PERSONALIZE_CLUSTER_K_MAX=12"
     ):
         get_settings(cluster_k_min=13)
+    with pytest.raises(InvalidSettings, match="PERSONALIZE_STAGE_LEASE_S=120 is under 3 beats"):
+        get_settings(stage_heartbeat_s=60, stage_lease_s=120)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Stage claims in pipeline_runs, on both engines: one run of a stage and date at a time, decided by the
-database; a failed run can be retried; a claim left by a killed run is taken over after the timeout; every
-run leaves its status, timing and counts."""
+database; a failed run can be retried; a claim from another host is a lease taken over after missed
+heartbeats, one on this host as soon as its process is gone; every run leaves its status, timing and
+counts. Killed processes and real heartbeats: ``test_recovery.py``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ from personalize.context import Context
 from personalize.db.models import PipelineRun
 
 DAY = dt.date(2026, 3, 1)
+
+
+def _set_holder(ctx, stage: str, holder: str) -> None:
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(PipelineRun)
+            .where(PipelineRun.stage == stage)
+            .values(holder=holder, detail=f"running on {holder}")
+        )
 
 
 def _row(ctx, stage: str) -> PipelineRun:
@@ -42,15 +52,36 @@ def test_a_stage_runs_once_at_a_time_and_records_its_outcome(ctx):
         assert len(s.execute(select(PipelineRun).where(PipelineRun.run_date == DAY)).scalars().all()) == 1
 
 
-def test_a_killed_runs_claim_is_taken_over_after_the_timeout(ctx):
-    runs.claim_stage(ctx, DAY, "render:c2")  # never finished: the process died
-    with pytest.raises(runs.StageBusy):
-        runs.claim_stage(ctx, DAY, "render:c2")
-    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=ctx.settings.stage_lock_timeout_s + 60)
-    with ctx.engine.begin() as conn:
-        conn.execute(update(PipelineRun).where(PipelineRun.stage == "render:c2").values(started_at=long_ago))
+def test_a_claim_from_another_host_is_a_lease_taken_over_after_missed_beats(ctx):
     runs.claim_stage(ctx, DAY, "render:c2")
-    assert _row(ctx, "render:c2").status == "running"
+    _set_holder(ctx, "render:c2", "other-machine:4242:777")  # a run on another host, beating just now
+    with pytest.raises(runs.StageBusy, match="another host") as busy:
+        runs.claim_stage(ctx, DAY, "render:c2")
+    assert "other-machine:4242" in str(busy.value) and "PERSONALIZE_STAGE_LEASE_S" in str(busy.value)
+    missed = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=ctx.settings.stage_lease_s + 5)
+    with ctx.engine.begin() as conn:
+        conn.execute(update(PipelineRun).where(PipelineRun.stage == "render:c2").values(heartbeat_at=missed))
+    claim = runs.claim_stage(ctx, DAY, "render:c2")
+    row = _row(ctx, "render:c2")
+    assert row.status == "running" and row.holder == claim.holder != "other-machine:4242:777"
+    assert "taken over from other-machine:4242" in row.detail and "no heartbeat" in claim.took_over
+
+
+def test_a_claim_whose_pid_now_belongs_to_another_process_is_taken_over(ctx):
+    import socket
+
+    from personalize.workers import this_process
+
+    me = this_process()
+    runs.claim_stage(ctx, DAY, "publish")
+    if me.start_ticks is None:
+        pytest.skip("no /proc: process start times are not known here")
+    # The PID runs (this very process) but started at another time: the kernel reused the PID.
+    _set_holder(ctx, "publish", f"{socket.gethostname()}:{me.pid}:{me.start_ticks - 1}")
+    claim = runs.claim_stage(ctx, DAY, "publish")
+    assert "gone from this host" in claim.took_over
+    with pytest.raises(runs.StageBusy, match="still runs on this host"):
+        runs.claim_stage(ctx, DAY, "publish")
 
 
 def test_of_many_simultaneous_claims_exactly_one_wins(ctx):
@@ -84,13 +115,6 @@ def test_run_stage_checks_its_arguments(ctx):
     assert runs.parse_run_date(dt.datetime(2026, 3, 1, 0, 0, tzinfo=dt.UTC)) == DAY
 
 
-def _set_holder(ctx, stage: str, holder: str) -> None:
-    with ctx.engine.begin() as conn:
-        conn.execute(
-            update(PipelineRun).where(PipelineRun.stage == stage).values(detail=f"running on {holder}")
-        )
-
-
 def test_release_frees_a_killed_runs_claims_at_once_and_keeps_live_ones(ctx):
     import os
     import socket
@@ -103,16 +127,16 @@ def test_release_frees_a_killed_runs_claims_at_once_and_keeps_live_ones(ctx):
     dead_pid = int(gone.stdout)  # a process that has exited
     for stage in ("generate:c0", "generate:c1", "render:c0", "publish"):
         runs.claim_stage(ctx, DAY, stage)
-    _set_holder(ctx, "generate:c0", f"{socket.gethostname()}:{dead_pid}")
-    _set_holder(ctx, "generate:c1", f"{socket.gethostname()}:{dead_pid}")
-    _set_holder(ctx, "render:c0", f"other-machine:{os.getpid()}")
+    _set_holder(ctx, "generate:c0", f"{socket.gethostname()}:{dead_pid}:")
+    _set_holder(ctx, "generate:c1", f"{socket.gethostname()}:{dead_pid}:")
+    _set_holder(ctx, "render:c0", f"other-machine:{os.getpid()}:1")
     # "publish" is held by this very process: still running
 
     result = {r["stage"]: r for r in runs.release_claims(ctx, DAY, ["generate", "render", "publish"])}
     assert {s for s, r in result.items() if r["released"]} == {"generate:c0", "generate:c1"}
     assert "still runs" in result["publish"]["why"] and "another machine" in result["render:c0"]["why"]
     assert _row(ctx, "generate:c0").status == "failed" and "released" in _row(ctx, "generate:c0").detail
-    runs.claim_stage(ctx, DAY, "generate:c0")  # no 3-hour wait
+    runs.claim_stage(ctx, DAY, "generate:c0")
     with pytest.raises(runs.StageBusy):
         runs.claim_stage(ctx, DAY, "render:c0")
 
@@ -127,7 +151,7 @@ def test_release_command_says_what_it_freed(ctx, monkeypatch):
     from personalize.cli import app
 
     runs.claim_stage(ctx, DAY, "report")
-    _set_holder(ctx, "report", "elsewhere:1")
+    _set_holder(ctx, "report", "elsewhere:1:")
     monkeypatch.setenv("PERSONALIZE_DATABASE_URL", ctx.settings.resolved_database_url)
     monkeypatch.setenv("PERSONALIZE_DATA_DIR", str(ctx.settings.data_dir))
     runner = CliRunner()

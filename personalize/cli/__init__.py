@@ -13,6 +13,9 @@ library (heavy imports stay inside the commands, so ``personalize --help`` is qu
 | serve       | serve, apikey                                                   |
 | eval        | eval generator, eval music                                      |
 
+Every command works on one numerical thread (torch, OpenMP, BLAS) unless ``OMP_NUM_THREADS`` and the like
+say otherwise (``personalize.workers.one_thread_per_process``).
+
 A user mistake (a bad date, settings out of range, a database that does not answer or has no schema, a
 missing or unreadable model file) is one line on stderr and exit status 2 (``errors.py``); ``personalize
 --debug COMMAND`` shows the full traceback instead.
@@ -27,6 +30,7 @@ from typer.core import TyperGroup
 
 from personalize.cli import db, eval, generate, ingest, render, run, serve, simulate, taste
 from personalize.cli.errors import explain, fail
+from personalize.workers import one_thread_per_process
 
 
 class CliGroup(TyperGroup):
@@ -63,6 +67,8 @@ def options(
 ) -> None:
     """Nightly personalization: listening history in, new music per listener out."""
     CliGroup.debug = debug
+    # Before any command imports torch or numpy: one numerical thread unless OMP_NUM_THREADS etc. say more.
+    one_thread_per_process()
 
 
 eval_app = typer.Typer(help="Measure the product against ground truth and baselines.", no_args_is_help=True)

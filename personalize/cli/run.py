@@ -185,8 +185,9 @@ def release_command(
 ) -> None:
     """Free the stage claims a killed run left for a date, so the next run goes ahead at once.
 
-    Without this a claim is taken over only after PERSONALIZE_STAGE_LOCK_TIMEOUT_S (3 h). A claim whose
-    process still runs on this machine is never freed; one held on another machine needs --force.
+    The next run takes such a claim over by itself: at once on the host that held it, from another host
+    after PERSONALIZE_STAGE_LEASE_S without a heartbeat. A claim whose process still runs on this machine
+    is never freed; one held on another machine needs --force.
     """
     from personalize.context import make_context
     from personalize.runs import release_claims

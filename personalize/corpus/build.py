@@ -35,6 +35,7 @@ from personalize.corpus.licences import (
 )
 from personalize.corpus.piece import TICKS_PER_QUARTER, Piece
 from personalize.corpus.split import assign_groups, group_keys, melody_key, split_of
+from personalize.workers import die_with_parent, this_process
 
 CACHE_VERSION = 2
 VIEWS = ("v1", "v2")
@@ -245,7 +246,9 @@ def _run_jobs(jobs: list[tuple[str, str, str]], workers: int, progress: bool) ->
                 pieces += n
                 bar.update(task, advance=1, pieces=pieces)
         else:
-            with get_context("spawn").Pool(workers, maxtasksperchild=_WORKER_TASKS) as pool:
+            with get_context("spawn").Pool(
+                workers, die_with_parent, (this_process(),), maxtasksperchild=_WORKER_TASKS
+            ) as pool:
                 for n in pool.imap_unordered(_parse_job, jobs):
                     pieces += n
                     bar.update(task, advance=1, pieces=pieces)

@@ -115,6 +115,9 @@ class PipelineRun(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detail: Mapped[str | None] = mapped_column(Text)
+    # While running: the claiming process as host:pid:start-ticks, and its last heartbeat (migration 0008)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # --- Taste profiles and clusters (migration 0002) ---------------------------------------------------

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from personalize.workers import ProcessId, die_with_parent, this_process
+
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
 _WORKER_START_S = 120.0  # a fresh worker imports pretty_midi and numpy before the first file
 
@@ -94,8 +96,9 @@ class _Refused(Exception):
         self.detail = detail
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: Connection, parent: ProcessId) -> None:
     """Worker loop: receive bytes, send back ``("ok", features)`` or ``("refused", reason, detail)``."""
+    die_with_parent(parent)
     conn.send(("ready",))
     while True:
         try:
@@ -130,7 +133,9 @@ class MidiMeasurer:
 
     def _start(self) -> None:
         parent, child = self._mp.Pipe()
-        self._proc = self._mp.Process(target=_serve, args=(child,), daemon=True, name="midi-measure")
+        self._proc = self._mp.Process(
+            target=_serve, args=(child, this_process()), daemon=True, name="midi-measure"
+        )
         self._proc.start()
         child.close()
         self._conn = parent

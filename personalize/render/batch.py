@@ -3,6 +3,7 @@
 Each worker loads the soundfont once and renders track after track. The parent hands out one job at a
 time per worker, so it always knows which track a worker is on: a worker past the hard time limit is
 killed and replaced, a crashed one too, and that track alone is reported as rejected while the batch goes on.
+Workers end with the process that started them, even when it is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from personalize.config import Settings
 from personalize.render.encode import codec_rate_hz, encode
 from personalize.render.engine import prepare_worker, render_midi
 from personalize.render.errors import ENCODE_FAILED, TIMEOUT, WORKER_CRASHED, RenderRejected
+from personalize.workers import ProcessId, die_with_parent, this_process
 
 HARD_LIMIT_GRACE_S = 30.0  # on top of render_timeout_s, for parsing and encoding, before a worker is killed
 ARTIST = "personalize"
@@ -90,7 +92,8 @@ def render_job(job: RenderJob, settings: Settings) -> RenderOutcome:
     )
 
 
-def _worker(settings: Settings, tasks: mp.Queue, results: mp.Queue) -> None:
+def _worker(settings: Settings, tasks: mp.Queue, results: mp.Queue, parent: ProcessId) -> None:
+    die_with_parent(parent)
     prepare_worker()
     while True:
         item = tasks.get()
@@ -144,10 +147,11 @@ def render_batch(
     hard_limit_s = settings.render_timeout_s + HARD_LIMIT_GRACE_S
     outcomes: list[RenderOutcome | None] = [None] * len(items)
     pending = list(range(len(items) - 1, -1, -1))  # popped from the end: input order
+    parent = this_process()
 
     def start_slot() -> _Slot:
         tasks: mp.Queue = ctx.Queue()
-        process = ctx.Process(target=_worker, args=(settings, tasks, results), daemon=True)
+        process = ctx.Process(target=_worker, args=(settings, tasks, results, parent), daemon=True)
         process.start()
         return _Slot(process, tasks)
 

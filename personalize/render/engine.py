@@ -22,6 +22,7 @@ from personalize.config import Settings
 from personalize.render import loudness
 from personalize.render.errors import TIMEOUT, TOO_MANY_PARTS, RenderRejected
 from personalize.render.sanitize import Part, SanitizedMidi, load_midi, sanitize
+from personalize.workers import one_thread_per_process
 
 DRUM_CHANNEL = 9  # "channel 10" in GM's 1-based numbering
 DRUM_BANK = 128
@@ -250,17 +251,6 @@ def _default_pans(parts: list[Part]) -> list[int | None]:
 _ENGINES: dict[tuple[str, int], SynthEngine] = {}
 
 
-def use_one_core() -> None:
-    """Keep this process's numerical libraries (BLAS under numpy's matrix products) on one thread.
-
-    Rendering runs one worker process per core; a BLAS thread pool inside each worker only competes with
-    the other workers, and its idle threads spin: left alone they cost a worker about a fifth of its CPU.
-    """
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the largest glibc accepts on 64-bit
 
@@ -283,8 +273,12 @@ def keep_freed_buffers() -> None:
 
 
 def prepare_worker() -> None:
-    """Set up a process that renders track after track: one numerical thread, freed buffers kept."""
-    use_one_core()
+    """Set up a process that renders track after track: one numerical thread, freed buffers kept.
+
+    Rendering runs one worker process per core; a BLAS thread pool inside each worker only competes with
+    the other workers, and its idle threads spin: left alone they cost a worker about a fifth of its CPU.
+    """
+    one_thread_per_process()
     keep_freed_buffers()
 
 
