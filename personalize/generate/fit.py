@@ -119,7 +119,15 @@ def validation_loss(model: MusicTransformer, tiles: list, autocast) -> float:
     return total / max(1, count)
 
 
-def plot_history(history: list[dict], path: Path) -> None:
+def plot_history(
+    history: list[dict],
+    path: Path,
+    title: str = "Transformer: loss",
+    series: tuple[tuple[str, str], ...] = (("train_loss", "train"), ("val_loss", "validation")),
+    ylabel: str = "cross-entropy (nats per scored token)",
+) -> None:
+    """Loss per evaluation as a PNG: the one loss plot of every training loop (``series`` names the history
+    keys to draw and their labels)."""
     try:
         import matplotlib
 
@@ -129,13 +137,14 @@ def plot_history(history: list[dict], path: Path) -> None:
         return
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [h["train_loss"] for h in history], label="train")
-    ax.plot(steps, [h["val_loss"] for h in history], label="validation")
+    for key, label in series:
+        ax.plot(steps, [h[key] for h in history], label=label, linestyle=":" if "kl" in key else "-")
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats per scored token)")
-    ax.set_title("Song model: loss")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if history:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

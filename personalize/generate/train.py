@@ -29,6 +29,7 @@ import torch
 from personalize.corpus import Piece, build_corpus, default_corpus_dir, load_pieces
 from personalize.generate import tokens as T
 from personalize.generate.dataset import collate, sample_example
+from personalize.generate.fit import plot_history
 from personalize.generate.model import MusicTransformer, TransformerConfig
 
 
@@ -171,26 +172,6 @@ def evaluate_loss(model: MusicTransformer, batches: list[tuple[torch.Tensor, tor
         count += n
     model.train()
     return total / max(1, count)
-
-
-def plot_history(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [h["train_loss"] for h in history], label="train")
-    ax.plot(steps, [h["val_loss"] for h in history], label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats per token)")
-    ax.set_title("Conditional Transformer: loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _checkpoint_dir(cfg: TrainConfig) -> Path:

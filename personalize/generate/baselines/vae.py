@@ -612,25 +612,14 @@ def train_vae(
 
 def plot_loss_curve(history: list[dict[str, float]], path: Path) -> None:
     """Train and validation negative ELBO per note against training step, as a PNG."""
-    import matplotlib
+    from personalize.generate.fit import plot_history
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if history:
-        steps = [h["step"] for h in history]
-        ax.plot(steps, [h["train_neg_elbo_per_note"] for h in history], label="train")
-        ax.plot(steps, [h["val_neg_elbo_per_note"] for h in history], label="validation")
-        ax.plot(steps, [h["val_kl_per_note"] for h in history], label="validation KL", linestyle=":")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("-ELBO (nats per note)")
-    ax.set_title("Conditional VAE")
-    if history:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    series = (
+        ("train_neg_elbo_per_note", "train"),
+        ("val_neg_elbo_per_note", "validation"),
+        ("val_kl_per_note", "validation KL"),
+    )
+    plot_history(history, path, "Conditional VAE", series, "-ELBO (nats per note)")
 
 
 # ----------------------------------------------------------------------------------------------------------
