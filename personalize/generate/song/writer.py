@@ -201,7 +201,9 @@ class SongGenerator:
                     copy_bars=L - ENDING_BARS if copy else 0,
                 )
             )
-        style = "chorale" if form.texture == "chorale" else "tune"
+        # Songs (band textures) are sung: their melodies are written in the hymn-tune style of the chorales
+        # (stepwise, singable, phrases that close), dance tunes in the fiddle style.
+        style = "tune" if form.texture == "tune" else "chorale"
         # The register melodies of the corpus use (a fifth below the tonic to an octave and a half above),
         # inside the instrument's range.
         rel_lo, rel_hi = max(lo - tonic, -7), min(hi - tonic, 24)
