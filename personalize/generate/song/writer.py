@@ -287,6 +287,7 @@ class SongGenerator:
         total = tick
         melody = _end_on_tonic(melody, c, plan.form, bar_ticks, total)
         parts = self._arrange(plan, melody, timeline, span_ticks, beat_ticks, compound, rng)
+        parts = _final_chord(parts, c)
         if c.has_drums:
             hits = drum_part(
                 plan.form.sections, c.meter, c.density_bin, c.tempo_bpm, TPQ, int(rng.integers(1 << 30))
@@ -414,18 +415,52 @@ def melody_line(pm: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int]]:
 
 
 def _end_on_tonic(melody: list[Note], c: Controls, form: Form, bar_ticks: int, total: int) -> list[Note]:
-    """The melody's last note on a tonic-triad tone, held through the ending (a phrase that ends the song
-    comes to rest; the model usually does this itself, this makes sure)."""
+    """The melody's last note on the tonic, held through the ending (a phrase that ends the song comes to
+    rest; the model usually does this itself, this makes sure)."""
     if not melody:
         return melody
-    triad = TONIC[c.mode].pitch_classes(c.key_pc)
     last = melody[-1]
     pitch = last.pitch
-    if pitch % 12 not in triad:
+    if pitch % 12 != c.key_pc % 12:  # the tonic itself: the corpus's tunes and hymns end on it
         pitch = min(
-            (p for p in range(pitch - 4, pitch + 5) if p % 12 in triad),
+            (p for p in range(pitch - 6, pitch + 7) if p % 12 == c.key_pc % 12),
             key=lambda p: (abs(p - last.pitch), p),
         )
     held_to = total if form.sections[-1].role == "outro" else last.start + last.duration
     melody[-1] = Note(last.start, max(last.duration, held_to - last.start), pitch)
     return melody
+
+
+def _final_chord(parts: list[Part], c: Controls) -> list[Part]:
+    """The last chord of the song is the tonic chord with the tonic in the bass: every pitched part's last
+    notes moved to the nearest tone of the tonic triad in its range, and the lowest of them to the tonic."""
+    triad = TONIC[c.mode].pitch_classes(c.key_pc)
+    finals: list[tuple[int, int]] = []  # (part index, note index) of every last-onset note
+    out = []
+    for k, part in enumerate(parts):
+        if part.program is None or not part.notes:
+            out.append(part)
+            continue
+        lo, hi = program_range(part.program)
+        end = max(n.start for n in part.notes)
+        notes = list(part.notes)
+        for j, n in enumerate(notes):
+            if n.start != end:
+                continue
+            finals.append((k, j))
+            if n.pitch % 12 not in triad:
+                options = [p for p in range(n.pitch - 4, n.pitch + 5) if p % 12 in triad and lo <= p <= hi]
+                if options:
+                    notes[j] = Note(n.start, n.duration, min(options, key=lambda p: (abs(p - n.pitch), p)))
+        out.append(Part(part.program, part.role, notes, part.velocities, part.name))
+    if finals:
+        k, j = min(finals, key=lambda kj: out[kj[0]].notes[kj[1]].pitch)
+        n = out[k].notes[j]
+        lo, hi = program_range(out[k].program)
+        options = [p for p in range(n.pitch - 7, n.pitch + 8) if p % 12 == c.key_pc % 12 and lo <= p <= hi]
+        if options and n.pitch % 12 != c.key_pc % 12:
+            # Down to the tonic where the range allows (the bass stays the lowest part), else up.
+            out[k].notes[j] = Note(
+                n.start, n.duration, min(options, key=lambda p: (p > n.pitch, abs(p - n.pitch)))
+            )
+    return out
