@@ -207,8 +207,9 @@ class SongGenerator:
         # The register melodies of the corpus use (a fifth below the tonic to an octave and a half above),
         # inside the instrument's range.
         rel_lo, rel_hi = max(lo - tonic, -7), min(hi - tonic, 24)
-        # The density asked for is measured over the whole song, intro and ending (no melody) included.
-        melodic_bars = sum(sec.bars for sec in form.sections if sec.material)
+        # The density asked for is measured over the whole song, the intro (no melody) included; the outro's
+        # tag replays written bars, so it is melody.
+        melodic_bars = sum(sec.bars for sec in form.sections if sec.material or sec.role == "outro")
         target = DENSITY_TARGETS[controls.density_bin] * form.bars / max(1, melodic_bars)
         request = MelodyRequest(
             controls.mode,
