@@ -1,6 +1,7 @@
-"""MIDI to loudness-normalized stereo audio with an in-process FluidSynth, one synthesizer per process.
+"""MIDI to loudness-normalized stereo audio with an in-process FluidSynth.
 
-The soundfont is loaded once per process and the synthesizer reset between tracks. Notes are sequenced
+The soundfont is loaded once per process; every track is played by a fresh synthesizer sharing it, so
+a track sounds the same, sample for sample, whatever was rendered before it. Notes are sequenced
 here, not by FluidSynth's own player: every part gets its own MIDI channel (drums on channel 10 with the
 drum bank), and the synthesizer writes float samples straight into the output array up to each event's
 frame, so timing is exact to FluidSynth's 64-frame block and nothing is clipped or dithered to 16 bits
@@ -69,8 +70,35 @@ def _bind_write_float():
     )
 
 
+FLUID_WARN = 2  # FluidSynth's log level for warnings
+
+
+def _bind_soundfont_sharing():
+    import fluidsynth
+
+    return (
+        fluidsynth.cfunc("fluid_synth_get_sfont_by_id", c_void_p, ("synth", c_void_p, 1), ("id", c_int, 1)),
+        fluidsynth.cfunc("fluid_synth_add_sfont", c_int, ("synth", c_void_p, 1), ("sfont", c_void_p, 1)),
+        fluidsynth.cfunc("fluid_synth_remove_sfont", c_int, ("synth", c_void_p, 1), ("sfont", c_void_p, 1)),
+        fluidsynth.cfunc(
+            "fluid_set_log_function",
+            c_void_p,
+            ("level", c_int, 1),
+            ("fun", c_void_p, 1),
+            ("data", c_void_p, 1),
+        ),
+    )
+
+
 class SynthEngine:
-    """One FluidSynth synthesizer with one soundfont loaded, reused track after track."""
+    """A soundfont loaded once, and a fresh synthesizer for every track that plays from it.
+
+    A synthesizer keeps state from one track to the next that a reset does not clear (the reverb's
+    modulation phase, the position in its 64-frame block, voice state): a track rendered after another would
+    come out slightly different from the same track rendered first. So each track gets a new synthesizer,
+    which costs about a millisecond since the soundfont, held by a synthesizer that never plays, is shared
+    rather than loaded again: the same MIDI gives the same samples whatever the worker rendered before.
+    """
 
     def __init__(self, soundfont: Path, sample_rate_hz: int) -> None:
         import fluidsynth
@@ -78,26 +106,64 @@ class SynthEngine:
         self._fl = fluidsynth
         self.soundfont = Path(soundfont)
         self.sample_rate_hz = int(sample_rate_hz)
-        self.synth = fluidsynth.Synth(
+        self._holder = self._new_synth()
+        holder_sfid = self._holder.sfload(str(self.soundfont))
+        if holder_sfid < 0:
+            raise RuntimeError(f"FluidSynth could not load soundfont {self.soundfont}: is it an .sf2 file?")
+        self._holder_sfid = holder_sfid
+        self._get_sfont, self._add_sfont, self._remove_sfont, self._set_log = _bind_soundfont_sharing()
+        self._sfont = self._get_sfont(self._holder.synth, holder_sfid)
+        self._write = _bind_write_float()
+        self.synth = self._holder  # the synthesizer of the track being rendered
+        self.sfid = holder_sfid
+        self._tracks = 0
+
+    def _new_synth(self):
+        return self._fl.Synth(
             gain=SYNTH_GAIN,
             samplerate=float(self.sample_rate_hz),
             channels=MIDI_CHANNELS,
             **{"synth.cpu-cores": 1, "synth.lock-memory": 0},
         )
-        self.sfid = self.synth.sfload(str(self.soundfont))
-        if self.sfid < 0:
-            raise RuntimeError(f"FluidSynth could not load soundfont {self.soundfont}: is it an .sf2 file?")
-        self._write = _bind_write_float()
-        self._tracks = 0
+
+    def _start_track(self) -> None:
+        """A new synthesizer playing from the shared soundfont, with nothing of any earlier track in it."""
+        synth = self._new_synth()
+        sfid = self._add_sfont(synth.synth, self._sfont)
+        if sfid < 0:
+            synth.delete()
+            raise RuntimeError(
+                f"FluidSynth could not share soundfont {self.soundfont} with a new synthesizer"
+            )
+        self.synth, self.sfid = synth, sfid
+
+    def _end_track(self) -> None:
+        """Hand the soundfont back and delete the track's synthesizer (the soundfont stays loaded)."""
+        synth = self.synth
+        if synth is self._holder:
+            return
+        self.synth, self.sfid = self._holder, self._holder_sfid
+        # removing the soundfont resets every channel's program, each reset warning that no preset is left
+        previous = self._set_log(FLUID_WARN, None, None)
+        try:
+            self._remove_sfont(synth.synth, self._sfont)
+        finally:
+            self._set_log(FLUID_WARN, previous, None)
+        synth.delete()
 
     def _has_preset(self, bank: int, program: int) -> bool:
         return self.synth.sfpreset_name(self.sfid, bank, program) is not None
 
     def render(self, song: SanitizedMidi, deadline: float, fixes: list[str]) -> np.ndarray:
         """Sequence ``song`` into the synthesizer; returns raw (frames, 2) float32 with a release tail."""
+        self._start_track()
+        try:
+            return self._render(song, deadline, fixes)
+        finally:
+            self._end_track()
+
+    def _render(self, song: SanitizedMidi, deadline: float, fixes: list[str]) -> np.ndarray:
         fl, synth = self._fl, self.synth.synth
-        if self._tracks:
-            fl.fluid_synth_system_reset(synth)  # notes, controllers and effect tails of the last track
         self._tracks += 1
         sr = self.sample_rate_hz
         channels = self._assign_channels(song.parts, fixes)
@@ -149,7 +215,6 @@ class SynthEngine:
         while pos < tail_end and fl.fluid_synth_get_active_voice_count(synth) > 0:
             pos = write_to(pos, min(pos + step, tail_end))
         pos = write_to(pos, min(len(out), pos + int(REVERB_TAIL_S * sr)))
-        fl.fluid_synth_system_reset(synth)
         return out[:pos]
 
     def _assign_channels(self, parts: list[Part], fixes: list[str]) -> list[int]:
