@@ -312,3 +312,29 @@ def test_ids_keep_the_alphabet_the_api_can_serve(ctx, tmp_path):
     for offset, listener in enumerate(NOT_SERVABLE):
         detail = details[len(ODD_BUT_SERVABLE) + offset + 1]
         assert f"listener_id {listener!r} has characters" in detail and "letters, digits" in detail
+
+
+def test_nul_and_other_control_characters_in_a_file_are_quarantined_and_the_rest_stored(ctx, tmp_path):
+    """A NUL byte (which PostgreSQL cannot store in text) or another control character in any field of an
+    events file: that row is quarantined with the field and the character named, the good rows go in."""
+    _catalog(ctx)
+    rows = [
+        b"c1,l1,t1,2026-01-01T10:00:00Z,1000,play",
+        b"c\x002,l1,t1,2026-01-01T10:00:00Z,1000,play",
+        b"c3,l1,t2,2026-01-01T10:00:00Z,1000,pl\x00ay",
+        b"c4,l1,t2,2026-01-01T10:00:00Z,10\x0700,play",
+        b"c5,l\x001,t1,2026-01-01T10:00:00Z,1000,play",
+        b"c6,l2,t2,2026-01-01T10:00:00Z,1000,skip",
+    ]
+    path = _write_events(tmp_path / "nul.csv", rows)
+    path.write_bytes(path.read_bytes() + b"\n")
+    report = ingest_events(ctx, path)
+    assert report.rows_read == 6 and report.ingested == 2
+    assert report.quarantined == {"control_character": 3, "unparseable_field": 1}
+    with ctx.sessions() as session:
+        stored = set(session.scalars(select(ListeningEvent.event_id)))
+        details = {q.row_number: (q.reason, q.detail) for q in session.scalars(select(QuarantinedRow))}
+    assert stored == {"c1", "c6"}
+    assert details[2][0] == "control_character" and "event_id holds U+0000" in details[2][1]
+    assert "kind holds U+0000" in details[3][1] and "ms_played holds U+0007" in details[4][1]
+    assert details[5][0] == "unparseable_field" and "listener_id" in details[5][1]

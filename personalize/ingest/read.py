@@ -213,7 +213,8 @@ def _csv_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Itera
         except csv.Error as exc:
             raise IngestFileError(f"{path}: not readable as CSV ({exc}).") from exc
         columns = [h.strip().lower() for h in header]
-        if "\x00" in sample or (sample and not _encodable("".join(header))):
+        # a NUL in the header means UTF-16 or a binary file; one in a data row only quarantines that row
+        if "\x00" in "".join(header) or (sample and not _encodable("".join(header))):
             raise IngestFileError(
                 f"{path}: the header is not UTF-8 text; is this a CSV file? Save it as UTF-8 CSV."
             )
