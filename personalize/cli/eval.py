@@ -32,7 +32,7 @@ def register(eval_app: typer.Typer) -> None:
         guidance: bool = typer.Option(
             True,
             "--guidance/--no-guidance",
-            help="Decoding rules toward the asked key (--no-guidance: the model alone).",
+            help="Decoding rules toward the asked key and density (--no-guidance: the model alone).",
         ),
         as_json: bool = typer.Option(
             False, "--json", help="Print the report as JSON on stdout (table on stderr)."

@@ -484,8 +484,8 @@ def evaluate_generator(
     """Run the evaluation and write ``eval.json`` and the PNG plots into ``out_dir``; return the report.
 
     ``guidance=False`` turns off every decoding rule that steers toward the asked key or density (the
-    song model's scale constraint; the first model's key and density guidance), to see what the model
-    itself learned to follow."""
+    song model's scale constraint and density steer; the first model's key and density guidance), to see
+    what the model itself learned to follow."""
     from rich.progress import Progress
 
     from personalize.config import get_settings
@@ -506,6 +506,9 @@ def evaluate_generator(
     if not guidance:
         if hasattr(generator, "scale"):
             generator.scale = False
+        melody = getattr(generator, "melody", None)
+        if melody is not None and hasattr(melody, "density_gain"):
+            melody.density_gain = 0.0  # the song model's density steer
         if hasattr(generator, "key_guidance"):
             generator.key_guidance, generator.density_guidance = 0.0, False
     controls = evaluation_controls(n, bars)
