@@ -140,6 +140,8 @@ def test_range_table_knows_the_instruments_a_musician_would_check():
     assert assign_roles([40, 43], "tune") == ["melody", "bass"]
     assert assign_roles([73, 42], "tune") == ["melody", "bass"]
     assert assign_roles([42, 43, 0], "band") == ["melody", "bass", "chords"]
+    assert assign_roles([58, 19], "tune") == ["bass", "melody"]  # organ tune over a tuba, not the reverse
+    assert assign_roles([58], "tune") == ["melody"]
 
 
 @pytest.fixture(scope="module")

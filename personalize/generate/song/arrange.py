@@ -33,6 +33,7 @@ TIMPANI = 47
 # Instruments that play the bass line whenever they accompany (cello, contrabass, tuba, bassoon, baritone
 # sax), besides the bass family: a duo of fiddle and contrabass is a tune over a bass, not two tunes.
 LOW_VOICES = frozenset({42, 43, 58, 67, 70})
+BASS_ONLY = frozenset({43, 58})  # contrabass, tuba: the melody only when alone
 MELODIC_PREFERENCE = ("pipe", "reed", "strings", "brass", "synth_lead", "piano", "guitar", "organ",
                       "chromatic_percussion", "ethnic", "ensemble", "synth_pad", "bass")  # fmt: skip
 
@@ -61,9 +62,11 @@ def assign_roles(programs: Sequence[int], texture: str) -> list[str]:
             roles[i] = voices[min(rank, len(voices) - 1)]
         return roles
 
-    def melody_rank(i: int) -> tuple[int, float]:
+    def melody_rank(i: int) -> tuple[bool, int, float]:
+        # A contrabass or a tuba carries the tune only when nothing else can.
         fam = family_of(programs[i])
-        return (MELODIC_PREFERENCE.index(fam) if fam in MELODIC_PREFERENCE else 99, -mids[i])
+        rank = MELODIC_PREFERENCE.index(fam) if fam in MELODIC_PREFERENCE else 99
+        return (programs[i] in BASS_ONLY, rank, -mids[i])
 
     candidates = [i for i in range(n) if programs[i] != TIMPANI] or list(range(n))
     melody = min(candidates, key=melody_rank)
