@@ -53,6 +53,7 @@ TPQ = S.TICKS_PER_QUARTER
 # Weight of the corpus melody prior fused with the model's pitch choices (model card: 0.5 passed the music
 # gate most often on the evaluation grid, against 1.0 and 0, with the shipped weights).
 PRIOR_WEIGHT = 0.5
+CHORD_CEILING_MIN = 60  # the top of an accompaniment's chords may always reach middle C
 
 
 @dataclass
@@ -321,6 +322,9 @@ class SongGenerator:
         c = plan.controls
         pitched = c.pitched_programs
         melody_low = min((n.pitch for n in melody), default=60)
+        # Chords sit under the melody, but never lower than up to middle C: under a low melody (a cello's)
+        # they would crowd the bass; there they share the melody's register instead.
+        chord_ceiling = max(melody_low - 1, CHORD_CEILING_MIN)
         parts: list[Part] = []
         if plan.form.texture == "chorale":
             lower = [i for i, r in enumerate(plan.roles) if r != "melody"]
@@ -345,7 +349,7 @@ class SongGenerator:
                         beat_ticks,
                         c.density_bin,
                         program,
-                        melody_low - 1,
+                        melody_low - 1,  # one instrument: its own chords stay under its tune
                         compound,
                     )
                     role = "melody+chords"
@@ -376,7 +380,7 @@ class SongGenerator:
             elif role in ("chords", "pad"):
                 density = 0 if role == "pad" else c.density_bin
                 notes = chord_part(
-                    timeline, c.key_pc, span_ticks, beat_ticks, density, program, melody_low - 1, compound
+                    timeline, c.key_pc, span_ticks, beat_ticks, density, program, chord_ceiling, compound
                 )
                 parts.append(Part(program, role, notes, name=name))
             else:
