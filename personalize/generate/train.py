@@ -18,7 +18,6 @@ and the resume point (model + optimizer + step + RNG state, every ``checkpoint_e
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from personalize.corpus import Piece, build_corpus, default_corpus_dir, load_pieces
 from personalize.generate import tokens as T
 from personalize.generate.dataset import collate, sample_example
-from personalize.generate.fit import plot_history
+from personalize.generate.fit import lr_at, plot_history
 from personalize.generate.model import MusicTransformer, TransformerConfig
 
 
@@ -151,13 +150,6 @@ def song_given_mask() -> np.ndarray:
 
 def example_source(cfg: TrainConfig, pieces: list[Piece], block_size: int, seed: int) -> ExampleSource:
     return ExampleSource(pieces, block_size, cfg.chorale_share, seed)
-
-
-def _lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -358,7 +350,7 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, mininterval=10, desc="training")
     while step < cfg.max_steps:
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg)
         x, y = source.batch(cfg.batch_size)
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
@@ -375,7 +367,7 @@ def train_transformer(config_path: Path | None = None, progress: bool = True, lo
                     "step": step,
                     "train_loss": float(np.mean(running)),
                     "val_loss": val,
-                    "lr": _lr_at(step, cfg),
+                    "lr": lr_at(step, cfg),
                 }
             )
             log(f"step {step}: train {np.mean(running):.3f}  val {val:.3f}  ({time.time() - t0:.0f} s)")
