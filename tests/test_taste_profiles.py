@@ -195,7 +195,7 @@ def test_a_track_with_unreadable_programs_is_quarantined_and_the_run_goes_on(ctx
 
 def test_a_young_service_with_only_thin_or_cold_listeners_does_not_crash(ctx):
     rows = [("a", "fast", 0.5, 200_000, "complete"), ("b", "slow", 0.5, 200_000, "complete")]
-    rows += [("c", "slow", 0.5, 1_000, "skip")]
+    rows += [("c", "slow", 0.5, 1_000, "skip"), ("d", "slow", 40.0, 200_000, "complete")]  # d: out of window
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["a", "b", "c", "d"])
     summary = profile.run(ctx, RUN_DATE)
     assert (summary["n_profiled"], summary["n_thin"], summary["n_cold"]) == (0, 2, 2)

@@ -6,9 +6,11 @@ track's length, at most 1), a ``complete`` counts 1, a play or skip shorter than
 takes ``profile_skip_penalty`` off, a like adds ``profile_like_weight``, a save ``profile_save_weight``, a
 dislike takes ``profile_dislike_weight`` off. Each event is multiplied by ``0.5 ** (age_days /
 profile_half_life_days)``, age counted from the end of the run date. Only events of the
-``profile_window_days`` days ending with the run date count. Per listener and track the weights are
-summed in SQL; a track whose sum is not positive does not pull the profile. The profile is the weighted
-mean of the tracks' own vectors (:func:`personalize.profile.vector.track_vector`).
+``profile_window_days`` days ending with the run date count, and only listeners known by the end of the
+run date get a profile (:func:`listeners_known_by`), so nothing after the date changes its profiles. Per
+listener and track the weights are summed in SQL; a track whose sum is not positive does not pull the
+profile. The profile is the weighted mean of the tracks' own vectors
+(:func:`personalize.profile.vector.track_vector`).
 
 Cold start rule: a listener with at least ``profile_min_events`` events and some positive weight is
 ``profiled`` (and fits the clusters); with fewer events but some positive weight ``thin`` (own vector,
@@ -30,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, text
 
 from personalize.context import Context
-from personalize.db.models import Listener, QuarantinedRow, TasteProfile, Track
+from personalize.db.models import QuarantinedRow, TasteProfile, Track
 from personalize.music.gm import DRUMS, FAMILIES, parse_programs
 from personalize.music.keys import key_name
 from personalize.profile.vector import (
@@ -250,6 +252,30 @@ def load_pair_weights(ctx: Context, start: dt.datetime, end: dt.datetime) -> pd.
     return df
 
 
+# --- Listeners ----------------------------------------------------------------------------------------
+
+_KNOWN_BY_SQL = """
+SELECT l.listener_id FROM listeners l
+WHERE EXISTS (SELECT 1 FROM listening_events e WHERE e.listener_id = l.listener_id AND e.ts < :end)
+   OR (l.created_at < :end
+       AND NOT EXISTS (SELECT 1 FROM listening_events e WHERE e.listener_id = l.listener_id))
+ORDER BY l.listener_id"""
+
+
+def listeners_known_by(ctx: Context, end: dt.datetime) -> list[str]:
+    """Listeners the service knew before ``end`` (the end of the run date), sorted: those with a listening
+    event before it, and those without any event at all whose row was created before it. A listener whose
+    first event comes later is not part of that night, so a rerun of a past date serves the same listeners.
+    """
+    if ctx.dialect == "sqlite":
+        # Timestamps are text there ("YYYY-MM-DD HH:MM:SS[.ffffff]"): compare in the same form.
+        value: Any = end.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    else:
+        value = end
+    with ctx.engine.connect() as conn:
+        return list(conn.execute(text(_KNOWN_BY_SQL), {"end": value}).scalars())
+
+
 # --- Profiles -----------------------------------------------------------------------------------------
 
 PROFILE_COLUMNS = [
@@ -398,10 +424,7 @@ def run(ctx: Context, run_date: dt.date, progress: Progress | None = None) -> di
     )
 
     t2 = time.perf_counter()
-    with ctx.engine.connect() as conn:
-        listener_ids = list(
-            conn.execute(select(Listener.listener_id).order_by(Listener.listener_id)).scalars()
-        )
+    listener_ids = listeners_known_by(ctx, end)
     profiles, counts = compute_profiles(pairs, tracks, listener_ids, ctx.settings.profile_min_events)
     timings["compute_s"] = time.perf_counter() - t2
     say(f"profiled {counts['profiled']}, thin {counts['thin']}, cold {counts['cold']}")
