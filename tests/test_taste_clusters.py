@@ -19,6 +19,10 @@ from personalize.db.models import Cluster, TasteRun
 from personalize.profile.vector import FEATURE_NAMES, load_space, track_vector
 
 DAY1 = dt.date(2026, 3, 1)
+_CLUSTER_FIELDS = (
+    "cluster_id", "size", "n_profiled", "tempo_bpm", "key_pc", "mode", "key_name", "top_families", "density",
+    "silhouette", "is_new", "match_distance", "centroid", "quality",
+)  # fmt: skip
 
 
 def _night(ctx, run_date):
@@ -66,6 +70,23 @@ def test_clusters_recover_segments_and_keep_their_ids_the_next_night(ctx):
     new = [c for c in _clusters(ctx, day3) if c.is_new]
     assert len(new) == 1 and new[0].cluster_id == 4 and new[0].tempo_bpm == pytest.approx(140.0, rel=0.05)
     assert {c.cluster_id for c in _clusters(ctx, day3) if not c.is_new} == set(by_segment_day1.values())
+
+    # Rerun the third night after a fourth: its new cluster keeps id 4, whatever the fourth night numbered
+    # since (ids chain from earlier dates only, so a past date reruns as it first ran).
+    day4 = day3 + dt.timedelta(days=1)
+    with ctx.sessions() as s, s.begin():
+        for c in _clusters(ctx, day3):
+            s.add(Cluster(**{k: getattr(c, k) for k in _CLUSTER_FIELDS}, run_date=day4))
+        s.add(
+            Cluster(
+                **{k: getattr(new[0], k) for k in _CLUSTER_FIELDS if k != "cluster_id"},
+                run_date=day4,
+                cluster_id=9,
+            )
+        )
+    rerun = _night(ctx, day3)
+    assert rerun["n_new_clusters"] == 1
+    assert [c.cluster_id for c in _clusters(ctx, day3) if c.is_new] == [4]
 
 
 def test_cluster_rows_are_readable_and_rerun_gives_the_same_answer(ctx):

@@ -74,13 +74,15 @@ def load_profiles(ctx: Context, run_date: dt.date) -> tuple[pd.DataFrame, np.nda
 
 
 def _previous(ctx: Context, run_date: dt.date) -> tuple[dt.date | None, list[int], np.ndarray, int]:
-    """Latest earlier date with clusters: its ids and raw centroids, and the next never-used id."""
+    """Latest earlier date with clusters: its ids and raw centroids, and the next id no earlier date used."""
     with ctx.engine.connect() as conn:
         prev_date = conn.execute(
             select(func.max(Cluster.run_date)).where(Cluster.run_date < run_date)
         ).scalar()
+        # Ids chain from earlier dates only: a rerun of a past date numbers its clusters as it first did,
+        # whatever later nights have added since.
         max_id = conn.execute(
-            select(func.max(Cluster.cluster_id)).where(Cluster.run_date != run_date)
+            select(func.max(Cluster.cluster_id)).where(Cluster.run_date < run_date)
         ).scalar()
         prev = []
         if prev_date is not None:
