@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 from fastapi.testclient import TestClient
+from fresh_tracks import fresh_track
 from sqlalchemy import select, update
 
 from personalize.api.app import create_app
@@ -91,24 +92,7 @@ def test_rerender_through_the_stage_gives_the_same_file_and_etag(ctx):
             ("r-0", midi_bytes(demo_piece(5, seed=11, programs=(19, 48)))),
             ("r-1", midi_bytes(demo_piece(6, seed=12))),
         ]:
-            session.add(
-                Track(
-                    track_id=track_id,
-                    title=f"Fresh {track_id}",
-                    source="generated",
-                    duration_s=6.0,
-                    tempo_bpm=110.0,
-                    key_pc=0,
-                    mode="major",
-                    meter="4/4",
-                    programs="0;33;drums",
-                    run_date=RUN_DATE,
-                    cluster_id=1,
-                    model_version="test",
-                    conditioning={"key": "C major", "tempo_bpm": 110},
-                    midi_uri=ctx.storage.put_bytes("midi", midi, ".mid").uri,
-                )
-            )
+            session.add(fresh_track(ctx, track_id, midi, RUN_DATE, duration_s=6.0))
     assert run(ctx, RUN_DATE, workers=1)["rendered"] == 2  # one worker: r-0, then r-1
     with ctx.sessions() as session:
         first = session.scalars(select(Track).where(Track.track_id == "r-1")).one()

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 
 import pretty_midi
+from fresh_tracks import fresh_track
 from sqlalchemy import func, select
 
 from personalize.db.models import QuarantinedRow, Track
@@ -17,25 +18,7 @@ RUN_DATE = dt.date(2026, 11, 20)
 
 
 def _track(ctx, track_id: str, midi: bytes | None, **overrides) -> Track:
-    midi_uri = ctx.storage.put_bytes("midi", midi, ".mid").uri if midi is not None else None
-    fields = dict(
-        track_id=track_id,
-        title=f"Fresh {track_id}",
-        source="generated",
-        duration_s=8.0,
-        tempo_bpm=110.0,
-        key_pc=0,
-        mode="major",
-        meter="4/4",
-        programs="0;33;drums",
-        run_date=RUN_DATE,
-        cluster_id=1,
-        model_version="test",
-        conditioning={"key": "C major", "tempo_bpm": 110, "programs": [0, 33, "drums"]},
-        midi_uri=midi_uri,
-    )
-    fields.update(overrides)
-    return Track(**fields)
+    return fresh_track(ctx, track_id, midi, overrides.pop("run_date", RUN_DATE), **overrides)
 
 
 def _audio_files(ctx) -> list[str]:
