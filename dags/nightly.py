@@ -1,6 +1,6 @@
 """The nightly personalization run: files waiting in the inbox ingested, taste profiles, clusters, a plan
 of fresh tracks per cluster, generation and rendering mapped over clusters, per-listener playlists
-published as one asset, and the run report.
+published as one asset, the run report, and retention (gc: files no recent playlist lists).
 
 Thin on purpose: every task calls one ``personalize.pipeline.run_stage`` with the run's logical date, the
 same function ``personalize run --date`` calls. Imports of the library happen inside the tasks so the
@@ -107,10 +107,16 @@ def nightly():  # type: ignore[no-untyped-def]
     def report(ds: str | None = None) -> dict:
         return _small(_stage("report", ds))
 
+    @task
+    def gc(ds: str | None = None) -> dict:
+        return _small(_stage("gc", ds))
+
     clusters = plan()
     ingest() >> profile() >> cluster() >> clusters
     rendered = render.expand(cluster_id=generate.expand(cluster_id=clusters))
-    publish(rendered) >> report()
+    published = publish(rendered)
+    published >> report()
+    published >> gc()
 
 
 nightly()

@@ -99,8 +99,21 @@ class Settings(BaseSettings):
         default=0.3, ge=0, le=1
     )  # MMR trade-off: 0 = closest tracks only, 1 = most varied
     playlist_history_days: int = Field(
-        default=365, ge=0, le=36_500
-    )  # tracks received within this many days are never offered again
+        default=30, ge=0, le=36_500
+    )  # freshness window: a track that was in a listener's playlist within this many days never comes back
+    # Share of a playlist that is new each night (a daily mix); the rest carries over from yesterday's
+    # playlist, minus what the listener skipped or disliked. 1.0: a whole new playlist every night.
+    playlist_new_share: float = Field(default=0.6, gt=0, le=1)
+    # Listeners far from their cluster's centroid get a track written for their own taste, as many as this
+    # many CPU-seconds a night buy at the last night's measured cost per track (0: none).
+    personal_tracks_cpu_s: float = Field(default=60.0, ge=0, le=86_400)
+    # Only listeners farther from their centroid than this quantile of all listeners' distances qualify.
+    personal_outlier_quantile: float = Field(default=0.9, ge=0, lt=1)
+    # Retention: the gc stage removes MIDI and audio that no playlist of the last retention_days references.
+    retention_days: int = Field(default=30, ge=2, le=36_500)
+    # A stored file no track row names (a crash between writing it and recording it) is removed only
+    # once it is this old, so a night still writing its files keeps them.
+    gc_orphan_grace_s: float = Field(default=6 * 3600.0, ge=0, le=30 * 86_400)
     # A running stage's claim is a lease: the claiming process beats every stage_heartbeat_s; a claim held
     # on another host with no beat for stage_lease_s is taken over (one on this host as soon as its
     # process is gone).

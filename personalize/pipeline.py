@@ -4,9 +4,9 @@ Every front door (``personalize run``, the single-stage commands, the Airflow DA
 calls :func:`run_stage`, which claims the stage for the date (:mod:`personalize.runs`), calls the stage's
 ``run(ctx, run_date)`` and records the outcome in ``pipeline_runs``. Nothing else calls a stage.
 
-Stage order: ingest -> profile -> cluster -> plan -> generate -> render -> publish -> report. Generate and render
-work per taste cluster (the DAG maps them over clusters); their records are named ``generate:c<id>`` and
-``render:c<id>``.
+Stage order: ingest -> profile -> cluster -> plan -> generate -> render -> publish -> report -> gc (retention).
+Generate and render work per taste cluster (the DAG maps them over clusters); their records are named
+``generate:c<id>`` and ``render:c<id>``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
     Stage("render", "personalize.render.stage", per_cluster=True),
     Stage("publish", "personalize.publish.stage"),
     Stage("report", "personalize.report.stage"),
+    Stage("gc", "personalize.gc.stage"),
 )
 STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_TABLE)
 PER_CLUSTER_STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_TABLE if s.per_cluster)

@@ -44,3 +44,33 @@ class Storage:
     def exists(self, uri: str) -> bool:
         fs, path = fsspec.core.url_to_fs(uri)
         return fs.exists(path)
+
+    def delete(self, uri: str) -> int:
+        """Remove one stored object; returns the bytes freed (0 when it was already gone)."""
+        fs, path = fsspec.core.url_to_fs(uri)
+        try:
+            n_bytes = int(fs.size(path))
+            fs.rm_file(path)
+        except FileNotFoundError:
+            return 0
+        return n_bytes
+
+    def listing(self, kind: str) -> list[tuple[str, int, float]]:
+        """Every stored object of ``kind`` as ``(uri, bytes, modified as a POSIX time)``; partial writes
+        (``.partial``) are left out."""
+        base = f"{self.root_path}/{kind}"
+        if not self.fs.exists(base):
+            return []
+        out = []
+        for path, info in self.fs.find(base, detail=True).items():
+            if path.endswith(".partial"):
+                continue
+            modified = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
+            if hasattr(modified, "timestamp"):
+                modified = modified.timestamp()
+            out.append((self._uri(path), int(info.get("size") or 0), float(modified)))
+        return out
+
+    def total_bytes(self, kinds: tuple[str, ...] = ("midi", "audio")) -> int:
+        """Bytes held under the given kinds."""
+        return sum(n for kind in kinds for _, n, _ in self.listing(kind))

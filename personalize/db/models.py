@@ -285,3 +285,23 @@ class TrackPlan(Base):
     programs_ok: Mapped[bool | None] = mapped_column(Boolean)
     density_ok: Mapped[bool | None] = mapped_column(Boolean)
     detail: Mapped[str | None] = mapped_column(Text)
+    # Set for a track written for one listener's own taste (migration 0009); None for a cluster's track.
+    listener_id: Mapped[str | None] = mapped_column(String(64))
+
+
+# --- The simulated world's closed loop (migration 0009) ---------------------------------------------
+
+
+class LoopNight(Base):
+    """One night of ``personalize loop``: the simulated world answered the day, the night ran, and what
+    was measured (``metrics``). ``status``: running | done; a loop continues after its last done night."""
+
+    __tablename__ = "loop_nights"
+
+    run_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    world_tag: Mapped[str] = mapped_column(String(40))
+    night: Mapped[int] = mapped_column(Integer)  # 0 = the world's last day of history
+    status: Mapped[str] = mapped_column(String(12))
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
