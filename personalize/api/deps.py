@@ -23,12 +23,13 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
+from pydantic import AfterValidator
 from sqlalchemy import Connection
 
 from personalize.api.errors import Forbidden, NotAuthenticated
 from personalize.api.keys import KeyInfo, verify_key
 from personalize.api.state import ApiState
-from personalize.ids import ID_PATTERN, ID_RULE
+from personalize.ids import ID_RULE, id_problem, normal_id
 
 T = TypeVar("T")
 
@@ -41,10 +42,22 @@ KEY_CHALLENGE = {"WWW-Authenticate": "ApiKey"}
 SIG_PATTERN = r"^[0-9a-f]{64}$"
 EXPIRES_MAX = 2**40  # far beyond any real expiry; keeps the number a plain 64-bit integer
 
-# The alphabet ingest keeps, so every stored id can be fetched and none can look like a path (no slash,
-# backslash, percent sign, tilde or leading dot).
-ListenerId = Annotated[str, Path(pattern=ID_PATTERN, description=f"Listener id: {ID_RULE}")]
-TrackId = Annotated[str, Path(pattern=ID_PATTERN, description=f"Track id: {ID_RULE}")]
+
+def checked_id(value: str) -> str:
+    """An id from a URL (already percent-decoded) under the rule ingest keeps, in the NFC form ids are
+    stored in; a path-like, unprintable or over-long one is refused (422)."""
+    value = normal_id(value)
+    problem = id_problem(value)
+    if problem is not None:
+        raise ValueError(f"the id {problem}; ids are {ID_RULE}")
+    return value
+
+
+# The rule ingest keeps, so every stored id can be fetched (percent-encoded: '+', spaces, non-ASCII letters)
+# and none can look like a path (no slash, backslash, control character, '.' or '..').
+ListenerId = Annotated[str, Path(description=f"Listener id: {ID_RULE}"), AfterValidator(checked_id)]
+TrackId = Annotated[str, Path(description=f"Track id: {ID_RULE}"), AfterValidator(checked_id)]
+OptionalListenerId = Annotated[str | None, AfterValidator(lambda v: None if v is None else checked_id(v))]
 Expires = Annotated[int | None, Query(ge=0, le=EXPIRES_MAX, description="Unix time the URL expires")]
 Signature = Annotated[str | None, Query(pattern=SIG_PATTERN, description="HMAC-SHA256, hex")]
 
@@ -114,9 +127,7 @@ class AudioGrant:
 async def check_audio_url(
     request: Request,
     track_id: TrackId,
-    listener: Annotated[
-        str | None, Query(pattern=ID_PATTERN, description="Listener the URL was signed for")
-    ] = None,
+    listener: Annotated[OptionalListenerId, Query(description="Listener the URL was signed for")] = None,
     expires: Expires = None,
     sig: Signature = None,
 ) -> AudioGrant:

@@ -28,6 +28,7 @@ from personalize.api.schemas import (
 )
 from personalize.api.signing import Signer
 from personalize.context import Context
+from personalize.ids import url_id
 from personalize.music.gm import family_of, parse_programs
 from personalize.music.keys import key_name
 
@@ -45,7 +46,7 @@ class Urls:
 
     def audio(self, listener_id: str, track_id: str) -> str:
         query = self.signer.audio_query(listener_id, track_id, self.audio_ttl_s, now=self.now)
-        return f"{self.base_url}/v1/tracks/{track_id}/audio?{query}"
+        return f"{self.base_url}/v1/tracks/{url_id(track_id)}/audio?{query}"
 
     @property
     def audio_expires_at(self) -> dt.datetime:
@@ -297,7 +298,7 @@ def player_link(signer: Signer, listener_id: str, ttl_s: int) -> PlayerLinkOut:
     """A path to the web player of ``listener_id``, signed for that listener only, valid ``ttl_s`` seconds."""
     now = now_s()
     return PlayerLinkOut(
-        url=f"/player/{listener_id}?{signer.player_query(listener_id, ttl_s, now=now)}",
+        url=f"/player/{url_id(listener_id)}?{signer.player_query(listener_id, ttl_s, now=now)}",
         expires_at=dt.datetime.fromtimestamp(int(now) + ttl_s, dt.UTC),
     )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from personalize.config import Settings
+from personalize.ids import url_id
 
 SECRET_FILE = "signing_secret"
 
@@ -66,7 +67,7 @@ class Signer:
     def audio_query(self, listener_id: str, track_id: str, ttl_s: int, *, now: float) -> str:
         expires = int(now) + ttl_s
         sig = self.signature("audio", listener_id, track_id, expires)
-        return f"listener={listener_id}&expires={expires}&sig={sig}"
+        return f"listener={url_id(listener_id)}&expires={expires}&sig={sig}"
 
     def player_query(self, listener_id: str, ttl_s: int, *, now: float) -> str:
         expires = int(now) + ttl_s

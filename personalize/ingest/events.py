@@ -167,7 +167,7 @@ class EventIngest:
         ts_us, ts_missing, ts_bad = timestamp_column(frame["ts"])
         ms, ms_missing, ms_bad = number_column(frame["ms_played"])
         ms_bad |= ~ms_missing & ~ms_bad & (~np.isfinite(ms) | (np.floor(ms) != ms))
-        # Listener and track ids have their own, narrower alphabet (odd_id below), which refuses these too.
+        # Listener and track ids have their own rule (odd_id below), which refuses these too.
         control = {col: control_characters(frame[col]) for col in ("event_id", "ts", "ms_played", "kind")}
         long_id = {"event_id": event_long, "listener_id": listener_long, "track_id": track_long}
         # ids the API could not serve back (an app fetches playlists and tracks by them)

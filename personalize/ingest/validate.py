@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from personalize.ids import ID_BODY, ID_MAX_CHARS
+from personalize.ids import ID_FORBIDDEN_RE2, ID_MAX_CHARS, id_problem, normal_id
 
 # How spreadsheets and dataframes spell "no value" in a number or timestamp column.
 NULL_TOKENS = ("nan", "nat", "null", "none", "na", "n/a", "<na>")
@@ -22,11 +22,24 @@ def text_column(
 
 
 def id_column(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
-    """Like :func:`text_column` for listener and track ids, plus a mask of ids that are present and short
-    enough but use characters outside :data:`personalize.ids.ID_RULE` (checked in Arrow, not per row)."""
+    """Like :func:`text_column` for listener and track ids (kept in NFC), plus a mask of ids that are present
+    and short enough but break :data:`personalize.ids.ID_RULE`. ASCII ids are checked in Arrow; the few
+    others one by one with :func:`personalize.ids.id_problem`, the rule the API applies."""
     text, missing, too_long = _stripped_text(values, ID_MAX_CHARS, lower=False)
-    bad_chars = ~text.str.fullmatch(ID_BODY).to_numpy(dtype=bool, na_value=False) & ~missing & ~too_long
-    return _as_objects(text, missing), missing, too_long, bad_chars
+    present = ~missing & ~too_long
+    if values.dtype.kind in "iuf":
+        return _as_objects(text, missing), missing, too_long, np.zeros(len(values), dtype=bool)
+    ascii_ = text.str.isascii().to_numpy(dtype=bool, na_value=True)
+    bad_chars = text.str.contains(ID_FORBIDDEN_RE2, regex=True).to_numpy(dtype=bool, na_value=False).copy()
+    bad_chars |= text.isin([".", ".."]).to_numpy(dtype=bool)
+    others = np.flatnonzero(~ascii_ & present)
+    if len(others):
+        text = text.astype(object)
+        for i in others:
+            value = normal_id(text.iat[i])
+            text.iat[i] = value
+            bad_chars[i] = id_problem(value) is not None
+    return _as_objects(text, missing), missing, too_long, bad_chars & present
 
 
 def _stripped_text(

@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from personalize.api import services
-from personalize.api.deps import KeyedDb, TrackId
+from personalize.api.deps import KeyedDb, OptionalListenerId, TrackId
 from personalize.api.errors import error_responses
 from personalize.api.routes import SIGNED_URL_HEADERS, json_response
 from personalize.api.schemas import TrackOut
 from personalize.api.state import ApiState
-from personalize.ids import ID_PATTERN
 
 router = APIRouter(tags=["tracks"])
 
@@ -25,7 +24,7 @@ async def get_track(
     db: KeyedDb,
     track_id: TrackId,
     listener_id: Annotated[
-        str | None, Query(pattern=ID_PATTERN, description="Add this listener's playlist context (the reason)")
+        OptionalListenerId, Query(description="Add this listener's playlist context (the reason)")
     ] = None,
 ) -> Response:
     """Metadata, the controls the track was generated from, what was measured, and why it was picked."""
