@@ -77,7 +77,7 @@ def _count(ctx, model) -> int:  # type: ignore[no-untyped-def]
 def test_every_bad_row_is_quarantined_with_reason_row_and_raw(ctx, tmp_path):
     _catalog(ctx)
     path = _write_events(tmp_path / "events.csv", [r for r, _ in ROWS])
-    report = ingest_events(ctx, path)
+    report = ingest_events(ctx, path, encoding="utf-8")  # so the Latin-1 byte of row 13 is bad
 
     assert report.rows_read == len(ROWS)
     assert report.ingested == 3
@@ -112,9 +112,9 @@ def test_every_bad_row_is_quarantined_with_reason_row_and_raw(ctx, tmp_path):
 def test_reingesting_the_same_file_adds_nothing(ctx, tmp_path):
     _catalog(ctx)
     path = _write_events(tmp_path / "events.csv", [r for r, _ in ROWS])
-    first = ingest_events(ctx, path)
+    first = ingest_events(ctx, path, encoding="utf-8")
     counts = (_count(ctx, ListeningEvent), _count(ctx, QuarantinedRow), _count(ctx, Listener))
-    second = ingest_events(ctx, path)
+    second = ingest_events(ctx, path, encoding="utf-8")
 
     assert second.ingested == 0
     assert second.already_present == first.ingested

@@ -14,21 +14,24 @@ app = typer.Typer(
     help="Load the catalog and listening history (CSV or Parquet; MIDI folders).", no_args_is_help=True
 )
 
-EVENTS_HELP = """Ingest listening events from a CSV or Parquet FILE.
+EVENTS_HELP = """Ingest listening events from a CSV or Parquet FILE (plain, .gz, .bz2, .zst, or a .zip of one file).
 
 \b
 Columns (header row required, extra columns ignored):
   event_id     unique id of the event (text, up to 64 characters)
   listener_id  who listened (text, up to 64); new listeners are created
   track_id     a track already in the catalog (text, up to 64)
-  ts           ISO 8601 timestamp, e.g. 2026-11-20T18:04:05Z (UTC when no offset)
+  ts           ISO 8601 timestamp, e.g. 2026-11-20T18:04:05Z (UTC when no offset),
+               or as --ts-format says, e.g. --ts-format '%m/%d/%Y %H:%M' for 11/20/2026 18:04
   ms_played    whole milliseconds played, 0 .. track length + slack
   kind         play, skip, like, dislike, complete or save
 
 \b
 Bad rows are kept in quarantined_rows with a reason code and what to fix; the rest is ingested.
-Re-ingesting the same file adds nothing. Exit 0 when the file was read (even with quarantined rows),
-2 when it could not be read at all."""
+The text encoding is detected (Windows-1252 and others) unless --encoding gives it. When most of the
+first chunk would be quarantined nothing is stored and the run exits 2 with the fix (--accept-bad-rows
+ingests the good rows anyway). Re-ingesting the same file adds nothing. Exit 0 when the file was read
+(even with quarantined rows), 2 when it could not be read at all."""
 
 CATALOG_HELP = """Ingest the catalog from a CSV or Parquet FILE, or measure it from a folder of MIDI files (--midi DIR).
 
@@ -47,6 +50,11 @@ Columns (header row required, extra columns ignored):
 With --midi, every .mid/.midi file under DIR is measured (tempo, key by key-finding, meter, programs,
 duration, density) in a worker with a time limit and a size cap; track_id is "midi-" plus the slug of the
 file's path relative to DIR. Files that cannot be used are quarantined with a midi_* reason."""
+
+
+ENCODING_OPTION = typer.Option(
+    None, "--encoding", help="Text encoding of a CSV, e.g. cp1252 (default: detected; UTF-8 when unsure)."
+)
 
 
 def _show(report, verbose_examples: bool = True) -> None:  # type: ignore[no-untyped-def]
@@ -68,13 +76,23 @@ def events(
     source: str | None = typer.Option(
         None, help="Name recorded as the source (default: the file's absolute path)."
     ),
+    encoding: str | None = ENCODING_OPTION,
+    ts_format: str | None = typer.Option(
+        None, "--ts-format", help="strftime format of ts when not ISO 8601, e.g. '%d/%m/%Y %H:%M' (UTC)."
+    ),
+    accept_bad_rows: bool = typer.Option(
+        False, "--accept-bad-rows", help="Ingest the good rows even when most of the first chunk is bad."
+    ),
 ) -> None:
     from personalize.context import make_context
     from personalize.ingest import IngestFileError, ingest_events
 
     ctx = make_context()
     try:
-        report = ingest_events(ctx, file, source=source, progress=True)
+        report = ingest_events(
+            ctx, file, source=source, progress=True, encoding=encoding, ts_format=ts_format,
+            accept_bad_rows=accept_bad_rows,
+        )  # fmt: skip
     except IngestFileError as exc:
         err_console.print(f"[red]cannot ingest:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -89,6 +107,7 @@ def catalog(
     midi: Path | None = typer.Option(
         None, "--midi", help="Folder of MIDI files to measure instead of a file."
     ),
+    encoding: str | None = ENCODING_OPTION,
 ) -> None:
     from personalize.context import make_context
     from personalize.ingest import IngestFileError, ingest_catalog, ingest_catalog_midi
@@ -98,7 +117,11 @@ def catalog(
         raise typer.Exit(2)
     ctx = make_context()
     try:
-        report = ingest_catalog_midi(ctx, midi, progress=True) if midi else ingest_catalog(ctx, file)  # type: ignore[arg-type]
+        report = (
+            ingest_catalog_midi(ctx, midi, progress=True)
+            if midi
+            else ingest_catalog(ctx, file, encoding=encoding)
+        )  # type: ignore[arg-type]
     except IngestFileError as exc:
         err_console.print(f"[red]cannot ingest:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -12,9 +12,18 @@ import pandas as pd
 from personalize.context import Context
 from personalize.ids import ID_MAX_CHARS, unservable_id
 from personalize.ingest.midi import MidiMeasurer, find_midi_files, midi_track_id
-from personalize.ingest.read import Chunk, Quarantine, check_columns, frame_chunks, raw_json, read_chunks
+from personalize.ingest.read import (
+    Chunk,
+    Quarantine,
+    check_columns,
+    check_readable,
+    frame_chunks,
+    raw_json,
+    read_chunks,
+)
 from personalize.ingest.report import IngestFileError, IngestReport
 from personalize.ingest.store import insert_tracks, write_quarantine
+from personalize.ingest.unpack import open_input
 from personalize.ingest.validate import first_reason, id_column, number_column, text_column
 from personalize.music.gm import format_programs, parse_programs
 from personalize.music.keys import parse_key, parse_meter
@@ -215,18 +224,24 @@ class CatalogIngest:
         return tracks, refused
 
 
-def _read_catalog_chunks(path: Path, chunk_rows: int):  # type: ignore[no-untyped-def]
-    return read_chunks(path, CATALOG_COLUMNS, chunk_rows)
+def ingest_catalog(
+    ctx: Context, path: Path, *, source: str | None = None, encoding: str | None = None
+) -> IngestReport:
+    """Ingest a CSV or Parquet catalog (track_id, title, duration_s, tempo_bpm, key, meter, programs and the
+    optional density, artist, spotify_uri, isrc, mbid), plain or compressed; ``encoding`` as for events
+    (default: detected). Raises :class:`~personalize.ingest.IngestFileError` when the file cannot be read."""
+    from personalize.ingest.events import _reading_notes
 
-
-def ingest_catalog(ctx: Context, path: Path, *, source: str | None = None) -> IngestReport:
-    """Ingest a CSV or Parquet catalog (track_id, title, duration_s, tempo_bpm, key, meter, programs and an
-    optional density). Raises :class:`~personalize.ingest.IngestFileError` when the file cannot be read."""
     path = Path(path)
+    check_readable(path)
     started = time.perf_counter()
     job = CatalogIngest(ctx, source or str(path.resolve()))
-    for chunk in _read_catalog_chunks(path, ctx.settings.ingest_chunk_rows):
-        job.add(chunk)
+    with open_input(path) as plain:
+        job.report.notes, encoding = _reading_notes(plain, encoding)
+        for chunk in read_chunks(
+            plain.path, CATALOG_COLUMNS, ctx.settings.ingest_chunk_rows, encoding=encoding, name=plain.name
+        ):
+            job.add(chunk)
     job.report.elapsed_s = time.perf_counter() - started
     return job.report
 

@@ -28,8 +28,9 @@ from personalize.ingest.read import (
     raw_json,
     read_chunks,
 )
-from personalize.ingest.report import IngestFileError, IngestReport
+from personalize.ingest.report import DETAIL_MAX_CHARS, IngestFileError, IngestReport, clip
 from personalize.ingest.store import EventWriter, TrackDurations, bulk_load_wanted
+from personalize.ingest.unpack import InputFile, detect_encoding, open_input
 from personalize.ingest.validate import (
     control_characters,
     first_control_character,
@@ -46,6 +47,12 @@ EARLIEST_TS = pd.Timestamp("2000-01-01", tz="UTC")
 FUTURE_TOLERANCE_S = 300  # clocks of phones and servers disagree by a few minutes; more is a bad timestamp
 MS_PLAYED_MAX = 2**31 - 1  # listening_events.ms_played is a 32-bit integer
 FIX_AND_RETRY = "Correct the row in the source file and ingest it again (rows already in are skipped)."
+# A file whose first chunk is mostly refused is almost always read wrongly as a whole (a timestamp format, a
+# catalog not loaded yet): stop before storing anything rather than quarantine a million rows.
+MOSTLY_BAD_SHARE = 0.5
+MOSTLY_BAD_MIN_ROWS = 20
+# Month-first or day-first dates as spreadsheets write them: the --ts-format hint of the stop message.
+SLASH_DATE = r"^\s*\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}"
 
 
 def _sqlalchemy_utc_text(ts_us: np.ndarray) -> np.ndarray:
@@ -113,9 +120,19 @@ class _Prepared:
 class EventIngest:
     """One source's ingest: holds the per-run state (now, track cache, duplicate finder, report)."""
 
-    def __init__(self, ctx: Context, source: str, expected_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        source: str,
+        expected_rows: int | None = None,
+        *,
+        ts_format: str | None = None,
+        stop_if_mostly_bad: bool = False,
+    ) -> None:
         self.ctx = ctx
         self.source = source[-300:]
+        self.ts_format = ts_format
+        self.stop_if_mostly_bad = stop_if_mostly_bad
         bulk = bulk_load_wanted(ctx, expected_rows)
         self.tracks = TrackDurations(ctx)
         if bulk and ctx.dialect == "postgresql":
@@ -164,7 +181,7 @@ class EventIngest:
         track_id, track_missing, track_long, track_chars = id_column(frame["track_id"])
         kind, kind_missing, _ = text_column(frame["kind"], lower=True)
         kind_text = frame["kind"]
-        ts_us, ts_missing, ts_bad = timestamp_column(frame["ts"])
+        ts_us, ts_missing, ts_bad = timestamp_column(frame["ts"], self.ts_format)
         ms, ms_missing, ms_bad = number_column(frame["ms_played"])
         ms_bad |= ~ms_missing & ~ms_bad & (~np.isfinite(ms) | (np.floor(ms) != ms))
         # Listener and track ids have their own rule (odd_id below), which refuses these too.
@@ -228,7 +245,9 @@ class EventIngest:
                     code, row_number, i, event_id, track_id, kind_text, frame, missing, long_id, odd_id, ts_bad,
                     ms_bad, ms_safe, durations, earlier, control,
                 )  # fmt: skip
-                refused.append(Quarantine(row_number, raw_json(records[j]), code, detail))
+                refused.append(
+                    Quarantine(row_number, raw_json(records[j]), code, clip(detail, DETAIL_MAX_CHARS))
+                )
         ok = reason == None  # noqa: E711
         # For PostgreSQL the Python strings stay Python strings (dtype object): its COPY encoder takes them
         # straight to Arrow, and letting pandas turn them into Arrow strings here and back again cost 0.3 µs
@@ -293,9 +312,12 @@ class EventIngest:
         if code == "unparseable_field":
             problems = []
             if ts_bad[i]:
-                problems.append(
-                    f"ts {frame['ts'].iloc[i]!r} is not an ISO 8601 timestamp (e.g. 2026-11-20T18:04:05Z)"
+                wanted = (
+                    f"does not match --ts-format {self.ts_format!r}"
+                    if self.ts_format
+                    else "is not an ISO 8601 timestamp (e.g. 2026-11-20T18:04:05Z; give --ts-format for others)"
                 )
+                problems.append(f"ts {clip(str(frame['ts'].iloc[i]), 60)!r} {wanted}")
             if ms_bad[i]:
                 problems.append(
                     f"ms_played {frame['ms_played'].iloc[i]!r} is not a whole number of milliseconds"
@@ -335,6 +357,41 @@ class EventIngest:
             )
         return f"{where}: {code}"
 
+    def check_first(self, prepared: _Prepared) -> None:
+        """Stop before anything is stored when most of the first chunk was refused (see MOSTLY_BAD_SHARE)."""
+        part = prepared.part
+        bad = part.quarantined_total
+        if not self.stop_if_mostly_bad or part.rows_read < MOSTLY_BAD_MIN_ROWS:
+            return
+        if bad <= MOSTLY_BAD_SHARE * part.rows_read:
+            return
+        top = sorted(part.quarantined.items(), key=lambda kv: -kv[1])
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in top[:3])
+        first = next((q for q in prepared.quarantined if q.reason == top[0][0]), prepared.quarantined[0])
+        example = first.detail.removeprefix(f"{self.source} ")
+        raise IngestFileError(
+            f"{self.source}: {bad:,} of the first {part.rows_read:,} rows would be quarantined ({reasons}); "
+            f"nothing was stored. {self._fix_hint(top[0][0], prepared)}To store the good rows anyway, add "
+            f"--accept-bad-rows. First: {clip(example, 160)}"
+        )
+
+    def _fix_hint(self, reason: str, prepared: _Prepared) -> str:
+        if reason == "unparseable_field":
+            import json
+            import re
+
+            stamps = [json.loads(q.raw).get("ts") for q in prepared.quarantined[:50]]
+            if any(isinstance(t, str) and re.match(SLASH_DATE, t) for t in stamps):
+                return (
+                    "The timestamps look like a spreadsheet's: give their format, e.g. "
+                    "--ts-format '%m/%d/%Y %H:%M' (month first) or '%d/%m/%Y %H:%M' (day first). "
+                )
+        if reason == "unknown_track":
+            return "Ingest the catalog first (personalize ingest catalog FILE). "
+        if reason == "bad_encoding":
+            return "Give the file's encoding (--encoding cp1252, latin-1, ...). "
+        return ""
+
     def finish(self, started: float) -> IngestReport:
         present = self.writer.close()
         self.report.ingested -= present
@@ -350,9 +407,10 @@ def _run(
     total: int | None,
     progress: bool,
     expected_rows: int | None = None,
+    **options: object,
 ) -> IngestReport:
     started = time.perf_counter()
-    job = EventIngest(ctx, source, expected_rows)
+    job = EventIngest(ctx, source, expected_rows, **options)  # type: ignore[arg-type]
     # Only a source of several chunks gains from validating ahead; one chunk (an API batch) would only pay
     # for starting the thread.
     overlap = expected_rows is not None and expected_rows > ctx.settings.ingest_chunk_rows
@@ -425,7 +483,9 @@ def _feed(
 ) -> IngestReport:
     if not progress:
         with closing(_prepared(job, chunks, overlap)) as ready:
-            for prepared in ready:
+            for n, prepared in enumerate(ready):
+                if n == 0:
+                    job.check_first(prepared)
                 job.store(prepared)
         return job.finish(started)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -442,26 +502,62 @@ def _feed(
     with Progress(*columns, transient=True, refresh_per_second=2) as bar:
         task = bar.add_task("events", total=total, rows=0)
         with closing(_prepared(job, chunks, overlap)) as ready:
-            for prepared in ready:
+            for n, prepared in enumerate(ready):
+                if n == 0:
+                    job.check_first(prepared)
                 job.store(prepared)
                 bar.update(task, completed=prepared.bytes_done, rows=job.report.rows_read)
     return job.finish(started)
 
 
 def ingest_events(
-    ctx: Context, path: Path, *, source: str | None = None, progress: bool = False
+    ctx: Context,
+    path: Path,
+    *,
+    source: str | None = None,
+    progress: bool = False,
+    encoding: str | None = None,
+    ts_format: str | None = None,
+    accept_bad_rows: bool = False,
 ) -> IngestReport:
     """Ingest a CSV or Parquet file of listening events (columns: event_id, listener_id, track_id, ts,
-    ms_played, kind). Good rows go to listening_events (listeners created on first sight), bad rows to
-    quarantined_rows. Raises :class:`~personalize.ingest.IngestFileError` when the file cannot be read."""
+    ms_played, kind), plain or compressed (.gz, .bz2, .zst, a .zip of one file). Good rows go to
+    listening_events (listeners created on first sight), bad rows to quarantined_rows.
+
+    ``encoding`` is the CSV's text encoding (default: detected); ``ts_format`` a strftime format for
+    timestamps that are not ISO 8601 (``%m/%d/%Y %H:%M``). When most of the first chunk would be quarantined
+    nothing is stored and :class:`~personalize.ingest.IngestFileError` says why, unless ``accept_bad_rows``.
+    Raises it too when the file cannot be read."""
     path = Path(path)
     check_readable(path)
     source = source or str(path.resolve())
-    chunks = read_chunks(path, EVENT_COLUMNS, ctx.settings.ingest_chunk_rows)
-    total = None
-    if progress:
-        total = count_rows(path) if path.suffix.lower() in (".parquet", ".pq") else path.stat().st_size
-    return _run(ctx, source, chunks, total, progress, estimate_rows(path))
+    with open_input(path) as plain:
+        notes, encoding = _reading_notes(plain, encoding)
+        chunks = read_chunks(
+            plain.path, EVENT_COLUMNS, ctx.settings.ingest_chunk_rows, encoding=encoding, name=plain.name
+        )
+        total = None
+        if progress:
+            parquet = plain.path.suffix.lower() in (".parquet", ".pq")
+            total = count_rows(plain.path) if parquet else plain.path.stat().st_size
+        report = _run(
+            ctx, source, chunks, total, progress, estimate_rows(plain.path),
+            ts_format=ts_format, stop_if_mostly_bad=not accept_bad_rows,
+        )  # fmt: skip
+    report.notes = notes
+    return report
+
+
+def _reading_notes(plain: InputFile, encoding: str | None) -> tuple[list[str], str]:
+    """How ``plain`` will be read (notes for the report) and the text encoding to read it in."""
+    notes = []
+    if plain.compression:
+        notes.append(f"unpacked from {plain.compression}" + (f" ({plain.member})" if plain.member else ""))
+    if encoding is None and plain.path.suffix.lower() not in (".parquet", ".pq"):
+        encoding, guessed = detect_encoding(plain.path)
+        if guessed:
+            notes.append(f"read as {encoding} (detected; give --encoding if accents look wrong)")
+    return notes, encoding or "utf-8-sig"
 
 
 def ingest_events_frame(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from personalize.ingest.report import IngestFileError
+from personalize.ingest.report import DETAIL_MAX_CHARS, IngestFileError, clip
 
 PARQUET_MAGIC = b"PAR1"
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -78,13 +78,41 @@ def check_readable(path: Path) -> None:
         raise IngestFileError(f"{path}: the file is empty (not even a header row).")
 
 
-def check_columns(path: Path, columns: list[str], required: tuple[str, ...]) -> None:
+def check_columns(
+    path: Path, columns: list[str], required: tuple[str, ...], header: list[str] | None = None
+) -> None:
+    """Raise when a required column is missing, quoting (shortened) the header as the file has it."""
     missing = [c for c in required if c not in columns]
     if missing:
+        shown = ", ".join(clip(h, 40) for h in (header if header is not None else columns)[:20])
         raise IngestFileError(
-            f"{path}: missing column(s) {', '.join(missing)}. The file has {', '.join(columns) or 'no columns'}; "
+            f"{path}: missing column(s) {', '.join(missing)}. The file's header is: {clip(shown, 200) or 'empty'}; "
             f"it needs {', '.join(required)}."
         )
+
+
+# Keys that give away an export format: a JSON file handed to the CSV reader is named with its importer.
+EXPORT_HINTS = (
+    ("master_metadata_track_name", "a Spotify extended streaming history", "spotify"),
+    ("spotify_track_uri", "a Spotify extended streaming history", "spotify"),
+    ("endTime", "a Spotify streaming history", "spotify"),
+    ("listened_at", "a ListenBrainz export", "listenbrainz"),
+)
+
+
+def looks_like_json(path: Path, name: Path, encoding: str) -> None:
+    """Raise a clear error when a CSV was expected but ``path`` holds JSON (an export of some service)."""
+    with path.open("rb") as fh:
+        head = fh.read(64 * 1024).decode(encoding, "replace").lstrip("\ufeff \t\r\n")
+    if not head.startswith(("[", "{")):
+        return
+    for key, what, command in EXPORT_HINTS:
+        if f'"{key}"' in head:
+            raise IngestFileError(
+                f"{name}: this is JSON, {what} export, not a CSV of events. Import it with "
+                f"`personalize ingest {command} {name} --listener YOUR_ID`."
+            )
+    raise IngestFileError(f"{name}: this is JSON, not CSV or Parquet. Give a CSV or Parquet file.")
 
 
 def count_rows(path: Path) -> int | None:
@@ -112,16 +140,25 @@ def estimate_rows(path: Path) -> int | None:
     return int(path.stat().st_size / (len(head) / lines))
 
 
-def read_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
-    """Chunks of ``path`` (CSV or Parquet). Raises :class:`IngestFileError` when the file cannot be read."""
+def read_chunks(
+    path: Path,
+    required: tuple[str, ...],
+    chunk_rows: int,
+    *,
+    encoding: str = "utf-8-sig",
+    name: Path | None = None,
+) -> Iterator[Chunk]:
+    """Chunks of the plain file ``path`` (CSV in ``encoding``, or Parquet); messages name ``name`` (the file
+    as the user gave it, default ``path``). Raises :class:`IngestFileError` when the file cannot be read."""
     check_readable(path)
     if file_format(path) == "parquet":
-        yield from _parquet_chunks(path, required, chunk_rows)
+        yield from _parquet_chunks(path, required, chunk_rows, name or path)
     else:
-        yield from _csv_chunks(path, required, chunk_rows)
+        looks_like_json(path, name or path, encoding)
+        yield from _csv_chunks(path, required, chunk_rows, encoding, name or path)
 
 
-def _parquet_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
+def _parquet_chunks(path: Path, required: tuple[str, ...], chunk_rows: int, name: Path) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -129,10 +166,10 @@ def _parquet_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> I
         pfile = pq.ParquetFile(path)
     except Exception as exc:
         raise IngestFileError(
-            f"{path}: not a readable Parquet file ({exc}). It may be truncated; write it again."
+            f"{name}: not a readable Parquet file ({clip(str(exc), 150)}). It may be truncated; write it again."
         ) from exc
     columns = [str(c).strip().lower() for c in pfile.schema_arrow.names]
-    check_columns(path, columns, required)
+    check_columns(name, columns, required, list(pfile.schema_arrow.names))
     next_row = 1
     try:
         for batch in pfile.iter_batches(batch_size=chunk_rows):
@@ -162,7 +199,7 @@ def _parquet_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> I
         raise
     except Exception as exc:
         raise IngestFileError(
-            f"{path}: Parquet data unreadable after row {next_row - 1} ({exc}). The rows before were kept; "
+            f"{name}: Parquet data unreadable after row {next_row - 1} ({clip(str(exc), 150)}). The rows before were kept; "
             "write the file again and re-ingest it (rows already in are skipped)."
         ) from exc
 
@@ -196,29 +233,35 @@ def _delimiter(sample: str, required: tuple[str, ...], default: str) -> str:
     return default
 
 
-def _csv_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
+def _csv_chunks(
+    path: Path, required: tuple[str, ...], chunk_rows: int, encoding: str, name: Path
+) -> Iterator[Chunk]:
     may_be_truncated = not _ends_with_newline(path)
     binary = path.open("rb")
     # surrogateescape keeps undecodable bytes (as lone surrogates) so the row is flagged, not lost.
-    text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
     try:
         sample = text.read(64 * 1024)
-        delimiter = _delimiter(sample, required, "\t" if path.suffix.lower() == ".tsv" else ",")
+        delimiter = _delimiter(sample, required, "\t" if name.suffix.lower() == ".tsv" else ",")
         text.seek(0)
         reader = csv.reader(text, delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
-            raise IngestFileError(f"{path}: no header row.") from None
+            raise IngestFileError(f"{name}: no header row.") from None
         except csv.Error as exc:
-            raise IngestFileError(f"{path}: not readable as CSV ({exc}).") from exc
+            raise IngestFileError(f"{name}: not readable as CSV ({clip(str(exc), 150)}).") from exc
         columns = [h.strip().lower() for h in header]
         # a NUL in the header means UTF-16 or a binary file; one in a data row only quarantines that row
         if "\x00" in "".join(header) or (sample and not _encodable("".join(header))):
             raise IngestFileError(
-                f"{path}: the header is not UTF-8 text; is this a CSV file? Save it as UTF-8 CSV."
+                f"{name}: the header is not {'UTF-8' if encoding.startswith('utf-8') else encoding} text; is this a CSV file? Save it as UTF-8 CSV, "
+                "or give its encoding (--encoding cp1252, utf-16, ...)."
             )
-        check_columns(path, columns, required)
+        check_columns(name, columns, required, header)
+        # Only the columns ingest uses decide whether a row's bytes are bad: an accent mangled in a
+        # comment column is no reason to refuse the event.
+        used = [columns.index(c) for c in required if c in columns]
         width = len(columns)
         row_number = 0
         pending: Chunk | None = None
@@ -242,19 +285,26 @@ def _csv_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Itera
                                 row_number,
                                 raw_json({f"field_{i + 1}": v for i, v in enumerate(record)}),
                                 "malformed_row",
-                                f"{path} row {row_number} has {len(record)} field(s) but the header has {width} "
-                                f"({', '.join(columns)}); fix the row's commas or quoting.",
+                                clip(
+                                    f"{name} row {row_number} has {len(record)} field(s) but the header has "
+                                    f"{width} ({', '.join(columns)}); fix the row's commas or quoting.",
+                                    DETAIL_MAX_CHARS,
+                                ),
                             )
                         )
                     if len(good) >= chunk_rows:
                         break
             except csv.Error as exc:
                 raise IngestFileError(
-                    f"{path}: CSV unreadable at row {row_number} ({exc}). Rows before it were kept."
+                    f"{name}: CSV unreadable at row {row_number} ({clip(str(exc), 150)}). Rows before it were kept."
                 ) from exc
             bad = np.zeros(len(good), dtype=bool)
             if good and not _encodable("\x1f".join("\x1f".join(r) for r in good)):
-                bad = np.fromiter((not _encodable("\x1f".join(r)) for r in good), dtype=bool, count=len(good))
+                bad = np.fromiter(
+                    (not _encodable("\x1f".join(r[j] for j in used)) for r in good),
+                    dtype=bool,
+                    count=len(good),
+                )
                 for i in np.flatnonzero(bad):
                     good[i] = [_escape_bytes(v) for v in good[i]]
             chunk = Chunk(
@@ -273,7 +323,7 @@ def _csv_chunks(path: Path, required: tuple[str, ...], chunk_rows: int) -> Itera
                 if last_partial is not None and last_partial[0] == last:
                     chunk.quarantined[-1].reason = "truncated_row"
                     chunk.quarantined[-1].detail = (
-                        f"{path} row {last} is the file's last line and ends early ({len(last_partial[1])} of {width} "
+                        f"{name} row {last} is the file's last line and ends early ({len(last_partial[1])} of {width} "
                         "fields, no final newline): the file was cut off. Re-export the whole file."
                     )
                 else:

@@ -27,11 +27,26 @@ REASONS: dict[str, str] = {
     "midi_timeout": "parsing the MIDI file took longer than the time limit",
     "midi_no_notes": "the MIDI file holds no notes (zero length)",
     "midi_no_pitched_notes": "the MIDI file holds only drums, so it has no key",
+    "unmatched_track": "an exported play names a track the catalog has no match for (see the unmatched CSV)",
+    "not_a_track": "an exported play is a podcast episode, audiobook or video, not a music track",
 }
 
 
+DETAIL_MAX_CHARS = 400  # a quarantine detail quotes values, never a whole row or file
+MESSAGE_MAX_CHARS = 600  # an error message: what is wrong with the file, a summary and the fix
+
+
+def clip(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars`` characters, the cut marked (messages quote values, never whole files)."""
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+
 class IngestFileError(Exception):
-    """The file itself cannot be read (missing, empty, not CSV/Parquet, lacking required columns)."""
+    """The file itself cannot be read (missing, empty, not CSV/Parquet, lacking required columns), or most of
+    its first rows are bad. The message names the file and is at most :data:`MESSAGE_MAX_CHARS` long."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(clip(message, MESSAGE_MAX_CHARS))
 
 
 @dataclass
@@ -46,6 +61,8 @@ class IngestReport:
     elapsed_s: float = 0.0
     # A few quarantined rows (row_number, reason, detail) so a person sees what to fix without SQL.
     examples: list[tuple[int, str, str]] = field(default_factory=list)
+    # How the file was read when that was not plain UTF-8 CSV ("unpacked from gzip", "read as cp1252").
+    notes: list[str] = field(default_factory=list)
 
     @property
     def quarantined_total(self) -> int:
@@ -88,7 +105,7 @@ class IngestReport:
             table.add_row("quarantined", "0")
         for reason, n in sorted(self.quarantined.items(), key=lambda kv: (-kv[1], kv[0])):
             table.add_row(f"[yellow]quarantined: {reason}[/]", f"{n:,}")
-        table.caption = f"{self.elapsed_s:.2f} s, {self.rows_per_s:,.0f} rows/s"
+        table.caption = "; ".join([*self.notes, f"{self.elapsed_s:.2f} s, {self.rows_per_s:,.0f} rows/s"])
         return table
 
     def __rich__(self) -> Table:

@@ -3,7 +3,7 @@ before profiles are built.
 
 Inbox layout (``PERSONALIZE_INBOX_DIR``, default ``<data_dir>/inbox``)::
 
-    events/*.csv|*.parquet    listening events (the ``personalize ingest events`` format)
+    events/*.csv|*.parquet    listening events (the ``personalize ingest events`` format; also .gz/.bz2/.zst/.zip)
     catalog/*.csv|*.parquet   catalog rows (the ``personalize ingest catalog`` format)
     done/<run_date>/...       files that went in; their bad rows are in quarantined_rows
     failed/<run_date>/...     files that could not be read at all, each beside a ``.reason.txt``
@@ -29,7 +29,7 @@ from personalize.ingest.report import IngestFileError, IngestReport
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".csv", ".parquet", ".pq")
+SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".gz", ".bz2", ".zst", ".zip")
 KINDS: tuple[tuple[str, Callable[..., IngestReport]], ...] = (
     ("catalog", ingest_catalog),
     ("events", ingest_events),

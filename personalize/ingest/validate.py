@@ -142,10 +142,13 @@ def number_column(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return numbers, missing, bad
 
 
-def timestamp_column(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def timestamp_column(
+    values: pd.Series, ts_format: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """UTC microseconds since the epoch (int64), a missing mask and an unparseable mask.
 
-    Strings are ISO 8601; those without an offset are taken as UTC, those with one are converted to UTC.
+    Strings are ISO 8601, or follow the strftime ``ts_format`` when given (``%m/%d/%Y %H:%M``); those
+    without an offset are taken as UTC, those with one are converted to UTC.
     """
     n = len(values)
     if isinstance(values.dtype, pd.DatetimeTZDtype) or values.dtype.kind == "M":
@@ -159,7 +162,9 @@ def timestamp_column(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndar
         if values.dtype.kind in "iuf":
             # Bare numbers are not ISO 8601 (seconds or milliseconds? the file cannot say).
             return np.zeros(n, dtype=np.int64), missing, ~missing
-        stamps = pd.to_datetime(text.where(~missing, None), utc=True, format="ISO8601", errors="coerce")
+        stamps = pd.to_datetime(
+            text.where(~missing, None), utc=True, format=ts_format or "ISO8601", errors="coerce"
+        )
         bad = stamps.isna().to_numpy(dtype=bool) & ~missing
     naive = stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
     micros = naive.astype(np.int64)
