@@ -9,7 +9,7 @@ export PERSONALIZE_DATA_DIR ?= $(CURDIR)/var
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 DEMO_TRACKS ?= 36
 
-.PHONY: setup system-deps demo test test-fast bench lint format clean
+.PHONY: setup system-deps demo test test-fast bench lint format clean images
 
 setup: system-deps $(STAMP)
 
@@ -50,6 +50,14 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# The container images of docker/compose.yaml, without any image registry: a Debian base (debootstrap when
+# no registry serves one), the wheel folder from this machine's pip, then every image.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+images:
+	docker/build-base
+	docker/build-wheels
+	$(COMPOSE) -p personalize -f docker/compose.yaml build
 
 lint: setup
 	$(BIN)/ruff check .
