@@ -78,7 +78,8 @@ def test_plan_stage_follows_cluster_sizes_and_is_rerun_safe(ctx):
             c.cluster_id: c.size for c in s.execute(select(Cluster).where(Cluster.run_date == DAY)).scalars()
         }
         rows = s.execute(select(TrackPlan).where(TrackPlan.run_date == DAY)).scalars().all()
-    per_cluster = {c: sum(r.cluster_id == c for r in rows) for c in sizes}
+    # The cluster's own tracks (the tracks written for one outlier listener come on top, within a budget).
+    per_cluster = {c: sum(r.cluster_id == c and r.listener_id is None for r in rows) for c in sizes}
     assert summary["clusters"] == sorted(sizes) and summary["tracks_planned"] == len(rows)
     biggest, smallest = max(sizes, key=sizes.get), min(sizes, key=sizes.get)
     assert per_cluster[biggest] >= per_cluster[smallest]

@@ -6,6 +6,7 @@ library (heavy imports stay inside the commands, so ``personalize --help`` is qu
 | db          | db upgrade                                                      |
 | ingest      | ingest events / catalog                                         |
 | simulate    | simulate (the demo world)                                       |
+| loop        | loop (the closed loop over nights on the demo world)            |
 | taste       | profile, cluster, taste-plots, eval taste                       |
 | generate    | corpus build, train, generate                                   |
 | render      | render                                                          |
@@ -28,7 +29,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from personalize.cli import db, eval, generate, ingest, render, run, serve, simulate, taste
+from personalize.cli import db, eval, generate, ingest, loop, render, run, serve, simulate, taste
 from personalize.cli.errors import explain, fail
 from personalize.workers import one_thread_per_process
 
@@ -80,6 +81,7 @@ taste.register(app, eval_app)
 generate.register(app)
 render.register(app)
 run.register(app, eval_app)
+loop.register(app)
 serve.register(app)
 eval.register(eval_app)
 

@@ -4,6 +4,9 @@ drawn from the cluster's taste distribution, stored in ``track_plans`` for the g
 ``run(ctx, run_date)`` plans the date. Rerun-safe: slots already generated (or failed) are kept as they
 are; slots still only planned are rewritten from the same seeded draw, so an unchanged night plans the
 same tracks again.
+
+Besides each cluster's tracks, the listeners a cluster serves worst get a track of their own taste within a
+nightly budget (:mod:`personalize.plan.personal`); such a plan row names its listener in ``listener_id``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from personalize.context import Context
 from personalize.db.models import Cluster, TrackPlan
 from personalize.music.gm import format_programs
 from personalize.plan.draw import allocate, draw_controls
+from personalize.plan.personal import PERSONAL_SLOT0, budget_tracks, listener_distribution, outliers
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +68,43 @@ def plan_rows(ctx: Context, run_date: dt.date) -> list[dict[str, Any]]:
                     "programs": format_programs(controls.programs),
                     "density": density_nps,
                     "status": "planned",
+                    "listener_id": None,
                 }
             )
+    return rows + personal_rows(ctx, run_date)
+
+
+def personal_rows(ctx: Context, run_date: dt.date) -> list[dict[str, Any]]:
+    """One track for each of the farthest outlier listeners, as many as the night's budget buys."""
+    s = ctx.settings
+    n_tracks, _, _ = budget_tracks(ctx, run_date)
+    if n_tracks <= 0:
+        return []
+    rows: list[dict[str, Any]] = []
+    for rank, profile in enumerate(outliers(ctx, run_date)[:n_tracks]):
+        cid, slot = int(profile["cluster_id"]), PERSONAL_SLOT0 + rank
+        fallback = (int(profile["key_pc"] or 0), profile["mode"] or "major")
+        controls, density_nps, seed = draw_controls(
+            listener_distribution(profile), run_date, cid, slot,
+            (s.track_seconds_min, s.track_seconds_max), fallback_key=fallback,
+        )  # fmt: skip
+        rows.append(
+            {
+                "run_date": run_date,
+                "cluster_id": cid,
+                "slot": slot,
+                "seed": seed,
+                "controls": controls.to_dict(),
+                "tempo_bpm": controls.tempo_bpm,
+                "key_pc": controls.key_pc,
+                "mode": controls.mode,
+                "meter": controls.meter,
+                "programs": format_programs(controls.programs),
+                "density": density_nps,
+                "status": "planned",
+                "listener_id": profile["listener_id"],
+            }
+        )
     return rows
 
 
@@ -89,6 +128,7 @@ def run(ctx: Context, run_date: dt.date) -> dict[str, Any]:
     for r in rows:
         per_cluster[r["cluster_id"]] = per_cluster.get(r["cluster_id"], 0) + 1
     keys = {(r["key_pc"], r["mode"]) for r in rows}
+    personal = [r for r in rows if r["listener_id"] is not None]
     log.info("planned %d tracks over %d clusters for %s", len(rows), len(per_cluster), run_date)
     return {
         "stage": "plan",
@@ -97,6 +137,7 @@ def run(ctx: Context, run_date: dt.date) -> dict[str, Any]:
         "tracks_planned": len(rows),
         "tracks_per_cluster": {str(c): n for c, n in sorted(per_cluster.items())},
         "already_done": len(done),
+        "personal_tracks": len(personal),
         "distinct_keys": len(keys),
         "distinct_tempi_bpm": len({round(r["tempo_bpm"]) for r in rows}),
     }

@@ -4,8 +4,14 @@ Candidates for a listener are the fresh tracks of their own taste cluster, toppe
 clusters' tracks when their cluster has fewer than two playlists' worth, then (still thin) with the last
 week's tracks. Tracks are ranked by the distance between each track's *measured* features
 (``track_vector``) and the listener's own taste vector in the date's standardized taste space (a cold
-listener uses their cluster's centroid); maximal marginal relevance keeps a playlist varied. A track a
-listener already received on an earlier date is never offered again.
+listener uses their cluster's centroid); maximal marginal relevance keeps a playlist varied.
+
+A playlist changes gradually, like a daily mix: ``playlist_new_share`` of it is new each night and the
+rest carries over from the listener's previous playlist (its items closest to today's taste, leaving out
+what they skipped early or disliked since, and anything older than a week). A track that was in a
+listener's playlist within ``playlist_history_days`` and left it is never offered to them again. A track
+written for one listener (a plan row with ``listener_id``) goes to that listener only, at the top of
+their playlist.
 
 Idempotent and crash-safe: playlists are written as ``building`` in chunks, then flipped to
 ``published`` for the whole date in ONE transaction, so the app keeps serving yesterday's playlist until
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +33,15 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 
 from personalize.context import Context
-from personalize.db.models import Cluster, Playlist, PlaylistItem, TasteProfile, Track
+from personalize.db.models import (
+    Cluster,
+    ListeningEvent,
+    Playlist,
+    PlaylistItem,
+    TasteProfile,
+    Track,
+    TrackPlan,
+)
 from personalize.profile.vector import TasteSpace, load_space, track_vector
 from personalize.publish.rank import (
     ListenerFacts,
@@ -40,7 +55,8 @@ from personalize.publish.rank import (
 
 log = logging.getLogger(__name__)
 
-RECENT_DAYS = 7  # earlier nights' unreceived tracks may fill a thin playlist
+RECENT_DAYS = 7  # earlier nights' unreceived tracks may fill a thin playlist; carried items are this recent
+DROPPED_KINDS = ("skip", "dislike")  # an item the listener reacted to like this does not carry over
 CHUNK_LISTENERS = 2000
 
 
@@ -98,6 +114,73 @@ def _history(ctx: Context, run_date: dt.date, track_ids: list[str]) -> set[tuple
             )
             pairs.update((r[0], r[1]) for r in rows)
     return pairs
+
+
+def _why(track: TrackFacts, listener: ListenerFacts, personal: bool) -> str:
+    text = reason(track, listener)
+    return f"written for your own taste: {text}"[:300] if personal else text
+
+
+def _personal_owners(ctx: Context, track_ids: list[str]) -> dict[str, str]:
+    """Track -> the listener it was written for, among the given tracks."""
+    owners: dict[str, str] = {}
+    with ctx.engine.connect() as conn:
+        for start in range(0, len(track_ids), 500):
+            rows = conn.execute(
+                select(TrackPlan.track_id, TrackPlan.listener_id).where(
+                    TrackPlan.listener_id.is_not(None), TrackPlan.track_id.in_(track_ids[start : start + 500])
+                )
+            )
+            owners.update({r[0]: r[1] for r in rows})
+    return owners
+
+
+def _previous_items(ctx: Context, run_date: dt.date) -> dict[str, list[str]]:
+    """Each listener's previous published playlist (the newest before ``run_date``), without the items
+    they skipped early or disliked since it was published."""
+    newest = (
+        select(Playlist.listener_id, func.max(Playlist.run_date).label("run_date"))
+        .where(Playlist.status == "published", Playlist.run_date < run_date)
+        .group_by(Playlist.listener_id)
+        .subquery()
+    )
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(Playlist.listener_id, Playlist.run_date, PlaylistItem.track_id)
+            .join(
+                newest,
+                (Playlist.listener_id == newest.c.listener_id) & (Playlist.run_date == newest.c.run_date),
+            )
+            .join(PlaylistItem, PlaylistItem.playlist_id == Playlist.id)
+            .where(Playlist.status == "published")
+            .order_by(Playlist.listener_id, PlaylistItem.position)
+        ).all()
+        if not rows:
+            return {}
+        first_day = min(r[1] for r in rows)
+        if isinstance(first_day, str):
+            first_day = dt.date.fromisoformat(first_day[:10])
+        since = dt.datetime.combine(first_day, dt.time(), tzinfo=dt.UTC)
+        until = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        tracks = sorted({r[2] for r in rows})
+        dropped: set[tuple[str, str]] = set()
+        for start in range(0, len(tracks), 500):
+            dropped.update(
+                (e[0], e[1])
+                for e in conn.execute(
+                    select(ListeningEvent.listener_id, ListeningEvent.track_id).where(
+                        ListeningEvent.track_id.in_(tracks[start : start + 500]),
+                        ListeningEvent.kind.in_(DROPPED_KINDS),
+                        ListeningEvent.ts >= since,
+                        ListeningEvent.ts < until,
+                    )
+                )
+            )
+    out: dict[str, list[str]] = {}
+    for listener_id, _, track_id in rows:
+        if (listener_id, track_id) not in dropped:
+            out.setdefault(listener_id, []).append(track_id)
+    return out
 
 
 def _candidate_pools(
@@ -173,6 +256,9 @@ def build_playlists(ctx: Context, run_date: dt.date, listener_ids: set[str] | No
     track_raw, tracks, track_problems = _track_vectors(tracks)
     counts: dict[str, Any] = {
         "listeners": len(profiles),
+        "new_items": 0,
+        "carried_items": 0,
+        "personal_items": 0,
         "fresh_tracks": sum(1 for t in tracks if t["run_date"] == run_date),
         "recent_tracks": sum(1 for t in tracks if t["run_date"] != run_date),
         "tracks_unplaceable": len(track_problems),
@@ -195,6 +281,10 @@ def build_playlists(ctx: Context, run_date: dt.date, listener_ids: set[str] | No
     track_ids = [t["track_id"] for t in tracks]
     received = _history(ctx, run_date, track_ids)
     pools = _candidate_pools(centroids, tracks, run_date, 2 * n_items, space)
+    owners = _personal_owners(ctx, track_ids)
+    index_of = {tid: i for i, tid in enumerate(track_ids)}
+    previous = _previous_items(ctx, run_date)
+    n_new = min(n_items, max(1, math.ceil(settings.playlist_new_share * n_items - 1e-9)))
 
     by_cluster: dict[int, list[dict[str, Any]]] = {}
     for p in profiles:
@@ -216,34 +306,58 @@ def build_playlists(ctx: Context, run_date: dt.date, listener_ids: set[str] | No
         raw = np.vstack([
             np.asarray(m["vector"], dtype=float) if m["vector"] is not None else centroids[cid] for m in members
         ])  # fmt: skip
-        relevance = similarity(pairwise_distance(space.transform(raw), track_std[pool]))
+        member_std = space.transform(raw)
+        relevance = similarity(pairwise_distance(member_std, track_std[pool]))
         allowed = np.ones_like(relevance, dtype=bool)
-        if received:
-            for li, m in enumerate(members):
-                for tj, ti in enumerate(pool):
-                    if (m["listener_id"], track_ids[ti]) in received:
-                        allowed[li, tj] = False
+        pool_owner = [owners.get(track_ids[ti]) for ti in pool]
+        for li, m in enumerate(members):
+            for tj, ti in enumerate(pool):
+                # Personal tracks are placed by hand below (their owner's) or never (anyone else's).
+                if pool_owner[tj] is not None or (m["listener_id"], track_ids[ti]) in received:
+                    allowed[li, tj] = False
         picks = mmr_select(
             relevance, track_sim[np.ix_(pool, pool)], allowed, n_items, settings.playlist_diversity,
             same_key[np.ix_(pool, pool)],
         )  # fmt: skip
         for li, m in enumerate(members):
-            chosen = [int(j) for j in picks[li] if j >= 0]
-            if not chosen:
+            lid = m["listener_id"]
+            own = [
+                index_of[tid] for tid in sorted(owners)
+                if owners[tid] == lid and tid in index_of and tracks[index_of[tid]]["run_date"] == run_date
+                and (lid, tid) not in received
+            ]  # fmt: skip
+            carry = [
+                index_of[tid] for tid in previous.get(lid, [])
+                if tid in index_of and owners.get(tid, lid) == lid
+            ]  # fmt: skip
+            if carry:
+                carry_score = similarity(pairwise_distance(member_std[li : li + 1], track_std[carry]))[0]
+                carry = [carry[k] for k in np.argsort(-carry_score, kind="stable")]
+            fresh = own[:n_new] + [int(pool[j]) for j in picks[li] if j >= 0 and int(pool[j]) not in carry]
+            new_part = fresh[:n_new]
+            kept = carry[: n_items - len(new_part)]
+            chosen_tracks = new_part + kept + fresh[n_new : n_new + n_items - len(new_part) - len(kept)]
+            if not chosen_tracks:
                 counts["empty_playlists"] += 1
                 continue
-            if len(chosen) < n_items:
+            if len(chosen_tracks) < n_items:
                 counts["short_playlists"] += 1
+            counts["carried_items"] += len(kept)
+            counts["new_items"] += len(chosen_tracks) - len(kept)
+            counts["personal_items"] += sum(1 for t in chosen_tracks if t in own)
             facts = (
                 cluster_facts[cid]
                 if m["vector"] is None
                 else ListenerFacts(m["tempo_bpm"], m["key_pc"], m["mode"], m["major_share"],
                                    top_families(m["top_families"]), False)
             )  # fmt: skip
-            playlists[m["listener_id"]] = [
-                (track_ids[pool[j]], round(float(relevance[li, j]), 6), reason(track_facts[pool[j]], facts))
-                for j in chosen
+            scores = similarity(pairwise_distance(member_std[li : li + 1], track_std[chosen_tracks]))[0]
+            playlists[lid] = [
+                (track_ids[t], round(float(score), 6), _why(track_facts[t], facts, t in own))
+                for t, score in zip(chosen_tracks, scores, strict=True)
             ]
+    items = counts["new_items"] + counts["carried_items"]
+    counts["new_share"] = round(counts["new_items"] / items, 4) if items else None
     return {"playlists": playlists, "counts": counts}
 
 
