@@ -128,3 +128,109 @@ def catalog(
     finally:
         ctx.engine.dispose()
     _show(report)
+
+
+EXPORT_HELP = """Import {what} from FILE(s) as listening events.
+
+\b
+{files}
+Plays are matched to the catalog by external id (Spotify URI, ISRC, MusicBrainz id), else by
+normalized artist + title (exact, then fuzzy at --match-threshold). Unmatched plays are quarantined
+as unmatched_track and their tracks listed in the unmatched CSV, ready to become catalog rows.
+Re-importing adds nothing. Exit 2 when a file cannot be read."""
+
+
+def _import(
+    fmt: str, files: list[Path], listener: str | None, threshold: float, unmatched: Path | None
+) -> None:
+    from personalize.context import make_context
+    from personalize.ingest import IngestFileError
+    from personalize.ingest.exports import import_export
+
+    ctx = make_context()
+    failed = False
+    try:
+        for file in files:
+            target = unmatched or Path.cwd() / f"{file.name.split('.')[0]}.unmatched.csv"
+            try:
+                report = import_export(
+                    ctx,
+                    file,
+                    fmt,
+                    listener=listener,
+                    threshold=threshold,
+                    unmatched_csv=target,
+                    progress=True,
+                )
+            except IngestFileError as exc:
+                err_console.print(f"[red]cannot import:[/] {exc}", highlight=False, soft_wrap=True)
+                failed = True
+                continue
+            _show(report)
+    finally:
+        ctx.engine.dispose()
+    if failed:
+        raise typer.Exit(2)
+
+
+LISTENER_OPTION = typer.Option(
+    None, "--listener", help="Listener id for these plays (required when the export names no user)."
+)
+THRESHOLD_OPTION = typer.Option(
+    90.0, "--match-threshold", min=0, max=100, help="Fuzzy artist+title similarity (0..100) a match needs."
+)
+UNMATCHED_OPTION = typer.Option(
+    None, "--unmatched-csv", help="Where to list unmatched tracks (default: ./<file>.unmatched.csv)."
+)
+
+
+@app.command(
+    "spotify",
+    help=EXPORT_HELP.format(
+        what="a Spotify listening history",
+        files="Extended streaming history (Streaming_History_Audio_*.json, or the zip holding them) or the\n"
+        "older account data (StreamingHistory*.json). Kind: skipped or reason_end fwdbtn/backbtn -> skip,\n"
+        "trackdone -> complete, else play (older format: under 30 s -> skip, else play).\n",
+    ),
+)
+def spotify(
+    files: list[Path] = typer.Argument(..., help="JSON files or the export's zip."),
+    listener: str | None = LISTENER_OPTION,
+    threshold: float = THRESHOLD_OPTION,
+    unmatched: Path | None = UNMATCHED_OPTION,
+) -> None:
+    _import("spotify", files, listener, threshold, unmatched)
+
+
+@app.command(
+    "listenbrainz",
+    help=EXPORT_HELP.format(
+        what="a ListenBrainz export",
+        files="A JSON array or JSON Lines of listens, or the export's zip. Each listen is a play of the\n"
+        "whole track; the user_name is the listener unless --listener says otherwise.\n",
+    ),
+)
+def listenbrainz(
+    files: list[Path] = typer.Argument(..., help="JSON/JSONL files or the export's zip."),
+    listener: str | None = LISTENER_OPTION,
+    threshold: float = THRESHOLD_OPTION,
+    unmatched: Path | None = UNMATCHED_OPTION,
+) -> None:
+    _import("listenbrainz", files, listener, threshold, unmatched)
+
+
+@app.command(
+    "lastfm",
+    help=EXPORT_HELP.format(
+        what="a Last.fm scrobble CSV",
+        files="artist, album, track, date (e.g. 31 Jan 2021 16:20, UTC), with or without a header; a header\n"
+        "may also name uts and track_mbid. Each scrobble is a play of the whole track.\n",
+    ),
+)
+def lastfm(
+    files: list[Path] = typer.Argument(..., help="Scrobble CSV files."),
+    listener: str | None = LISTENER_OPTION,
+    threshold: float = THRESHOLD_OPTION,
+    unmatched: Path | None = UNMATCHED_OPTION,
+) -> None:
+    _import("lastfm", files, listener, threshold, unmatched)

@@ -43,6 +43,7 @@ class Track(Base):
 
     track_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     title: Mapped[str] = mapped_column(String(300))
+    artist: Mapped[str | None] = mapped_column(String(300))  # catalog tracks from a label or an export
     source: Mapped[str] = mapped_column(String(16), default="catalog")  # catalog | generated
     duration_s: Mapped[float] = mapped_column(Float)
     tempo_bpm: Mapped[float] = mapped_column(Float)
@@ -82,6 +83,27 @@ class ListeningEvent(Base):
     ms_played: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(10))  # one of EVENT_KINDS
     source: Mapped[str | None] = mapped_column(String(300))  # file name or "api"
+
+
+class TrackExternalId(Base):
+    """Another service's id of a catalog track (migration 0010), so plays exported from it find the track."""
+
+    __tablename__ = "track_external_ids"
+
+    scheme: Mapped[str] = mapped_column(String(16), primary_key=True)  # spotify | isrc | mbid
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)  # track id, ISRC or MBID, normalized
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.track_id"), index=True)
+
+
+class IngestWatermark(Base):
+    """How far a database source has been pulled (migration 0010): the largest watermark value stored."""
+
+    __tablename__ = "ingest_watermarks"
+
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    watermark: Mapped[str | None] = mapped_column(Text)
+    rows_read: Mapped[int] = mapped_column(BigInteger, default=0)  # numbers the quarantined rows
+    pulled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class QuarantinedRow(Base):

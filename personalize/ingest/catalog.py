@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from personalize.context import Context
-from personalize.ids import ID_MAX_CHARS, unservable_id
+from personalize.ids import ID_MAX_CHARS, normal_id, unservable_id
+from personalize.ingest.match import external_id
 from personalize.ingest.midi import MidiMeasurer, find_midi_files, midi_track_id
 from personalize.ingest.read import (
     Chunk,
@@ -22,7 +23,7 @@ from personalize.ingest.read import (
     read_chunks,
 )
 from personalize.ingest.report import IngestFileError, IngestReport
-from personalize.ingest.store import insert_tracks, write_quarantine
+from personalize.ingest.store import insert_external_ids, insert_tracks, write_quarantine
 from personalize.ingest.unpack import open_input
 from personalize.ingest.validate import first_reason, id_column, number_column, text_column
 from personalize.music.gm import format_programs, parse_programs
@@ -30,6 +31,9 @@ from personalize.music.keys import parse_key, parse_meter
 
 CATALOG_COLUMNS = ("track_id", "title", "duration_s", "tempo_bpm", "key", "meter", "programs")
 OPTIONAL_COLUMNS = ("density",)  # notes per second; NULL when the file has no such column
+# Optional too, for matching plays exported from other services (personalize ingest spotify/listenbrainz/lastfm)
+ARTIST_MAX_CHARS = 300
+EXTERNAL_ID_COLUMNS = {"spotify_uri": "spotify", "isrc": "isrc", "mbid": "mbid"}
 TITLE_MAX_CHARS = 300
 PROGRAMS_MAX_CHARS = 200
 # Sensible bounds; a value outside is almost always a unit mistake (ms for s, beats per second for BPM).
@@ -78,6 +82,7 @@ class CatalogIngest:
             quarantined.extend(refused)
             part.ingested = insert_tracks(self.ctx, tracks)
             part.already_present = len(tracks) - part.ingested
+            insert_external_ids(self.ctx, self._external_ids(chunk.frame, {t["track_id"] for t in tracks}))
         for q in quarantined:
             part.add_quarantined(q.reason)
         quarantined.sort(key=lambda q: q.row_number)
@@ -85,11 +90,43 @@ class CatalogIngest:
         write_quarantine(self.ctx, self.source, quarantined, self.run_date)
         self.report.merge(part)
 
+    def _external_ids(self, frame: pd.DataFrame, accepted: set[object]) -> list[dict[str, str]]:
+        """(scheme, value, track_id) rows of the accepted tracks' external id columns."""
+        rows = []
+        columns = [c for c in EXTERNAL_ID_COLUMNS if c in frame.columns]
+        if not columns:
+            return rows
+        ids = [normal_id(str(t).strip()) for t in frame["track_id"].tolist()]
+        for column in columns:
+            scheme = EXTERNAL_ID_COLUMNS[column]
+            for track_id, value in zip(ids, frame[column].tolist(), strict=True):
+                stored = external_id(scheme, value)
+                if stored and track_id in accepted:
+                    rows.append({"scheme": scheme, "value": stored, "track_id": track_id})
+        return rows
+
     def _validate(
         self, chunk: Chunk, extra: dict[str, list[object]]
     ) -> tuple[list[dict[str, object]], list[Quarantine]]:
         frame = chunk.frame
         n = len(frame)
+        artist = None
+        if "artist" in frame.columns:
+            artist, artist_missing, artist_long = text_column(frame["artist"], ARTIST_MAX_CHARS)
+        bad_external = np.zeros(n, dtype=bool)
+        external_errors: list[list[str]] = [[] for _ in range(n)]
+        for column, scheme in EXTERNAL_ID_COLUMNS.items():
+            if column not in frame.columns:
+                continue
+            for i, value in enumerate(frame[column].tolist()):
+                given = (
+                    value is not None
+                    and not (isinstance(value, float) and np.isnan(value))
+                    and str(value).strip()
+                )
+                if given and external_id(scheme, value) is None:
+                    bad_external[i] = True
+                    external_errors[i].append(f"{column} {str(value)[:60]!r} is not a {scheme} id")
         track_id, id_missing, id_long, id_chars = id_column(frame["track_id"])
         title, title_missing, title_long = text_column(frame["title"], TITLE_MAX_CHARS)
         duration_s, dur_missing, dur_bad = number_column(frame["duration_s"])
@@ -146,8 +183,15 @@ class CatalogIngest:
             else:
                 self.seen[t] = int(chunk.row_numbers[i])
         any_missing = np.logical_or.reduce(list(missing.values()))
+        if artist is not None:
+            too_long["artist"] = artist_long
         any_unparseable = (
-            key_bad | meter_bad | programs_bad | id_chars | np.logical_or.reduce(list(unparseable.values()))
+            key_bad
+            | meter_bad
+            | programs_bad
+            | id_chars
+            | bad_external
+            | np.logical_or.reduce(list(unparseable.values()))
         ) | np.logical_or.reduce(list(too_long.values()))
         reason = first_reason(
             [
@@ -183,6 +227,8 @@ class CatalogIngest:
                     "programs": programs[i],
                     "density": None if np.isnan(density[i]) else float(density[i]),
                 }
+                if artist is not None:
+                    track["artist"] = None if artist_missing[i] else artist.iat[i]
                 for name, values in extra.items():
                     track[name] = values[i]
                 tracks.append(track)
@@ -197,11 +243,16 @@ class CatalogIngest:
                 empty = [c for c, m in missing.items() if m[i]]
                 detail = f"{where}: {', '.join(empty)} empty or missing; every track needs {', '.join(CATALOG_COLUMNS)}."
             elif code == "unparseable_field":
-                problems = [e for e in (key_err[i], meter_err[i], programs_err[i]) if e]
+                problems = [e for e in (key_err[i], meter_err[i], programs_err[i], *external_errors[i]) if e]
                 problems += [
                     f"{c} {frame[c].iloc[i]!r} is not a number" for c, m in unparseable.items() if m[i]
                 ]
-                limits = {"track_id": ID_MAX_CHARS, "title": TITLE_MAX_CHARS, "programs": PROGRAMS_MAX_CHARS}
+                limits = {
+                    "track_id": ID_MAX_CHARS,
+                    "title": TITLE_MAX_CHARS,
+                    "programs": PROGRAMS_MAX_CHARS,
+                    "artist": ARTIST_MAX_CHARS,
+                }
                 problems += [
                     f"{c} is longer than {limits[c]} characters" for c, m in too_long.items() if m[i]
                 ]

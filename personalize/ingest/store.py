@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from personalize.context import Context
-from personalize.db.models import QuarantinedRow, Track
+from personalize.db.models import QuarantinedRow, Track, TrackExternalId
 from personalize.ingest.read import Quarantine
 
 log = logging.getLogger(__name__)
@@ -373,3 +373,15 @@ def insert_tracks(ctx: Context, tracks: list[dict[str, object]]) -> int:
             for start in range(0, len(new), 2000):
                 conn.execute(stmt, new[start : start + 2000])
     return len(new)
+
+
+def insert_external_ids(ctx: Context, rows: list[dict[str, str]]) -> int:
+    """Keep catalog tracks' external ids (scheme, value, track_id); an id already kept stays as it is."""
+    if not rows:
+        return 0
+    insert = _dialect_insert(ctx)
+    stmt = insert(TrackExternalId).on_conflict_do_nothing(index_elements=["scheme", "value"])
+    with ctx.engine.begin() as conn:
+        for start in range(0, len(rows), 2000):
+            conn.execute(stmt, rows[start : start + 2000])
+    return len(rows)
