@@ -234,3 +234,47 @@ def lastfm(
     unmatched: Path | None = UNMATCHED_OPTION,
 ) -> None:
     _import("lastfm", files, listener, threshold, unmatched)
+
+
+PULL_HELP = """Pull listening events from the databases described in a sources file (TOML).
+
+\b
+Each [sources.NAME] gives url (or url_env), table (or query), watermark (a column that grows in
+commit order: a serial id or a server-set insert time), [sources.NAME.columns] mapping event_id,
+listener_id, track_id, ts and ms_played to the source's columns, and [sources.NAME.kind] with either
+value = "play" or column = "action" plus map = { finished = "complete", ... } and an optional default.
+Only rows past the source's watermark are read; pulling again with nothing new reads nothing, and rows
+pulled twice are stored once. The nightly ingest stage pulls every source of the same file
+(PERSONALIZE_SOURCES_FILE, default <data_dir>/sources.toml) before the inbox's events."""
+
+
+@app.command("pull", help=PULL_HELP)
+def pull(
+    sources: Path | None = typer.Option(
+        None, "--sources", help="Sources file (default: as the nightly stage)."
+    ),
+    only: list[str] = typer.Option([], "--source", help="Pull only this source (repeatable)."),
+) -> None:
+    from personalize.context import make_context
+    from personalize.ingest import IngestFileError
+    from personalize.ingest.pull import load_sources, pull, sources_file
+
+    ctx = make_context()
+    failed = False
+    try:
+        path = sources or sources_file(ctx)
+        try:
+            chosen = [s for s in load_sources(path) if not only or s.name in only]
+        except IngestFileError as exc:
+            err_console.print(f"[red]cannot pull:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        for source in chosen:
+            try:
+                _show(pull(ctx, source, progress=False))
+            except IngestFileError as exc:
+                err_console.print(f"[red]cannot pull:[/] {exc}", highlight=False, soft_wrap=True)
+                failed = True
+    finally:
+        ctx.engine.dispose()
+    if failed:
+        raise typer.Exit(2)

@@ -8,9 +8,11 @@ Inbox layout (``PERSONALIZE_INBOX_DIR``, default ``<data_dir>/inbox``)::
     done/<run_date>/...       files that went in; their bad rows are in quarantined_rows
     failed/<run_date>/...     files that could not be read at all, each beside a ``.reason.txt``
 
-A file is moved only after its rows are stored, so a crash leaves it in the inbox and the next run takes
-it again (ingest skips rows already present, so nothing is counted twice). Catalog files go first, so the
-same night's events can name the new tracks. Nothing anyone dropped is ever deleted.
+Between the catalog and the events files, every database source of the sources file is pulled from its
+watermark (:mod:`personalize.ingest.pull`; no sources file, nothing to pull). A file is moved only after its
+rows are stored, so a crash leaves it in the inbox and the next run takes it again (ingest skips rows
+already present, so nothing is counted twice). Catalog files go first, so the same night's events can name
+the new tracks. Nothing anyone dropped is ever deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from personalize.context import Context
 from personalize.ingest.catalog import ingest_catalog
 from personalize.ingest.events import ingest_events
+from personalize.ingest.pull import pull_all
 from personalize.ingest.report import IngestFileError, IngestReport
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ def run(ctx: Context, run_date: dt.date) -> dict[str, Any]:
     summary: dict[str, Any] = {"inbox": str(inbox), "files": 0, "files_failed": 0}
     failed: list[str] = []
     for kind, ingest in KINDS:
+        if kind == "events":  # after the catalog, so pulled plays can name tracks that came in tonight
+            summary.update(pull_all(ctx))
         totals = IngestReport(source=kind)
         for path in _waiting(inbox / kind):
             try:
