@@ -24,7 +24,9 @@ from personalize.music.gm import FAMILIES
 from personalize.profile.vector import I_DENSITY, I_FAMILY0, I_TEMPO, key_name_of_index, load_space
 
 PERSONAL_SLOT0 = 500  # slots of personal tracks start here, after any cluster's own slots
-FALLBACK_S_PER_MUSIC_S = 0.08  # generate + render seconds per second of music, before any night measured it
+FALLBACK_S_PER_MUSIC_S = (
+    0.15  # generate + render seconds per second of music before a night measured it (cautious)
+)
 PERSONAL_TEMPO_SPREAD_LOG2 = 0.03  # a personal track stays near the listener's own tempo (about 2 %)
 PERSONAL_DENSITY_SPREAD_LOG2 = 0.05
 PERSONAL_KEYS = 3  # the listener's three strongest keys
