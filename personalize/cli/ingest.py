@@ -49,7 +49,9 @@ Columns (header row required, extra columns ignored):
 \b
 With --midi, every .mid/.midi file under DIR is measured (tempo, key by key-finding, meter, programs,
 duration, density) in a worker with a time limit and a size cap; track_id is "midi-" plus the slug of the
-file's path relative to DIR. Files that cannot be used are quarantined with a midi_* reason."""
+file's path relative to DIR (listed in --ids-csv, so event files can name them). The tempo map is read
+from every track; duration runs to the end of the last note. Files that cannot be used are quarantined
+with a midi_* reason; a file the parser warns about is logged once, by name."""
 
 
 ENCODING_OPTION = typer.Option(
@@ -108,6 +110,9 @@ def catalog(
         None, "--midi", help="Folder of MIDI files to measure instead of a file."
     ),
     encoding: str | None = ENCODING_OPTION,
+    ids_csv: Path = typer.Option(
+        Path("midi_track_ids.csv"), "--ids-csv", help="With --midi: where to write path,track_id,outcome."
+    ),
 ) -> None:
     from personalize.context import make_context
     from personalize.ingest import IngestFileError, ingest_catalog, ingest_catalog_midi

@@ -3,6 +3,8 @@ track_id is already stored are left as they are (counted as already present); ba
 
 from __future__ import annotations
 
+import csv
+import logging
 import time
 from pathlib import Path
 
@@ -22,12 +24,14 @@ from personalize.ingest.read import (
     raw_json,
     read_chunks,
 )
-from personalize.ingest.report import IngestFileError, IngestReport
+from personalize.ingest.report import DETAIL_MAX_CHARS, IngestFileError, IngestReport, clip
 from personalize.ingest.store import insert_external_ids, insert_tracks, write_quarantine
 from personalize.ingest.unpack import open_input
 from personalize.ingest.validate import first_reason, id_column, number_column, text_column
 from personalize.music.gm import format_programs, parse_programs
 from personalize.music.keys import parse_key, parse_meter
+
+log = logging.getLogger(__name__)
 
 CATALOG_COLUMNS = ("track_id", "title", "duration_s", "tempo_bpm", "key", "meter", "programs")
 OPTIONAL_COLUMNS = ("density",)  # notes per second; NULL when the file has no such column
@@ -308,11 +312,16 @@ def ingest_catalog_frame(ctx: Context, frame: pd.DataFrame, *, source: str) -> I
     return job.report
 
 
-def ingest_catalog_midi(ctx: Context, directory: Path, *, progress: bool = False) -> IngestReport:
-    """Measure every MIDI file under ``directory`` (tempo, key by key-finding, meter, programs, duration,
-    note density) and ingest them as catalog tracks. track_id is the slug of the file's path relative to
-    ``directory`` (see :func:`~personalize.ingest.midi.midi_track_id`); the file itself goes to storage
-    (``midi_uri``). Files that cannot be used are quarantined with a ``midi_*`` reason."""
+def ingest_catalog_midi(
+    ctx: Context, directory: Path, *, progress: bool = False, ids_csv: Path | None = None
+) -> IngestReport:
+    """Measure every MIDI file under ``directory`` (tempo from the whole tempo map, key by key-finding,
+    meter, programs, duration to the last note's end, note density) and ingest them as catalog tracks.
+    track_id is the slug of the file's path relative to ``directory`` (see
+    :func:`~personalize.ingest.midi.midi_track_id`); the file itself goes to storage (``midi_uri``). Files
+    that cannot be used are quarantined with a ``midi_*`` reason; a file the parser warned about is logged
+    once with its name. ``ids_csv`` receives ``path,track_id,outcome`` for every file, so event files can
+    name the tracks."""
     directory = Path(directory)
     if not directory.is_dir():
         raise IngestFileError(f"{directory}: not a folder. Give the folder that holds the .mid files.")
@@ -322,6 +331,8 @@ def ingest_catalog_midi(ctx: Context, directory: Path, *, progress: bool = False
     rows: list[dict[str, object]] = []
     refused: list[Quarantine] = []
     uris: list[object] = []
+    outcomes: list[tuple[Path, str, str]] = []
+    warned = 0
     settings = ctx.settings
     with MidiMeasurer(settings.midi_parse_timeout_s, settings.midi_max_bytes) as measurer:
         iterator = files
@@ -338,6 +349,10 @@ def ingest_catalog_midi(ctx: Context, directory: Path, *, progress: bool = False
                 outcome = measurer.measure(path)
                 if bar is not None:
                     bar.advance(task)
+                if outcome.warnings:
+                    warned += 1
+                    log.warning("%s: %s", path, clip("; ".join(outcome.warnings), DETAIL_MAX_CHARS))
+                outcomes.append((relative, midi_track_id(relative), outcome.reason or "measured"))
                 if outcome.features is None:
                     raw = raw_json({"file": str(relative), "bytes": path.stat().st_size})
                     detail = f"{relative}: {outcome.detail}"
@@ -358,5 +373,15 @@ def ingest_catalog_midi(ctx: Context, directory: Path, *, progress: bool = False
         quarantined=refused,
     )
     job.add(chunk, extra={"midi_uri": uris})
+    if warned:
+        job.report.notes.append(f"{warned} file(s) parsed with warnings, each logged with its name")
+    if ids_csv is not None:
+        ids_csv = Path(ids_csv)
+        ids_csv.parent.mkdir(parents=True, exist_ok=True)
+        with ids_csv.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "track_id", "outcome"])
+            writer.writerows((str(rel), track_id, what) for rel, track_id, what in outcomes)
+        job.report.notes.append(f"track ids of the files in {ids_csv}")
     job.report.elapsed_s = time.perf_counter() - started
     return job.report

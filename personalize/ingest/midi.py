@@ -1,5 +1,10 @@
 """Measure catalog features from MIDI files in a separate worker process with a time limit and a size cap,
-so a corrupt, hostile or enormous file is quarantined with a reason instead of crashing or hanging ingest."""
+so a corrupt, hostile or enormous file is quarantined with a reason instead of crashing or hanging ingest.
+
+Files as they are written in the wild: the tempo map is read from every track (many type-1 files keep it on
+a track other than the first, which a reader looking only at track 0 takes for 120 BPM), the duration runs
+to the end of the last note (not to a controller reset or marker long after the music), and whatever the
+parser warns about comes back with the file, so each file's warnings are logged once, naming it."""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import hashlib
 import io
 import multiprocessing as mp
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -26,6 +32,7 @@ class MidiOutcome:
     features: dict[str, object] | None = None
     reason: str | None = None
     detail: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def midi_track_id(relative_path: Path) -> str:
@@ -45,28 +52,91 @@ def find_midi_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
 
 
-def measure_bytes(data: bytes) -> dict[str, object]:
-    """Parse and measure one file's bytes; raises ``_Refused`` with a reason code when it cannot be used."""
+TEMPO_MAP_EVENTS = ("set_tempo", "time_signature", "key_signature")
+
+
+def tempo_map_on_first_track(midi) -> int:  # type: ignore[no-untyped-def]
+    """Move every tempo, time and key signature event of a mido file onto its first track, in place, at the
+    same tick (the place readers look for the tempo map); returns how many events moved."""
+    if len(midi.tracks) < 2 or midi.type == 2:
+        return 0
+    moved: list[tuple[int, object]] = []
+    for track in midi.tracks[1:]:
+        tick, kept, carry = 0, [], 0
+        for msg in track:
+            tick += msg.time
+            if msg.is_meta and msg.type in TEMPO_MAP_EVENTS:
+                moved.append((tick, msg))
+                carry += msg.time
+                continue
+            kept.append(msg.copy(time=msg.time + carry))
+            carry = 0
+        track[:] = kept
+    if not moved:
+        return 0
+    first, tick = [], 0
+    for msg in midi.tracks[0]:
+        tick += msg.time
+        first.append((tick, msg))
+    end = [m for m in first if m[1].type == "end_of_track"]
+    body = [m for m in first if m[1].type != "end_of_track"] + moved
+    body.sort(key=lambda m: m[0])  # stable: at one tick, the first track's own events stay first
+    last_tick = max([t for t, _ in body] + [t for t, _ in end] or [0])
+    rebuilt, previous = [], 0
+    for t, msg in [*body, *((last_tick, m) for _, m in end)]:
+        rebuilt.append(msg.copy(time=t - previous))
+        previous = t
+    midi.tracks[0][:] = rebuilt
+    return len(moved)
+
+
+def measure_bytes(data: bytes) -> tuple[dict[str, object], list[str]]:
+    """Parse and measure one file's bytes: its features and the parser's warnings (each once). Raises
+    ``_Refused`` with a reason code when the file cannot be used."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        features = _measure(data)
+    said = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+    return features, said
+
+
+def _parse(data: bytes):  # type: ignore[no-untyped-def]
     import mido
     import pretty_midi
 
-    from personalize.music.gm import format_programs
-    from personalize.music.keys import key_name
-    from personalize.music.measure import measure
-
     try:
-        pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+        midi = mido.MidiFile(file=io.BytesIO(data))
     except Exception as first:
         # Some writers put out-of-range data bytes in events; mido can clip them instead of giving up.
         try:
             midi = mido.MidiFile(file=io.BytesIO(data), clip=True)
-            pm = pretty_midi.PrettyMIDI(mido_object=midi)
         except Exception:
             raise _Refused(
                 "midi_unreadable",
                 f"not a readable MIDI file ({type(first).__name__}: {first}). It may be truncated or corrupt; "
                 "export it again from the program that wrote it.",
             ) from None
+    moved = tempo_map_on_first_track(midi)
+    if moved:
+        warnings.warn(
+            f"{moved} tempo/meter/key event(s) were on tracks after the first; read from there", stacklevel=2
+        )
+    try:
+        return pretty_midi.PrettyMIDI(mido_object=midi)
+    except Exception as exc:
+        raise _Refused(
+            "midi_unreadable",
+            f"not a usable MIDI file ({type(exc).__name__}: {exc}). It may be truncated or corrupt; "
+            "export it again from the program that wrote it.",
+        ) from None
+
+
+def _measure(data: bytes) -> dict[str, object]:
+    from personalize.music.gm import format_programs
+    from personalize.music.keys import key_name
+    from personalize.music.measure import measure
+
+    pm = _parse(data)
     notes = [(inst.is_drum, n) for inst in pm.instruments for n in inst.notes]
     if not notes or pm.get_end_time() <= 0:
         raise _Refused("midi_no_notes", "the file has no notes (zero length); nothing to measure.")
@@ -79,13 +149,18 @@ def measure_bytes(data: bytes) -> dict[str, object]:
         features = measure(pm)
     except ValueError as exc:  # e.g. every pitched note has zero length, so there is no key to find
         raise _Refused("midi_no_pitched_notes", f"no key can be found ({exc}).") from None
+    # The music lasts until its last note ends; controller resets, markers or an end-of-track event long
+    # after it are silence, which would make the track seem longer and its notes sparser than they are.
+    music_s = max(n.end for _, n in notes)
+    if music_s <= 0:
+        raise _Refused("midi_no_notes", "every note ends at time zero; nothing to measure.")
     return {
-        "duration_s": features.duration_s,
+        "duration_s": float(music_s),
         "tempo_bpm": features.tempo_bpm,
         "key": key_name(features.key_pc, features.mode),
         "meter": features.meter,
         "programs": format_programs(features.programs),
-        "density": features.density,
+        "density": features.n_notes / float(music_s),
     }
 
 
@@ -108,7 +183,8 @@ def _serve(conn: Connection, parent: ProcessId) -> None:
         if data is None:
             return
         try:
-            conn.send(("ok", measure_bytes(data)))
+            features, said = measure_bytes(data)
+            conn.send(("ok", features, said))
         except _Refused as refused:
             conn.send(("refused", refused.reason, refused.detail))
         except Exception as exc:
@@ -175,7 +251,7 @@ class MidiMeasurer:
             self.close()
             return MidiOutcome(path, reason="midi_unreadable", detail="the parser crashed on this file.")
         if message[0] == "ok":
-            return MidiOutcome(path, features=message[1])
+            return MidiOutcome(path, features=message[1], warnings=message[2])
         return MidiOutcome(path, reason=message[1], detail=message[2])
 
     def close(self) -> None:
