@@ -23,12 +23,12 @@ common=(--set "train.device=\"$DEVICE\"" --set train.batch_size=32 --set train.l
         --set train.eval_windows=512 --set train.patience=10 --set train.checkpoint_every_s=60
         --set "train.max_minutes=$MINUTES")
 declare -A RUNS=(
-  [l4d256_p10_s3k]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.1 --set train.max_steps=3000"
   [l4d256_p20]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.2"
-  [l4d256_p30]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.3"
-  [l6d256_p20]="--set model.n_layer=6 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.2"
-  [l8d256_p20]="--set model.n_layer=8 --set model.n_embd=256 --set model.n_head=8 --set model.dropout=0.2"
-  [l6d320_p20]="--set model.n_layer=6 --set model.n_embd=320 --set model.n_head=8 --set model.dropout=0.2"
+  [l4d256_p20_kv2]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.n_kv_head=2 --set model.dropout=0.2"
+  [l4d256_p20_kv1]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.n_kv_head=1 --set model.dropout=0.2"
+  [l4d256_p30_kv1]="--set model.n_layer=4 --set model.n_embd=256 --set model.n_head=8 --set model.n_kv_head=1 --set model.dropout=0.3"
+  [l6d256_p20_kv1]="--set model.n_layer=6 --set model.n_embd=256 --set model.n_head=8 --set model.n_kv_head=1 --set model.dropout=0.2"
+  [l4d320_p20_kv1]="--set model.n_layer=4 --set model.n_embd=320 --set model.n_head=8 --set model.n_kv_head=1 --set model.dropout=0.2"
 )
 for name in "${!RUNS[@]}"; do
   # shellcheck disable=SC2086

@@ -92,6 +92,27 @@ def test_kv_cache_gives_the_same_tokens_as_recomputing_the_context(tiny_model_di
     )
 
 
+@pytest.mark.parametrize("kv_heads", [None, 2, 1])
+def test_grouped_query_attention_decodes_as_the_full_forward_does(kv_heads: int | None) -> None:
+    """Key/value heads shared by several query heads: a cached decode (a prefill, then one token a step,
+    through the 128-position buckets) gives the logits of one full forward pass, and the cache is smaller."""
+    from personalize.generate.model import MusicTransformer, TransformerConfig
+
+    torch.manual_seed(0)
+    config = TransformerConfig(
+        vocab_size=50, block_size=300, n_layer=2, n_head=8, n_embd=64, n_kv_head=kv_heads
+    )
+    model = MusicTransformer(config).eval()
+    x = torch.randint(0, 50, (3, 200))
+    with torch.no_grad():
+        full, _ = model(x)
+        cache = model.new_cache(3)
+        steps = [model(x[:, :20], cache=cache)[0]]
+        steps += [model(x[:, i : i + 1], cache=cache)[0] for i in range(20, 200)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+    assert cache.k.shape[2] == (kv_heads or 8)
+
+
 def test_same_seed_same_music_other_seed_other_music(tiny_model_dir: Path) -> None:
     gen = load_generator(tiny_model_dir)
     req = [Controls(0, "major", 110, "4/4", 2, [0, 33], 4)]

@@ -5,6 +5,8 @@ it does not apply, imputed with a missing-value flag; a metric the corpus pieces
 have at all is left out) plus its normalized melodic-interval and duration histograms. A random forest is cross-validated (stratified folds that keep a corpus group, the versions of one
 piece, inside one fold) and its out-of-fold ROC AUC reported: 0.5 means the system cannot be told from the corpus,
 1.0 that it always can. The corpus's own second sample (the train split) sets the floor to expect.
+``tells`` names the features the forest leans on most (impurity importance, fitted once on all pieces):
+where a system gives itself away.
 """
 
 from __future__ import annotations
@@ -13,13 +15,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from personalize.music.metrics import METRICS, duration_histogram, interval_histogram
+from personalize.music.metrics import (
+    DURATION_CLIP,
+    INTERVAL_CLIP,
+    METRICS,
+    duration_histogram,
+    interval_histogram,
+)
 from personalize.music.score import Score
 
 # Performance metrics are left out: neither the corpus nor today's generator carries velocity or timing
 # data, so they would only tell the classifier how a file was written, not how the music goes.
 FEATURE_METRICS = tuple(m.name for m in METRICS if m.family != "performance")
 CV_FOLDS = 5
+TELLS = 6  # features named as the classifier's main tells
+
+
+def feature_names() -> list[str]:
+    """Names of :func:`feature_vector`'s entries, in order."""
+    intervals = [f"interval_{i:+d}_share" for i in range(-INTERVAL_CLIP, INTERVAL_CLIP + 1)]
+    durations = [f"duration_{d}_sixteenths_share" for d in range(1, DURATION_CLIP + 1)]
+    return [*FEATURE_METRICS, *intervals, *durations]
 
 
 def feature_vector(score: Score, metrics: dict[str, float]) -> np.ndarray:
@@ -36,13 +52,15 @@ def two_sample_auc(
     seed: int = 0,
     corpus_groups: Sequence[str] | None = None,
     system_groups: Sequence[str] | None = None,
-) -> dict[str, float | int | None]:
+    names: Sequence[str] | None = None,
+) -> dict[str, object]:
     """Cross-validated ROC AUC of a classifier telling ``system`` feature vectors from ``corpus`` ones.
 
     ``corpus_groups`` and ``system_groups`` (one label per vector) keep versions of one piece inside one fold:
     the corpus holds the same tune in two books, and a classifier that met one version in training would
     recognise the other. Returns the mean AUC over folds, its spread, the folds used and the sample sizes;
-    AUC is None when either side has fewer pieces than folds.
+    AUC is None when either side has fewer pieces than folds. ``names`` (one per feature column) turns
+    on the ``tells``.
     """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.impute import SimpleImputer
@@ -66,6 +84,7 @@ def two_sample_auc(
     # and its missing-value flag kept, since "does not apply" there can itself be a tell.
     corpus_has = np.isfinite(x[n_sys:]).mean(axis=0)
     x = x[:, corpus_has >= 0.1]
+    names = [n for n, keep in zip(names or [], corpus_has >= 0.1, strict=False) if keep]
     model = make_pipeline(
         SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
         RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1),
@@ -86,10 +105,31 @@ def two_sample_auc(
         aucs.append(roc_auc_score(y[test], proba))
     if not aucs:
         return {"auc": None, "auc_std": None, "folds": 0, "n_system": n_sys, "n_corpus": n_corp}
+    tells: list[dict[str, object]] = []
+    if names and len(names) == x.shape[1]:
+        model.fit(x, y)
+        forest = model[-1]
+        importance = forest.feature_importances_[: len(names)]  # the imputer's flags come after
+        for k in np.argsort(importance)[::-1][:TELLS]:
+            col = x[:, k]
+            tells.append(
+                {
+                    "feature": names[k],
+                    "importance": round(float(importance[k]), 4),
+                    "system_median": _median(col[:n_sys]),
+                    "corpus_median": _median(col[n_sys:]),
+                }
+            )
     return {
         "auc": float(np.mean(aucs)),
         "auc_std": float(np.std(aucs)),
         "folds": len(aucs),
         "n_system": n_sys,
         "n_corpus": n_corp,
+        "tells": tells,
     }
+
+
+def _median(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return round(float(np.median(finite)), 4) if len(finite) else None

@@ -31,7 +31,7 @@ import numpy as np
 
 from personalize.corpus import Piece, load_pieces
 from personalize.evaluate.music.baselines import MarkovChain, RandomInScale, training_lines
-from personalize.evaluate.music.discriminate import feature_vector, two_sample_auc
+from personalize.evaluate.music.discriminate import feature_names, feature_vector, two_sample_auc
 from personalize.evaluate.music.overlap import (
     BANDWIDTH_FLOOR,
     histogram_overlap,
@@ -507,6 +507,7 @@ def evaluate_music(
                 seed,
                 groups,
                 [x.track.group or x.track.source for x in sets[s]],
+                feature_names(),
             )
             for s in systems
             if s != "corpus"
@@ -530,6 +531,7 @@ def evaluate_music(
             seed,
             [x.track.group or x.track.source for x in all_corpus],
             [x.track.group or x.track.source for t in TEXTURES for x in measured[t][s]],
+            [*feature_names(), *(f"texture_{t}" for t in TEXTURES)],
         )
         for s in systems
         if s != "corpus"
