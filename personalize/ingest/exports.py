@@ -400,16 +400,16 @@ def _to_chunk(
             f"{source} ({plays.member}): the export does not say whose plays these are; give the listener "
             "id with --listener ID."
         )
-    listeners = [listener or normal_id(str(x).strip()) for x in plays.listener]
-    ids = [{s: external_id(s, plays.ids[s][i]) for s in SCHEMES} for i in range(n)]
+    # One listener per export file, usually: normalize each distinct name once.
+    names = {x: normal_id(str(x).strip()) for x in set(plays.listener)} if listener is None else {}
+    listeners = [listener] * n if listener is not None else [names[x] for x in plays.listener]
     # Match each distinct track once: a history repeats its favourite songs thousands of times.
-    keys = [
-        (tuple(d[s] or "" for s in SCHEMES), str(a or ""), str(t or ""))
-        for d, a, t in zip(ids, plays.artist, plays.title, strict=True)
-    ]
-    codes, distinct = pd.factorize(pd.Series(keys, dtype=object))
+    raw_keys = list(zip(*(plays.ids[s] for s in SCHEMES), plays.artist, plays.title, strict=True))
+    codes, distinct = pd.factorize(pd.Series(raw_keys, dtype=object)) if n else (np.empty(0, np.int64), [])
+    distinct_ids = [{s: external_id(s, k[j]) for j, s in enumerate(SCHEMES)} for k in distinct]
     matches = index.match_all(
-        ((dict(zip(SCHEMES, k[0], strict=True)), k[1], k[2]) for k in distinct), threshold
+        ((d, str(k[-2] or ""), str(k[-1] or "")) for d, k in zip(distinct_ids, distinct, strict=True)),
+        threshold,
     )
     track_ids = (
         np.array([m.track_id for m in matches], dtype=object)[codes] if n else np.empty(0, dtype=object)
@@ -423,8 +423,11 @@ def _to_chunk(
     row_numbers = np.arange(first_row, first_row + n, dtype=np.int64)
     where = f"{source} ({plays.member})" if plays.member != Path(source).name else source
     quarantined: list[Quarantine] = []
-    keep = np.zeros(n, dtype=bool)
-    for i in range(n):
+    found = np.array([t is not None for t in track_ids], dtype=bool)
+    keep = plays.is_track & found
+    for how, count in zip(*np.unique(hows[keep].astype(str), return_counts=True), strict=True):
+        matched[str(how)] += int(count)
+    for i in np.flatnonzero(~keep):
         if not plays.is_track[i]:
             quarantined.append(
                 Quarantine(
@@ -433,8 +436,8 @@ def _to_chunk(
                     "only music is personalized.",
                 )
             )  # fmt: skip
-        elif track_ids[i] is None:
-            unmatched.add(plays.artist[i], plays.title[i], ids[i], plays.ts.iat[i], ms[i])
+        else:
+            unmatched.add(plays.artist[i], plays.title[i], distinct_ids[codes[i]], plays.ts.iat[i], ms[i])
             quarantined.append(
                 Quarantine(
                     int(row_numbers[i]), raw_json(plays.records[i]), "unmatched_track",
@@ -442,9 +445,6 @@ def _to_chunk(
                     "matches no catalog track; it is in the unmatched CSV: add it to the catalog and import again.",
                 )
             )  # fmt: skip
-        else:
-            keep[i] = True
-            matched[str(hows[i])] += 1
     idx = np.flatnonzero(keep)
     ts = plays.ts.iloc[idx].reset_index(drop=True)
     ms_kept = ms[idx]

@@ -79,6 +79,9 @@ class CatalogIndex:
     names: list[str] = field(default_factory=list)
     name_ids: list[str] = field(default_factory=list)
     durations_s: dict[str, float] = field(default_factory=dict)
+    # Names already matched in this import (an export's files repeat the same songs): name -> Match
+    seen: dict[str, Match] = field(default_factory=dict)
+    normalized: dict[tuple[str, str], str] = field(default_factory=dict)  # (artist, title) -> name
 
     @classmethod
     def load(cls, ctx: Context) -> CatalogIndex:
@@ -124,8 +127,14 @@ class CatalogIndex:
                     out[i] = Match(self.by_scheme[scheme][value], scheme, 100.0)
                     break
             else:
-                name = f"{normalize_name(artist)}\t{normalize_name(title)}"
-                if name in self.by_name:
+                name = self.normalized.get((artist, title))
+                if name is None:
+                    name = self.normalized[(artist, title)] = (
+                        f"{normalize_name(artist)}\t{normalize_name(title)}"
+                    )
+                if name in self.seen:
+                    out[i] = self.seen[name]
+                elif name in self.by_name:
                     out[i] = Match(self.by_name[name], "exact", 100.0)
                 elif name.strip() and self.names:
                     pending.setdefault(name, []).append(i)
@@ -145,6 +154,7 @@ class CatalogIndex:
                     if score >= threshold
                     else Match(None, "none", score)
                 )
+                self.seen[name] = match
                 for i in pending[name]:
                     out[i] = match
         return [m if m is not None else Match(None, "none") for m in out]
