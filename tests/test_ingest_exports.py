@@ -288,3 +288,14 @@ def test_cli_spotify_import(ctx, tmp_path, catalog):
     assert "quarantined: unmatched_track" in result.output and "u.csv" in result.output
     with ctx.sessions() as session:
         assert set(session.scalars(select(ListeningEvent.listener_id))) == {"spotify-user-1"}
+
+
+def test_a_big_export_goes_in_as_one_bulk_load_with_the_same_outcome(ctx, tmp_path, catalog, monkeypatch):
+    monkeypatch.setattr(ctx.settings, "ingest_bulk_min_rows", 1)  # this small export counts as big
+    path = tmp_path / "Streaming_History_Audio_2026_0.json"
+    path.write_text(json.dumps(_extended_history()))
+    report = import_export(ctx, path, "spotify", listener="l1")
+    assert (report.rows_read, report.ingested) == (6, 4)
+    assert report.quarantined == {"unmatched_track": 1, "not_a_track": 1}
+    assert import_export(ctx, path, "spotify", listener="l1").already_present == 4
+    assert len(_stored_events(ctx)) == 4

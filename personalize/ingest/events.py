@@ -400,7 +400,7 @@ class EventIngest:
         return self.report
 
 
-def _run(
+def ingest_chunks(
     ctx: Context,
     source: str,
     chunks: Iterable[Chunk],
@@ -409,6 +409,9 @@ def _run(
     expected_rows: int | None = None,
     **options: object,
 ) -> IngestReport:
+    """Validate and store ``chunks`` of one source (see :class:`EventIngest`; ``options`` are its keyword
+    arguments). ``expected_rows`` decides a bulk load and reading ahead in a second thread; ``total`` and
+    each chunk's ``bytes_done`` drive the progress bar."""
     started = time.perf_counter()
     job = EventIngest(ctx, source, expected_rows, **options)  # type: ignore[arg-type]
     # Only a source of several chunks gains from validating ahead; one chunk (an API batch) would only pay
@@ -540,7 +543,7 @@ def ingest_events(
         if progress:
             parquet = plain.path.suffix.lower() in (".parquet", ".pq")
             total = count_rows(plain.path) if parquet else plain.path.stat().st_size
-        report = _run(
+        report = ingest_chunks(
             ctx, source, chunks, total, progress, estimate_rows(plain.path),
             ts_format=ts_format, stop_if_mostly_bad=not accept_bad_rows,
         )  # fmt: skip
@@ -568,4 +571,4 @@ def ingest_events_frame(
     columns = [str(c).strip().lower() for c in frame.columns]
     check_columns(Path(source), columns, EVENT_COLUMNS)
     chunks = frame_chunks(frame, first_row_number, ctx.settings.ingest_chunk_rows)
-    return _run(ctx, source, chunks, None, False, len(frame))
+    return ingest_chunks(ctx, source, chunks, None, False, len(frame))
