@@ -15,6 +15,11 @@ What it does, per step: ``batch_size`` windows of ``block_size + 1`` consecutive
 keeps the best weights (``model.pt``, float16, what ships), so a run that overfits ends with its best
 model; it stops early after ``patience`` evaluations without improvement. ``checkpoint.pt`` (weights,
 optimizer, step, history, RNG state) lets a stopped run resume.
+
+A run may start from an earlier model's weights instead of from scratch (``init_from``, a model folder):
+the tokens both vocabularies name are matched by name, so a representation that gained tokens (a new
+bar-level control) keeps everything the earlier model learned and learns only what is new. The
+architecture must match; new tokens start from the fresh model's initialisation.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class FitConfig:
     threads: int = 1
     device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda"
     compile: bool = False  # torch.compile the training step (GPU runs)
+    init_from: str | None = None  # a model folder (model.pt + config.json with "vocab") to start from
 
 
 def lr_at(step: int, cfg: FitConfig) -> float:
@@ -210,6 +216,8 @@ def fit(
         elapsed_before, best = state.get("train_seconds", 0.0), state.get("best_val", math.inf)
         source.rng.bit_generator.state = state["data_rng"]
         log(f"resuming from step {step} ({elapsed_before / 60:.1f} min trained so far, best val {best:.4f})")
+    elif cfg.init_from:
+        log(warm_start(model, Path(cfg.init_from), list(meta.get("vocab") or [])))
     step_model = torch.compile(model) if cfg.compile else model
 
     info = {
@@ -323,6 +331,31 @@ def fit(
         "best_val_loss": best,
         "train_seconds": round(elapsed_before + time.time() - t0, 1),
     }
+
+
+def warm_start(model: MusicTransformer, folder: Path, vocab: list[str]) -> str:
+    """Load an earlier model's weights from ``folder`` into ``model``, matching token rows by name
+    (``vocab`` names this run's tokens; the earlier model's config.json names its own). Returns a line
+    saying what was carried over."""
+    old_vocab = json.loads((folder / "config.json").read_text()).get("vocab")
+    if not vocab or not old_vocab:
+        raise ValueError(f"warm start from {folder} needs both vocabularies by name (config.json 'vocab')")
+    old = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    state = model.state_dict()
+    for name, value in old.items():
+        if name == "wte.weight":
+            continue
+        if name not in state or state[name].shape != value.shape:
+            raise ValueError(f"{folder}: {name} {tuple(value.shape)} does not fit this architecture")
+        state[name] = value.to(state[name].dtype)
+    where = {tok: i for i, tok in enumerate(old_vocab)}
+    table = state["wte.weight"].clone()
+    kept = [(i, where[tok]) for i, tok in enumerate(vocab) if tok in where]
+    for new, was in kept:
+        table[new] = old["wte.weight"][was].to(table.dtype)
+    state["wte.weight"] = state["head.weight"] = table  # the output head is tied to the embedding
+    model.load_state_dict(state)
+    return f"warm start from {folder}: {len(kept)} of {len(vocab)} tokens carried over, {len(vocab) - len(kept)} new"
 
 
 def _parse_sets(items: list[str]) -> tuple[dict[str, object], dict[str, object]]:

@@ -138,12 +138,13 @@ def pack_song_streams(pieces: list[Piece], chorale_share: float, seed: int) -> t
 
 
 def song_given_mask() -> np.ndarray:
-    """The song tokens that carry no loss: what generation always gives (chords, the control prefix)."""
+    """The song tokens that carry no loss: what generation always gives (chords, bar note counts, the
+    control prefix)."""
     from personalize.generate.song import tokens as S
 
     given = np.zeros(S.VOCAB_SIZE, dtype=bool)
     for i, name in enumerate(S.VOCAB):
-        if name.startswith(("CHORD_", "MODE_", "METER_", "DENSITY_", "STYLE_")):
+        if name.startswith(("CHORD_", "NOTES_", "MODE_", "METER_", "DENSITY_", "STYLE_")):
             given[i] = True
     return given
 
@@ -191,9 +192,12 @@ def _song_tokens(
 ) -> dict[str, object]:
     train, n_train = pack_song_streams(train_pieces, cfg.chorale_share, cfg.seed)
     val, _ = pack_song_streams(val_pieces, 0.0, cfg.seed + 1000)
+    from personalize.generate.song import tokens as S
+
     meta = {
         "representation": "song",
         "vocab_size": model_cfg.vocab_size,
+        "vocab": list(S.VOCAB),  # by name: a later vocabulary can warm-start from this model
         "model": model_cfg.to_dict(),
         "train": asdict(cfg),
         "fit": asdict(fit_config(cfg)),
@@ -256,6 +260,10 @@ def _prepare(cfg: TrainConfig, progress: bool) -> tuple[object, list[Piece], lis
         from personalize.generate.song.prior import MelodyPrior
 
         MelodyPrior.fit(train_pieces).save(out / "melody_prior.json")
+        # And the notes per bar the song model is asked for (personalize.generate.song.rhythm).
+        from personalize.generate.song.rhythm import BarCounts
+
+        BarCounts.fit(train_pieces).save(out / "bar_counts.json")
     val_pieces = [
         p for p in load_pieces(corpus_dir, "val") if p.collection in cfg.collections
     ] or train_pieces
