@@ -425,7 +425,7 @@ def _to_chunk(
         np.array([m.track_id for m in matches], dtype=object)[codes] if n else np.empty(0, dtype=object)
     )
     hows = np.array([m.how for m in matches], dtype=object)[codes] if n else np.empty(0, dtype=object)
-    durations_ms = np.array([index.durations_s.get(t, np.nan) * 1000 if t else np.nan for t in track_ids])
+    durations_ms = pd.Series(track_ids, dtype=object).map(index.durations_s).to_numpy(dtype=float) * 1000
     ms = plays.ms_played.copy()
     whole = np.isnan(ms) & np.isfinite(durations_ms)  # a scrobble: the track was heard through
     ms[whole] = durations_ms[whole]
@@ -460,7 +460,7 @@ def _to_chunk(
     ms_kept = ms[idx]
     listeners_kept = pd.Series([listeners[i] for i in idx], dtype=object)
     tracks_kept = pd.Series(track_ids[idx], dtype=object)
-    stamp_text = ts.dt.strftime("%Y%m%dT%H%M%S%f").fillna("")
+    stamp_text = pd.Series(ts.to_numpy(dtype="datetime64[us]").astype(np.int64)).astype(str)  # µs since 1970
     basis = (
         listeners_kept.astype(str) + "\x1f" + stamp_text + "\x1f" + tracks_kept.astype(str) + "\x1f"
         + pd.Series(np.nan_to_num(ms_kept, nan=-1).astype(np.int64).astype(str))

@@ -16,12 +16,13 @@ from personalize.context import Context
 from personalize.db.models import Track, TrackExternalId
 
 SCHEMES = ("spotify", "isrc", "mbid")
-DEFAULT_THRESHOLD = (
-    90.0  # "Beatles - Let It Be (Remastered)" vs "The Beatles - Let It Be" scores 100 after normalizing
+# "Beatles - Let It Be (Remastered)" and "The Beatles - Let It Be" score 100 once normalized; a typo in a
+# name of twenty letters costs 2 to 3.
+DEFAULT_THRESHOLD = 90.0
+_SPOTIFY_TRACK = re.compile(
+    r"(?:spotify:track:|open\.spotify\.com/(?:intl-[a-z-]+/)?track/)([0-9A-Za-z]{22})\b"
 )
-_SPOTIFY_ID = re.compile(
-    r"(?:spotify:track:|open\.spotify\.com/(?:intl-[a-z-]+/)?track/)?([0-9A-Za-z]{22})\b"
-)
+_SPOTIFY_BARE = re.compile(r"[0-9A-Za-z]{22}")
 _MBID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Decorations that differ between services for the same recording: "(feat. X)", "- 2011 Remaster", "[Live]".
 _DECORATION = re.compile(
@@ -39,9 +40,11 @@ def external_id(scheme: str, value: object) -> str | None:
     text = str(value).strip()
     if not text:
         return None
-    if scheme == "spotify":
-        found = _SPOTIFY_ID.search(text)
-        return found.group(1) if found else None
+    if scheme == "spotify":  # a track's URI, URL or bare id; an album's or episode's is not a track
+        found = _SPOTIFY_TRACK.search(text)
+        if found:
+            return found.group(1)
+        return text if _SPOTIFY_BARE.fullmatch(text) else None
     if scheme == "isrc":
         isrc = re.sub(r"[\s-]", "", text).upper()
         return isrc if re.fullmatch(r"[A-Z]{2}[A-Z0-9]{3}\d{7}", isrc) else None
