@@ -168,3 +168,15 @@ def test_cli_options_and_exit_status(ctx, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "unpacked from gzip" in result.output and _count(ctx, ListeningEvent) == 100
+
+
+def test_an_export_zip_given_as_events_names_its_importer(ctx, tmp_path):
+    path = tmp_path / "my_spotify_data.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for n in range(2):
+            archive.writestr(
+                f"Spotify Extended Streaming History/Streaming_History_Audio_2026_{n}.json", "[]"
+            )
+    with pytest.raises(IngestFileError, match="personalize ingest spotify") as err:
+        ingest_events(ctx, path)
+    assert str(path) in str(err.value)

@@ -61,6 +61,8 @@ ENCODING_OPTION = typer.Option(
 
 def _show(report, verbose_examples: bool = True) -> None:  # type: ignore[no-untyped-def]
     console.print(report.to_table())
+    for note in report.notes:  # how the file was read, what was matched, where the lists went
+        console.print(f"  {note}", highlight=False, soft_wrap=True)
     if report.quarantined and verbose_examples:
         console.print("[yellow]First quarantined rows:[/]")
         for row_number, reason, detail in report.examples:

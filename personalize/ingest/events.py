@@ -28,7 +28,7 @@ from personalize.ingest.read import (
     raw_json,
     read_chunks,
 )
-from personalize.ingest.report import DETAIL_MAX_CHARS, IngestFileError, IngestReport, clip
+from personalize.ingest.report import DETAIL_MAX_CHARS, IngestFileError, IngestReport, MostlyBadError, clip
 from personalize.ingest.store import EventWriter, TrackDurations, bulk_load_wanted
 from personalize.ingest.unpack import InputFile, detect_encoding, open_input
 from personalize.ingest.validate import (
@@ -369,7 +369,7 @@ class EventIngest:
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in top[:3])
         first = next((q for q in prepared.quarantined if q.reason == top[0][0]), prepared.quarantined[0])
         example = first.detail.removeprefix(f"{self.source} ")
-        raise IngestFileError(
+        raise MostlyBadError(
             f"{self.source}: {bad:,} of the first {part.rows_read:,} rows would be quarantined ({reasons}); "
             f"nothing was stored. {self._fix_hint(top[0][0], prepared)}To store the good rows anyway, add "
             f"--accept-bad-rows. First: {clip(example, 160)}"
@@ -419,6 +419,9 @@ def ingest_chunks(
     overlap = expected_rows is not None and expected_rows > ctx.settings.ingest_chunk_rows
     try:
         return _feed(job, chunks, total, progress, started, overlap)
+    except MostlyBadError:
+        job.writer.close(commit=False)  # nothing was stored: a bulk load has nothing to build again
+        raise
     except IngestFileError:
         # The file broke off part-way: the rows read before stay in, as the error message promises.
         job.writer.close(commit=True)

@@ -96,7 +96,7 @@ EXPORT_HINTS = (
     ("master_metadata_track_name", "a Spotify extended streaming history", "spotify"),
     ("spotify_track_uri", "a Spotify extended streaming history", "spotify"),
     ("endTime", "a Spotify streaming history", "spotify"),
-    ("listened_at", "a ListenBrainz export", "listenbrainz"),
+    ("listened_at", "a ListenBrainz", "listenbrainz"),
 )
 
 
@@ -110,7 +110,7 @@ def looks_like_json(path: Path, name: Path, encoding: str) -> None:
         if f'"{key}"' in head:
             raise IngestFileError(
                 f"{name}: this is JSON, {what} export, not a CSV of events. Import it with "
-                f"`personalize ingest {command} {name} --listener YOUR_ID`."
+                f"`personalize ingest {command} {name}` (add --listener ID when the export names no user)."
             )
     raise IngestFileError(f"{name}: this is JSON, not CSV or Parquet. Give a CSV or Parquet file.")
 

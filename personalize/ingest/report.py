@@ -49,6 +49,10 @@ class IngestFileError(Exception):
         super().__init__(clip(message, MESSAGE_MAX_CHARS))
 
 
+class MostlyBadError(IngestFileError):
+    """Most of a file's first chunk would be quarantined: stopped before anything was stored."""
+
+
 @dataclass
 class IngestReport:
     """Counts of one ingest. ``rows_read == ingested + already_present + sum(quarantined.values())``."""
@@ -105,7 +109,7 @@ class IngestReport:
             table.add_row("quarantined", "0")
         for reason, n in sorted(self.quarantined.items(), key=lambda kv: (-kv[1], kv[0])):
             table.add_row(f"[yellow]quarantined: {reason}[/]", f"{n:,}")
-        table.caption = "; ".join([*self.notes, f"{self.elapsed_s:.2f} s, {self.rows_per_s:,.0f} rows/s"])
+        table.caption = f"{self.elapsed_s:.2f} s, {self.rows_per_s:,.0f} rows/s"
         return table
 
     def __rich__(self) -> Table:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import re
 import shutil
 import tempfile
 import zipfile
@@ -28,6 +29,8 @@ COMPRESSED_SUFFIXES = {
 }
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".json", ".jsonl", ".ndjson")
 _SAMPLE_BYTES = 1 << 20
+# Names of the files in Spotify's and ListenBrainz's export zips
+EXPORT_MEMBER = re.compile(r"Streaming_?History|endsong_\d|(^|/)listens/", re.IGNORECASE)
 
 
 @dataclass
@@ -90,6 +93,11 @@ def open_input(path: Path, member: str | None = None) -> Iterator[InputFile]:
         return
     if compression == "zip" and member is None:
         members = zip_members(path)
+        if any(EXPORT_MEMBER.search(m) for m in members):
+            raise IngestFileError(
+                f"{path}: this zip is a listening-history export, not a file of events. Import it with "
+                "`personalize ingest spotify FILE` (or `listenbrainz`)."
+            )
         if len(members) != 1:
             listed = ", ".join(members[:8]) + (f" and {len(members) - 8} more" if len(members) > 8 else "")
             raise IngestFileError(
