@@ -283,6 +283,7 @@ def answer_day(ctx, world: AnsweringWorld, night: int) -> DayAnswer:  # type: ig
         "outlier_personal_plays": int(personal.sum()),
         "outlier_personal_like_rate": _rate(liked[personal]),
         "outlier_personal_like_prob": _rate(p_like[personal]),
+        "outlier_cluster_plays": int((of_outliers & ~personal).sum()),
         "outlier_cluster_like_rate": _rate(liked[of_outliers & ~personal]),
         "outlier_cluster_like_prob": _rate(p_like[of_outliers & ~personal]),
     }

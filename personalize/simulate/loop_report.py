@@ -15,7 +15,8 @@ from personalize.report.figures import _plt, png
 PANELS: list[tuple[str, list[tuple[str, str]], str]] = [
     (
         "Likes per play of published tracks",
-        [("like_rate", "published"), ("baseline_like_rate", "random cluster")],
+        [("like_rate", "published"), ("baseline_like_rate", "random cluster"),
+         ("like_prob", "published, model's P(like)"), ("baseline_like_prob", "random cluster, model's P(like)")],
         "likes / play",
     ),
     ("Drifting listeners: share of true tempo change the profile shows",
@@ -23,8 +24,9 @@ PANELS: list[tuple[str, list[tuple[str, str]], str]] = [
     ("Profile tempo error (median)", [("steady_tempo_error", "steady"), ("drifting_tempo_error", "drifting")],
      "relative error"),
     ("Steady listeners keeping their cluster id", [("cluster_kept", "kept")], "share"),
-    ("Outliers: likes per play", [("outlier_personal_like_rate", "tracks written for them"),
-                                  ("outlier_cluster_like_rate", "their cluster tracks")], "likes / play"),
+    ("Outliers: chance of a like per play (engagement model)",
+     [("outlier_personal_like_prob", "tracks written for them"), ("outlier_cluster_like_prob", "their cluster tracks")],
+     "P(like) / play"),
     ("Share of playlist items new tonight", [("new_share", "new")], "share"),
     ("Storage", [("stored_mb", "MIDI + audio"), ("database_mb", "database")], "MB"),
     ("Listeners", [("listeners_around", "around"), ("listeners_active", "active that day")], "listeners"),
@@ -76,13 +78,20 @@ def summary(nights: dict[int, dict[str, Any]]) -> dict[str, Any]:
     if rows and rows[0].get("steady_tempo_error"):
         errs = [r["steady_tempo_error"] for r in rows if r.get("steady_tempo_error") is not None]
         out["steady_error_vs_night0_max"] = round(max(errs) / rows[0]["steady_tempo_error"], 3)
-    pers = [(r["outlier_personal_like_rate"], r["outlier_cluster_like_rate"], r["outlier_personal_plays"])
-            for r in rows if r.get("outlier_personal_like_rate") is not None
-            and r.get("outlier_cluster_like_rate") is not None]  # fmt: skip
+    probs = [r["like_prob"] / r["baseline_like_prob"] for r in answered if r.get("baseline_like_prob")]
+    if probs:
+        out["like_prob_vs_baseline_min"] = round(min(probs), 3)
+    # Outliers hear few tracks of their own a night: pooled over every night, weighted by plays.
+    pers = [r for r in rows if r.get("outlier_personal_plays")]
     if pers:
-        out["outlier_personal_like_rate_mean"] = round(float(np.mean([p[0] for p in pers])), 4)
-        out["outlier_cluster_like_rate_mean"] = round(float(np.mean([p[1] for p in pers])), 4)
-        out["outlier_personal_plays"] = int(sum(p[2] for p in pers))
+        for kind, plays_key in (("personal", "outlier_personal_plays"), ("cluster", "outlier_cluster_plays")):
+            for measure in ("like_rate", "like_prob"):
+                key = f"outlier_{kind}_{measure}"
+                pairs = [(r[key], r.get(plays_key) or 1) for r in pers if r.get(key) is not None]
+                if pairs:
+                    total = sum(w for _, w in pairs)
+                    out[f"{key}_pooled"] = round(sum(v * w for v, w in pairs) / total, 4)
+        out["outlier_personal_plays"] = int(sum(r["outlier_personal_plays"] for r in pers))
     if rows:
         out["stored_mb_last"] = rows[-1]["stored_mb"]
         out["database_mb_first_last"] = [rows[0]["database_mb"], rows[-1]["database_mb"]]
