@@ -87,11 +87,12 @@ def test_windows_1252_is_detected_and_read_right(ctx, tmp_path):
     written (before, 18 % of such a file was quarantined as bad_encoding)."""
     _catalog(ctx)
     path = tmp_path / "excel-export.csv"
-    path.write_bytes(_events_text(200, listener="José Müller {i}").encode("cp1252"))
+    path.write_bytes(_events_text(200, listener="José Müller Très {i}").encode("cp1252"))  # cp1250: "Trčs"
     report = ingest_events(ctx, path)
     assert (report.ingested, report.quarantined) == (200, {}), report.examples
     with ctx.sessions() as session:
-        assert "José Müller 7" in set(session.scalars(select(Listener.listener_id)))
+        assert "José Müller Très 7" in set(session.scalars(select(Listener.listener_id)))
+    assert any("read as cp1252" in note for note in report.notes)
     # Given explicitly, the same
     again = ingest_events(ctx, path, encoding="cp1252", source="again")
     assert again.already_present == 200

@@ -265,7 +265,7 @@ class CatalogIngest:
                 detail = f"{where}: {'; '.join(problems)}. Correct the row and ingest the file again."
             elif code == "out_of_range":
                 problems = [
-                    f"{c} {frame[c].iloc[i]} is outside {lo:g}..{hi:g} {unit}"
+                    f"{c} {float(frame[c].iloc[i]):.6g} is outside {lo:g}..{hi:g} {unit}"
                     for c, (m, (lo, hi), unit) in ranges.items()
                     if m[i]
                 ]

@@ -133,6 +133,7 @@ class EventIngest:
         self.source = source[-300:]
         self.ts_format = ts_format
         self.stop_if_mostly_bad = stop_if_mostly_bad
+        self._chunks_prepared = 0
         bulk = bulk_load_wanted(ctx, expected_rows)
         self.tracks = TrackDurations(ctx)
         if bulk and ctx.dialect == "postgresql":
@@ -154,12 +155,23 @@ class EventIngest:
         frame = chunk.frame
         part.rows_read = len(frame) + len(quarantined)
         good = None
+        first = self._chunks_prepared == 0
+        self._chunks_prepared += 1
+        counts: dict[str, int] | None = None
         if len(frame):
-            good, refused = self._validate(frame, chunk)
+            good, refused, counts = self._validate(frame, chunk, guard=first and self.stop_if_mostly_bad)
             quarantined.extend(refused)
-        for q in quarantined:
-            part.add_quarantined(q.reason)
+        if counts is None:
+            for q in quarantined:
+                part.add_quarantined(q.reason)
+        else:
+            for q in chunk.quarantined:
+                part.add_quarantined(q.reason)
+            for reason, n in counts.items():
+                part.add_quarantined(reason, n)
         quarantined.sort(key=lambda q: q.row_number)
+        if first:
+            self.check_first(part, quarantined)
         part.examples = [(q.row_number, q.reason, q.detail) for q in quarantined[:5]]
         n_good = 0 if good is None else len(good)
         payload = None if good is None else self.writer.encode(good)
@@ -174,7 +186,11 @@ class EventIngest:
         self.writer.quarantine(prepared.quarantined, self.run_date)
         self.report.merge(part)
 
-    def _validate(self, frame: pd.DataFrame, chunk: Chunk) -> tuple[pd.DataFrame, list[Quarantine]]:
+    def _validate(
+        self, frame: pd.DataFrame, chunk: Chunk, guard: bool = False
+    ) -> tuple[pd.DataFrame, list[Quarantine], dict[str, int] | None]:
+        """The good rows, the refused ones and, when ``guard`` finds most of the chunk bad (the run is about
+        to stop), the counts per reason with only the first few refused rows spelled out."""
         n = len(frame)
         event_id, event_missing, event_long = text_column(frame["event_id"], ID_MAX_CHARS)
         listener_id, listener_missing, listener_long, listener_chars = id_column(frame["listener_id"])
@@ -235,6 +251,16 @@ class EventIngest:
             cut = (chunk.row_numbers == chunk.truncated_at) & (reason != None)  # noqa: E711
             reason[cut] = "truncated_row"
         bad_idx = np.flatnonzero(reason != None)  # noqa: E711
+        counts = None
+        n_read = n + len(chunk.quarantined)
+        if (
+            guard
+            and n_read >= MOSTLY_BAD_MIN_ROWS
+            and len(bad_idx) + len(chunk.quarantined) > MOSTLY_BAD_SHARE * n_read
+        ):
+            codes, found = np.unique(reason[bad_idx].astype(str), return_counts=True)
+            counts = {str(c): int(k) for c, k in zip(codes, found, strict=True)}
+            bad_idx = bad_idx[:50]  # enough for the message; nothing will be stored
         refused: list[Quarantine] = []
         if len(bad_idx):
             records = frame.iloc[bad_idx].to_dict(orient="records")
@@ -248,6 +274,8 @@ class EventIngest:
                 refused.append(
                     Quarantine(row_number, raw_json(records[j]), code, clip(detail, DETAIL_MAX_CHARS))
                 )
+        if counts is not None:
+            return frame.iloc[:0], refused, counts
         ok = reason == None  # noqa: E711
         # For PostgreSQL the Python strings stay Python strings (dtype object): its COPY encoder takes them
         # straight to Arrow, and letting pandas turn them into Arrow strings here and back again cost 0.3 µs
@@ -269,7 +297,7 @@ class EventIngest:
                 "kind": text(kind[ok].to_numpy(dtype=object)),
             }
         )
-        return good, refused
+        return good, refused, None
 
     def _detail(
         self,
@@ -357,9 +385,8 @@ class EventIngest:
             )
         return f"{where}: {code}"
 
-    def check_first(self, prepared: _Prepared) -> None:
+    def check_first(self, part: IngestReport, quarantined: list[Quarantine]) -> None:
         """Stop before anything is stored when most of the first chunk was refused (see MOSTLY_BAD_SHARE)."""
-        part = prepared.part
         bad = part.quarantined_total
         if not self.stop_if_mostly_bad or part.rows_read < MOSTLY_BAD_MIN_ROWS:
             return
@@ -367,20 +394,20 @@ class EventIngest:
             return
         top = sorted(part.quarantined.items(), key=lambda kv: -kv[1])
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in top[:3])
-        first = next((q for q in prepared.quarantined if q.reason == top[0][0]), prepared.quarantined[0])
+        first = next((q for q in quarantined if q.reason == top[0][0]), quarantined[0])
         example = first.detail.removeprefix(f"{self.source} ")
         raise MostlyBadError(
             f"{self.source}: {bad:,} of the first {part.rows_read:,} rows would be quarantined ({reasons}); "
-            f"nothing was stored. {self._fix_hint(top[0][0], prepared)}To store the good rows anyway, add "
+            f"nothing was stored. {self._fix_hint(top[0][0], quarantined)}To store the good rows anyway, add "
             f"--accept-bad-rows. First: {clip(example, 160)}"
         )
 
-    def _fix_hint(self, reason: str, prepared: _Prepared) -> str:
+    def _fix_hint(self, reason: str, quarantined: list[Quarantine]) -> str:
         if reason == "unparseable_field":
             import json
             import re
 
-            stamps = [json.loads(q.raw).get("ts") for q in prepared.quarantined[:50]]
+            stamps = [json.loads(q.raw).get("ts") for q in quarantined[:50]]
             if any(isinstance(t, str) and re.match(SLASH_DATE, t) for t in stamps):
                 return (
                     "The timestamps look like a spreadsheet's: give their format, e.g. "
@@ -489,9 +516,7 @@ def _feed(
 ) -> IngestReport:
     if not progress:
         with closing(_prepared(job, chunks, overlap)) as ready:
-            for n, prepared in enumerate(ready):
-                if n == 0:
-                    job.check_first(prepared)
+            for prepared in ready:
                 job.store(prepared)
         return job.finish(started)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -508,9 +533,7 @@ def _feed(
     with Progress(*columns, transient=True, refresh_per_second=2) as bar:
         task = bar.add_task("events", total=total, rows=0)
         with closing(_prepared(job, chunks, overlap)) as ready:
-            for n, prepared in enumerate(ready):
-                if n == 0:
-                    job.check_first(prepared)
+            for prepared in ready:
                 job.store(prepared)
                 bar.update(task, completed=prepared.bytes_done, rows=job.report.rows_read)
     return job.finish(started)

@@ -129,7 +129,8 @@ def open_input(path: Path, member: str | None = None) -> Iterator[InputFile]:
 def detect_encoding(path: Path) -> tuple[str, bool]:
     """The text encoding of ``path`` and whether it was guessed: UTF-8 (with or without a BOM) and UTF-16
     with a BOM are certain; anything else is charset-normalizer's best guess from the first megabyte and
-    the last 64 KiB (UTF-8 when it has none: the undecodable rows are then flagged)."""
+    the last 64 KiB, Windows-1252 on a tie or when it has none (a file with NUL bytes is read as UTF-8, so
+    the reader refuses it as binary)."""
     with path.open("rb") as fh:
         head = fh.read(_SAMPLE_BYTES)
         size = fh.seek(0, 2)
@@ -144,14 +145,19 @@ def detect_encoding(path: Path) -> tuple[str, bool]:
     if _is_utf8(head) and _is_utf8(tail, start_may_split=True):
         return "utf-8-sig", False
     text = head.decode("utf-8", "replace")
-    if sum(ord(ch) > 0x7F for ch in text) > 2 * text.count("\ufffd"):
+    bad = text.count("\ufffd")
+    if sum(ord(ch) > 0x7F for ch in text) - bad > 2 * bad:
         return "utf-8-sig", False  # UTF-8 with a few bad bytes: those rows are flagged, the rest is read
     from charset_normalizer import from_bytes
 
-    best = from_bytes(head + b"\n" + tail).best()
+    results = from_bytes(head + b"\n" + tail)
+    best = results.best()
     if best is None:
-        return "utf-8-sig", False  # not text in any encoding: read as UTF-8, its bad rows flagged
-    return best.encoding, True
+        return "cp1252", True  # no confident guess: Windows-1252 reads nearly every byte; --encoding to say
+    # Western text scores the same in several single-byte code pages (cp1250 reads "è" as "č", equally
+    # plausible to the detector): on a tie, Windows-1252, what spreadsheets on most PCs write, wins.
+    tied = [m.encoding for m in results if m.chaos == best.chaos and m.coherence == best.coherence]
+    return ("cp1252" if "cp1252" in tied else best.encoding), True
 
 
 def _is_utf8(data: bytes, start_may_split: bool = False) -> bool:
