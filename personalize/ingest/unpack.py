@@ -29,6 +29,7 @@ COMPRESSED_SUFFIXES = {
 }
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".json", ".jsonl", ".ndjson")
 _SAMPLE_BYTES = 1 << 20
+CHAOS_MARGIN = 0.1  # charset-normalizer's "mess" ratio (0 clean .. 1): how much worse cp1252 may read
 # Names of the files in Spotify's and ListenBrainz's export zips
 EXPORT_MEMBER = re.compile(r"Streaming_?History|endsong_\d|(^|/)listens/", re.IGNORECASE)
 
@@ -129,7 +130,7 @@ def open_input(path: Path, member: str | None = None) -> Iterator[InputFile]:
 def detect_encoding(path: Path) -> tuple[str, bool]:
     """The text encoding of ``path`` and whether it was guessed: UTF-8 (with or without a BOM) and UTF-16
     with a BOM are certain; anything else is charset-normalizer's best guess from the first megabyte and
-    the last 64 KiB, Windows-1252 on a tie or when it has none (a file with NUL bytes is read as UTF-8, so
+    the last 64 KiB, Windows-1252 when it reads nearly as well or there is no guess (a file with NUL bytes is read as UTF-8, so
     the reader refuses it as binary)."""
     with path.open("rb") as fh:
         head = fh.read(_SAMPLE_BYTES)
@@ -154,10 +155,11 @@ def detect_encoding(path: Path) -> tuple[str, bool]:
     best = results.best()
     if best is None:
         return "cp1252", True  # no confident guess: Windows-1252 reads nearly every byte; --encoding to say
-    # Western text scores the same in several single-byte code pages (cp1250 reads "è" as "č", equally
-    # plausible to the detector): on a tie, Windows-1252, what spreadsheets on most PCs write, wins.
-    tied = [m.encoding for m in results if m.chaos == best.chaos and m.coherence == best.coherence]
-    return ("cp1252" if "cp1252" in tied else best.encoding), True
+    # Western text scores about the same in several single-byte code pages (cp1250 reads "è" as "č",
+    # ISO 8859-14 "°" as "Ḟ", hardly less plausible to the detector): when Windows-1252, what spreadsheets
+    # on most PCs write, reads the sample nearly as plausibly as the best guess, it wins.
+    close = [m.encoding for m in results if m.chaos <= best.chaos + CHAOS_MARGIN]
+    return ("cp1252" if "cp1252" in close else best.encoding), True
 
 
 def _is_utf8(data: bytes, start_may_split: bool = False) -> bool:
