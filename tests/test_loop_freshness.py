@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from personalize.db.models import Cluster, TasteProfile, Track, TrackPlan
+from personalize.db.models import TasteProfile, Track, TrackPlan
 from personalize.ingest import ingest_events_frame
 from personalize.pipeline import run_stage
 from tests.fresh_tracks import fresh_track
+from tests.loop_tracks import hand_tracks
 from tests.nightly_world import WORLD_END, build_world_files, playlists_of, with_settings, world_context
 
 NIGHTS = [WORLD_END + dt.timedelta(days=i) for i in range(4)]
@@ -32,33 +33,6 @@ def world(db_url: str, tmp_path: Path, world_files: Path):  # type: ignore[no-un
     ctx = world_context(db_url, tmp_path / "data", world_files, playlist_size=4, playlist_new_share=0.5)
     yield ctx
     ctx.engine.dispose()
-
-
-def hand_tracks(ctx, day: dt.date, per_cluster: int = 4) -> list[str]:  # type: ignore[no-untyped-def]
-    """The night's "generated" tracks: per cluster, copies of the catalog tracks nearest its tempo in its
-    mode (real measured features), each with stored MIDI and audio bytes."""
-    with ctx.sessions() as session:
-        clusters = session.execute(select(Cluster).where(Cluster.run_date == day)).scalars().all()
-        catalog = session.execute(select(Track).where(Track.source == "catalog")).scalars().all()
-    made = []
-    with ctx.sessions.begin() as session:
-        for c in clusters:
-            same_mode = [t for t in catalog if t.mode == c.mode] or catalog
-            nearest = sorted(same_mode, key=lambda t: (abs(t.tempo_bpm - c.tempo_bpm), t.track_id))[
-                :per_cluster
-            ]
-            for slot, t in enumerate(nearest):
-                tid = f"gen-{day:%Y%m%d}-c{c.cluster_id}-{slot:03d}"
-                audio = ctx.storage.put_bytes("audio", tid.encode(), ".ogg")
-                session.add(
-                    fresh_track(
-                        ctx, tid, tid.encode(), day, cluster_id=c.cluster_id, tempo_bpm=t.tempo_bpm,
-                        key_pc=t.key_pc, mode=t.mode, programs=t.programs, density=t.density,
-                        audio_uri=audio.uri,
-                    )
-                )  # fmt: skip
-                made.append(tid)
-    return made
 
 
 def taste(ctx, day: dt.date) -> None:  # type: ignore[no-untyped-def]

@@ -18,8 +18,8 @@ from personalize.simulate.answer import AnsweringWorld, answer_day, post_day
 from personalize.simulate.loop import run_loop
 from personalize.simulate.loop_report import write_report
 from personalize.simulate.truth import load_truth
+from tests.loop_tracks import hand_tracks
 from tests.nightly_world import WORLD_END, build_world_files, playlists_of, world_context
-from tests.test_loop_freshness import hand_tracks
 
 
 @pytest.fixture(scope="module")
