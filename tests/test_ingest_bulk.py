@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from personalize.db.models import ListeningEvent, QuarantinedRow
 from personalize.ingest import ingest_catalog_frame, ingest_events, ingest_events_frame
-from personalize.ingest.events import _run
+from personalize.ingest.events import ingest_chunks
 from personalize.ingest.read import frame_chunks
 from personalize.ingest.store import bulk_load_wanted
 
@@ -116,7 +116,7 @@ def test_failed_bulk_load_leaves_table_as_it_was(ctx):
         raise RuntimeError("disk gone")
 
     with pytest.raises(RuntimeError, match="disk gone"):
-        _run(ctx, "broken", chunks_then_failure(), None, False, expected_rows=40)
+        ingest_chunks(ctx, "broken", chunks_then_failure(), None, False, expected_rows=40)
     assert _index_names(ctx) == indexes
     with ctx.engine.connect() as conn:
         count = conn.execute(text("SELECT COUNT(*) FROM listening_events")).scalar_one()
@@ -189,7 +189,7 @@ def test_a_write_failure_stops_the_validating_thread_and_is_raised(ctx, monkeypa
 
     def ingest() -> None:
         try:
-            _run(ctx, "chunks", frame_chunks(_events(40), 1, 10), None, False, expected_rows=40)
+            ingest_chunks(ctx, "chunks", frame_chunks(_events(40), 1, 10), None, False, expected_rows=40)
         except BaseException as exc:
             outcome["error"] = exc
 
