@@ -4,7 +4,7 @@ library (heavy imports stay inside the commands, so ``personalize --help`` is qu
 | module      | commands                                                        |
 |-------------|-----------------------------------------------------------------|
 | db          | db upgrade                                                      |
-| ingest      | ingest events / catalog                                         |
+| ingest      | ingest events, catalog, spotify, listenbrainz, lastfm, pull     |
 | simulate    | simulate (the demo world)                                       |
 | loop        | loop (the closed loop over nights on the demo world)            |
 | taste       | profile, cluster, taste-plots, eval taste                       |
