@@ -166,7 +166,10 @@ def _statement(source: Source, last: object) -> sa.Select:
     else:
         frm = sa.text(source.query).columns(*(sa.column(c) for c in sorted(wanted))).subquery("src")  # type: ignore[arg-type]
     cols = {c: frm.c[c] for c in sorted(wanted)}
-    stmt = sa.select(*cols.values()).order_by(cols[source.watermark])
+    # A row without a watermark cannot be placed in the order: it is left for when it has one.
+    stmt = (
+        sa.select(*cols.values()).where(cols[source.watermark].is_not(None)).order_by(cols[source.watermark])
+    )
     if last is not None:
         stmt = stmt.where(cols[source.watermark] > sa.bindparam("last", last))
     return stmt
