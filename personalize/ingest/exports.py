@@ -416,11 +416,18 @@ def _to_chunk(
     # Match each distinct track once: a history repeats its favourite songs thousands of times.
     raw_keys = list(zip(*(plays.ids[s] for s in SCHEMES), plays.artist, plays.title, strict=True))
     codes, distinct = pd.factorize(pd.Series(raw_keys, dtype=object)) if n else (np.empty(0, np.int64), [])
-    distinct_ids = [{s: external_id(s, k[j]) for j, s in enumerate(SCHEMES)} for k in distinct]
-    matches = index.match_all(
-        ((d, str(k[-2] or ""), str(k[-1] or "")) for d, k in zip(distinct_ids, distinct, strict=True)),
-        threshold,
+    # ... and once per import: the files of an export repeat the same songs.
+    todo = [k for k in distinct if k not in index.by_raw_key]
+    todo_ids = [{s: external_id(s, k[j]) for j, s in enumerate(SCHEMES)} for k in todo]
+    new_matches = index.match_all(
+        ((d, str(k[-2] or ""), str(k[-1] or "")) for d, k in zip(todo_ids, todo, strict=True)), threshold
     )
+    index.by_raw_key.update(zip(todo, zip(todo_ids, new_matches, strict=True), strict=True))
+    distinct_ids, matches = [], []
+    for k in distinct:
+        ids_of, match = index.by_raw_key[k]
+        distinct_ids.append(ids_of)
+        matches.append(match)
     track_ids = (
         np.array([m.track_id for m in matches], dtype=object)[codes] if n else np.empty(0, dtype=object)
     )

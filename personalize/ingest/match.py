@@ -85,6 +85,8 @@ class CatalogIndex:
     # Names already matched in this import (an export's files repeat the same songs): name -> Match
     seen: dict[str, Match] = field(default_factory=dict)
     normalized: dict[tuple[str, str], str] = field(default_factory=dict)  # (artist, title) -> name
+    # An export's (ids, artist, title) as exported -> (the ids normalized, its Match), for the importer
+    by_raw_key: dict[tuple, tuple[dict[str, str | None], Match]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, ctx: Context) -> CatalogIndex:
