@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ("ingest", "simulate", "taste", "generate", "render", "api", "nightly", "contention")
+BENCHES = ("ingest", "import", "simulate", "taste", "generate", "render", "api", "nightly", "contention")
 
 
 def main(argv: list[str]) -> int:
