@@ -17,6 +17,7 @@ from personalize.generate.song import tokens as S
 from personalize.generate.song.arrange import Note, assign_roles, chord_part, melody_octave, voice_chorale
 from personalize.generate.song.form import plan_form, texture_of
 from personalize.generate.song.harmony import HarmonyModel
+from personalize.generate.song.rhythm import BarCounts
 from personalize.generate.song.sample import MelodyWriter
 from personalize.generate.song.writer import SongGenerator
 from personalize.generate.verify import measure_piece
@@ -63,6 +64,33 @@ def _fake_piece(chords: list[Chord], mode: str = "major") -> SimpleNamespace:
     return SimpleNamespace(
         parts=parts, meter="4/4", bar_ticks=16, n_bars=len(chords) // 2, found_key_pc=0, found_mode=mode
     )
+
+
+def test_bar_counts_follow_the_corpus_and_hit_the_asked_density():
+    """Every bar's note count is learned from the corpus's bars and scaled to the asked notes per bar: a
+    phrase's held last bar stays the sparsest, copied bars keep their count, and the tokens of a corpus
+    piece carry the count of every bar."""
+    # A 'tune' of 8 bars in 4/4: three busy bars of eighths, then a held whole note, twice over.
+    line = []
+    for bar in range(8):
+        if bar % 4 == 3:
+            line.append((bar * 16, 16, 67))
+        else:
+            line += [(bar * 16 + 2 * k, 2, 60 + k) for k in range(8)]
+    tune = SimpleNamespace(
+        parts=[line], meter="4/4", bar_ticks=16, n_bars=8, found_key_pc=0, found_mode="major"
+    )
+    counts = BarCounts.fit([tune] * 4)
+    rng = np.random.default_rng(0)
+    drawn = counts.draw("tune", "4/4", 3, 8, per_bar=6.0, rng=rng)
+    assert sum(drawn) == 48 and all(0 <= c <= 16 for c in drawn)
+    assert drawn[3] == min(drawn) and drawn[7] == min(drawn)  # the phrase's last bar is still held
+    kept = counts.draw("tune", "4/4", 3, 8, per_bar=4.0, rng=rng, fixed=[9, 9, None, None])
+    assert kept[:2] == [9, 9] and sum(kept) == 32
+    # A style, meter or bin the corpus lacks still gets the asked density.
+    assert sum(counts.draw("chorale", "6/8", 0, 4, per_bar=2.0, rng=rng)) == 8
+    stream = S.encode_piece(SimpleNamespace(**vars(tune), piece_id="t", collection="c"))
+    assert [t - S.NOTES0 for t in stream if S.is_notes(t)] == [8, 8, 8, 1] * 2
 
 
 def test_chord_estimation_reads_a_cadence():
@@ -155,7 +183,8 @@ def untrained_song_generator() -> SongGenerator:
     one, IV, ii, V7 = Chord(0, "maj"), Chord(5, "maj"), Chord(2, "min"), Chord(7, "dom7")
     i, iv, V = Chord(0, "min"), Chord(5, "min"), Chord(7, "maj")
     harmony = HarmonyModel.fit([_fake_piece([one, IV, ii, V7] * 4), _fake_piece([i, iv, V, i] * 4, "minor")])
-    return SongGenerator(MelodyWriter(model), harmony)
+    rhythm = BarCounts.fit([_fake_piece([one, IV, ii, V7] * 4), _fake_piece([i, iv, V, i] * 4, "minor")])
+    return SongGenerator(MelodyWriter(model), harmony, rhythm)
 
 
 def test_a_song_has_its_parts_form_dynamics_and_an_ending(untrained_song_generator):
@@ -212,6 +241,33 @@ def test_a_song_has_its_parts_form_dynamics_and_an_ending(untrained_song_generat
     assert isinstance(band, pretty_midi.PrettyMIDI)
 
 
+def test_every_bar_is_asked_its_note_count_and_a_repeat_asks_what_it_repeats(untrained_song_generator):
+    """A model that reads bar note counts gets one at the head of every bar: the planned count for a bar it
+    writes, and for a copied bar the count of the bar it copies (which the copy then holds exactly)."""
+    gen = untrained_song_generator
+    assert gen.melody.counts
+    controls = Controls(4, "major", 100, "4/4", 2, [73, 0], bars=48)
+    plan = gen.plan(controls, np.random.default_rng(3))
+    (stream,) = gen.melody.write([plan.request], seed=3)
+    bars: list[list[int]] = []  # [asked, written] per bar in stream order
+    for tok in stream:
+        if S.is_notes(tok):
+            bars.append([tok - S.NOTES0, 0])
+        elif S.is_dur(tok) and bars:
+            bars[-1][1] += 1
+    materials = plan.request.materials
+    assert len(bars) == sum(m.n_bars for m in materials)
+    k = 0
+    for m in materials:
+        for b in range(m.n_bars):
+            asked, written = bars[k]
+            if m.copy_from is not None and b < m.copy_bars:
+                assert asked == written  # a copy holds exactly what its count says
+            else:
+                assert asked == m.counts[b]
+            k += 1
+
+
 def test_tiny_song_model_trains_ships_its_tables_and_writes_verified_songs(tmp_path):
     """The shipped recipe end to end on a tiny config: corpus -> song model + harmony + melody prior +
     originality index -> load_generator -> generate_verified with the writer's own review."""
@@ -237,6 +293,7 @@ def test_tiny_song_model_trains_ships_its_tables_and_writes_verified_songs(tmp_p
         "config.json",
         "harmony.json",
         "melody_prior.json",
+        "bar_counts.json",
         "originality.npz",
         "loss_curve.png",
     ):
@@ -280,7 +337,7 @@ def test_tiny_song_model_trains_ships_its_tables_and_writes_verified_songs(tmp_p
     assert record["steps"] == 8 and len(json.loads((gpu_model / "history.json").read_text())) == 4
     best = min(h["val_loss"] for h in json.loads((gpu_model / "history.json").read_text()))
     assert abs(record["best_val_loss"] - best) < 1e-4  # the weights kept are the best evaluated
-    for name in ("harmony.json", "melody_prior.json", "originality.npz"):
+    for name in ("harmony.json", "melody_prior.json", "bar_counts.json", "originality.npz"):
         shutil.copy(tmp_path / "model" / name, gpu_model / name)
     (piece,) = generate_verified(load_generator(gpu_model), requests[:1], seed=2, max_attempts=1)
     assert piece.midi.get_end_time() > 20

@@ -9,9 +9,9 @@ that has no copy of the corpus or of the product's other dependencies::
     python personalize/generate/fit.py --tokens tokens.npz --out models/transformer \
         --set model.n_layer=6 --set train.batch_size=64 --set train.max_minutes=8
 
-What it does, per step: ``batch_size`` windows of ``block_size + 1`` consecutive tokens from random offsets
-(no padding), AdamW with warmup and cosine decay, gradient clipping; bf16 autocast on a GPU. Every
-``eval_every`` steps it measures the validation loss over fixed windows that tile the validation stream and
+What it does, per step: ``batch_size`` windows of ``window + 1`` consecutive tokens (``window`` defaults to
+``block_size``; shorter windows make a cheap fine-tune) from random offsets (no padding), AdamW with
+warmup and cosine decay, gradient clipping; bf16 autocast on a GPU. Every ``eval_every`` steps it measures the validation loss over fixed windows that tile the validation stream and
 keeps the best weights (``model.pt``, float16, what ships), so a run that overfits ends with its best
 model; it stops early after ``patience`` evaluations without improvement. ``checkpoint.pt`` (weights,
 optimizer, step, history, RNG state) lets a stopped run resume.
@@ -66,6 +66,9 @@ class FitConfig:
     device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda"
     compile: bool = False  # torch.compile the training step (GPU runs)
     init_from: str | None = None  # a model folder (model.pt + config.json with "vocab") to start from
+    window: int | None = (
+        None  # tokens per training window; None: the model's block_size (validation always is)
+    )
 
 
 def lr_at(step: int, cfg: FitConfig) -> float:
@@ -203,7 +206,8 @@ def fit(
         fused=cuda,
     )
     given = np.asarray(tokens["given"])
-    source = PackedWindows(np.asarray(tokens["train"]), given, mcfg.block_size, device, cfg.seed)
+    window = min(cfg.window or mcfg.block_size, mcfg.block_size)
+    source = PackedWindows(np.asarray(tokens["train"]), given, window, device, cfg.seed)
     val = PackedWindows(np.asarray(tokens["val"]), given, mcfg.block_size, device, cfg.seed + 1)
     tiles = val.tiles(cfg.eval_windows, max(cfg.batch_size, 8))
 
@@ -241,7 +245,7 @@ def fit(
             "steps": step,
             "best_step": best_step,
             "best_val_loss": None if math.isinf(best) else round(best, 5),
-            "tokens_seen": step * cfg.batch_size * mcfg.block_size,
+            "tokens_seen": step * cfg.batch_size * window,
             "train_seconds": round(elapsed_before + time.time() - t0, 1),
             "final": final,
         }

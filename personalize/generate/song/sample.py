@@ -1,7 +1,9 @@
 """Write melodies with the song model: every structural token forced, the notes sampled.
 
 Each request is a script: the prefix, then for every written section its ``SEC``/``FINAL`` header and, bar
-by bar, ``BAR_i`` and the section's chords (all forced), followed either by notes the model writes (it
+by bar, ``BAR_i``, the section's chords and the bar's note count ``NOTES_n`` (all forced; the count of a
+copied bar is what the copied bar holds; a model trained before the counts existed is given none),
+followed either by notes the model writes (it
 decides each onset, pitch and length, and when the bar is done by emitting the next bar's token) or by
 the notes of a bar written earlier (a varied repeat copies all but its new ending). Rows of a batch run
 their own scripts in lock step through one KV cache, so a whole song's melody is one pass.
@@ -41,8 +43,9 @@ PHRASE_BARS = 4  # a phrase lands on its last bar (see MelodyWriter: phrase ends
 
 @dataclass
 class Material:
-    """One written section: its letter and flags for the model, its chords per bar, and which bars are
-    copies of another material's bars (``copy_from`` and the first ``copy_bars`` bars)."""
+    """One written section: its letter and flags for the model, its chords per bar, the notes asked of
+    each bar (``counts``; :mod:`personalize.generate.song.rhythm`), and which bars are copies of another
+    material's bars (``copy_from`` and the first ``copy_bars`` bars)."""
 
     name: str
     letter: str
@@ -50,6 +53,7 @@ class Material:
     final: bool = False
     copy_from: str | None = None
     copy_bars: int = 0
+    counts: list[int] = field(default_factory=list)
 
     @property
     def n_bars(self) -> int:
@@ -70,6 +74,7 @@ class MelodyRequest:
     land_phrases: bool = (
         True  # phrase ends land on a held chord tone (songs and chorales; dance tunes run on)
     )
+    closing: str | None = None  # the material the song ends with: its last bar lands in every style
 
 
 @dataclass
@@ -91,7 +96,7 @@ class _Row:
     bars: int = 0
 
 
-def _script(req: MelodyRequest) -> list[object]:
+def _script(req: MelodyRequest, counts: bool = True) -> list[object]:
     script: list[object] = [S.prefix_tokens(req.mode, req.meter, req.density_bin, req.style)]
     for m, mat in enumerate(req.materials):
         for b, chords in enumerate(mat.chords):
@@ -104,6 +109,8 @@ def _script(req: MelodyRequest) -> list[object]:
             head += [S.chord_token(c) for c in chords]
             script.append(head)
             copied = mat.copy_from is not None and b < mat.copy_bars
+            if counts:
+                script.append(("count", m, b))
             script.append(("copy", mat.copy_from, b) if copied else ("free", m, b))
     script.append([S.EOS])
     return script
@@ -131,13 +138,17 @@ class MelodyWriter:
         self.density_gain = density_gain
         self.no_syncopation = no_syncopation
         self.phrase_ends = phrase_ends
-        v = S.VOCAB_SIZE
+        # The model's own vocabulary: one trained before the bar counts ends where they begin.
+        self.vocab = v = model.config.vocab_size
+        if v not in (S.VOCAB_SIZE, S.NOTES0):
+            raise ValueError(f"a song model of {v} tokens: this code reads {S.NOTES0} or {S.VOCAB_SIZE}")
+        self.counts = v > S.NOTES0  # the model reads NOTES_<n> at the head of every bar
         self._dur_upto = torch.zeros(S.MAX_BAR_TICKS + 1, v, dtype=torch.bool)
         for r in range(1, S.MAX_BAR_TICKS + 1):
             self._dur_upto[r, S.DUR1 : S.DUR1 + r] = True
 
     def _pitch_mask(self, req: MelodyRequest) -> torch.Tensor:
-        mask = torch.zeros(S.VOCAB_SIZE, dtype=torch.bool)
+        mask = torch.zeros(self.vocab, dtype=torch.bool)
         for rel in range(max(S.REL_LO, req.rel_lo), min(S.REL_HI, req.rel_hi) + 1):
             if req.scale and rel % 12 not in SCALES[req.mode]:
                 continue
@@ -151,13 +162,16 @@ class MelodyWriter:
         """Whether the bar being written ends a phrase: the last of every four bars of a material, and its
         last bar. There the melody lands: its last note starts by the last beat, is a tone of the chord
         under it that belongs to the tonic or the dominant triad, and lasts to the bar line (the corpus's
-        phrases close on a held chord tone, the chorales' under a fermata)."""
+        phrases close on a held chord tone, the chorales' under a fermata). The song's last bar always lands,
+        whatever the style."""
         item = row.script[row.item]
-        if not row.request.land_phrases or not (isinstance(item, tuple) and item[0] == "free"):
+        if not (isinstance(item, tuple) and item[0] == "free"):
             return False
-        n = row.request.materials[item[1]].n_bars
-        b = item[2]
-        return (b + 1) % PHRASE_BARS == 0 or b == n - 1
+        material = row.request.materials[item[1]]
+        b, n = item[2], material.n_bars
+        if material.name == row.request.closing and b == n - 1:
+            return True  # every song ends landed, a dance tune too
+        return row.request.land_phrases and ((b + 1) % PHRASE_BARS == 0 or b == n - 1)
 
     @staticmethod
     def _landing_tones(row: _Row, pos: int, bar_ticks: int) -> set[int]:
@@ -182,8 +196,23 @@ class MelodyWriter:
             if item[0] == "copy":
                 row.script[row.item] = list(row.written.get((item[1], item[2]), []))
                 continue
+            if item[0] == "count":
+                row.script[row.item] = [S.notes_token(self._bar_count(row, item[1], item[2]))]
+                continue
             return
         row.done = True
+
+    @staticmethod
+    def _bar_count(row: _Row, m: int, b: int) -> int:
+        """The notes bar ``b`` of material ``m`` is asked for: what the copied bar holds when it is a copy,
+        else the planned count (a material planned without counts asks for the asked density's share)."""
+        mat = row.request.materials[m]
+        if mat.copy_from is not None and b < mat.copy_bars:
+            return len(row.written.get((mat.copy_from, b), [])) // 3
+        if b < len(mat.counts):
+            return mat.counts[b]
+        target = row.request.density_target or DENSITY_TARGETS[row.request.density_bin]
+        return round(target * S.bar_ticks_of(row.request.meter) / S.TICKS_PER_QUARTER)
 
     def _next_structural(self, row: _Row) -> int:
         nxt = row.script[row.item + 1]
@@ -237,7 +266,7 @@ class MelodyWriter:
     def write(self, requests: list[MelodyRequest], seed: int) -> list[list[int]]:
         """The token stream of every request (see :func:`personalize.generate.song.tokens.decode_sections`)."""
         gen = torch.Generator().manual_seed(int(seed))
-        rows = [_Row(r, _script(r)) for r in requests]
+        rows = [_Row(r, _script(r, self.counts)) for r in requests]
         pitch_masks = [self._pitch_mask(r).numpy() for r in requests]
         dur_upto = self._dur_upto.numpy()
         bar_ticks = [S.bar_ticks_of(r.meter) for r in requests]
@@ -247,7 +276,7 @@ class MelodyWriter:
         block = self.model.config.block_size
         cache = self.model.new_cache(b)
         last = None
-        v = S.VOCAB_SIZE
+        v = self.vocab
         fed: list[torch.Tensor] = []
         prefix_len = len(S.prefix_tokens("major", "4/4", 0, "tune"))
         # Masks are built in numpy (per-row slicing of a torch tensor costs microseconds a call).

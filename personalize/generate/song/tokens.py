@@ -4,7 +4,7 @@ in pitches relative to the tonic.
 A sequence reads::
 
     BOS MODE_<m> METER_<m> DENSITY_<bin> STYLE_<tune|chorale> SEP
-    SEC_<A..D> [FINAL] BAR_0 CHORD_<c> [CHORD_<c>] (POS_<t> PITCH_<rel> DUR_<d>)* BAR_1 CHORD_<c> ...
+    SEC_<A..D> [FINAL] BAR_0 CHORD_<c> [CHORD_<c>] NOTES_<n> (POS_<t> PITCH_<rel> DUR_<d>)* BAR_1 ...
     SEC_<B> BAR_0 ... EOS
 
 - **Pitches relative to the tonic** (``PITCH_<rel>``, rel = MIDI pitch - (60 + tonic pitch class)): the
@@ -15,6 +15,13 @@ A sequence reads::
   ends on the tonic), the bar's position in its section (``BAR_i``) and one chord per half bar or bar
   (:func:`personalize.music.chords.spans_per_bar`). Generation forces these tokens and lets the model write
   only the notes, so the notes are learned from real tunes written over the same kind of progression.
+- **Rhythmic activity per bar** (``NOTES_<n>``, the number of notes that start in the bar, 16 meaning 16 or
+  more): a bar-level attribute control. Trained on the bar's real count and forced at generation, it is
+  how the model carries the asked density itself: the song's density is what its bars are asked for
+  (:mod:`personalize.generate.song.rhythm` draws the counts from the corpus), and the model has learned
+  to fill a bar with that many notes. ``DENSITY_<bin>`` in the prefix stays as the piece-level summary.
+  These tokens come last in the vocabulary: a model trained before them (its vocabulary ends at
+  ``NOTES0``) reads the same ids, and the writer leaves the counts out of its stream.
 - **Time**: ``POS_t`` is a note's onset in sixteenths from the bar line and ``DUR_d`` its length; a rest
   is a gap between one note's end and the next onset. Notes are one line (the melody).
 - **Context**: a three-minute song writes each distinct section once (repeats are reused by the arranger),
@@ -35,6 +42,7 @@ TICKS_PER_QUARTER = 4
 REL_LO, REL_HI = -24, 39  # pitch relative to 60 + tonic pitch class
 MAX_BAR_TICKS = 24
 MAX_SECTION_BARS = 16
+MAX_NOTES_TOKEN = 16  # NOTES_16 stands for 16 notes or more in a bar
 SECTION_LETTERS = ("A", "B", "C", "D")
 STYLES = ("tune", "chorale")
 
@@ -51,6 +59,8 @@ def _build_vocab() -> list[str]:
     names += [f"POS_{t}" for t in range(MAX_BAR_TICKS)]
     names += [f"PITCH_{r}" for r in range(REL_LO, REL_HI + 1)]
     names += [f"DUR_{d}" for d in range(1, MAX_BAR_TICKS + 1)]
+    # Tokens added later go at the end, so a model trained on the shorter vocabulary reads its ids unchanged.
+    names += [f"NOTES_{n}" for n in range(MAX_NOTES_TOKEN + 1)]
     return names
 
 
@@ -61,6 +71,7 @@ PAD, BOS, EOS, SEP, FINAL = (TOKEN_ID[n] for n in ("PAD", "BOS", "EOS", "SEP", "
 SEC0, BAR0 = TOKEN_ID["SEC_A"], TOKEN_ID["BAR_0"]
 CHORD0, POS0 = TOKEN_ID["CHORD_0maj"], TOKEN_ID["POS_0"]
 PITCH0, DUR1 = TOKEN_ID[f"PITCH_{REL_LO}"], TOKEN_ID["DUR_1"]
+NOTES0 = TOKEN_ID["NOTES_0"]
 
 
 def is_bar(tok: int) -> bool:
@@ -77,6 +88,15 @@ def is_pitch(tok: int) -> bool:
 
 def is_dur(tok: int) -> bool:
     return DUR1 <= tok < DUR1 + MAX_BAR_TICKS
+
+
+def is_notes(tok: int) -> bool:
+    return NOTES0 <= tok <= NOTES0 + MAX_NOTES_TOKEN
+
+
+def notes_token(count: int) -> int:
+    """The bar-level count token for ``count`` notes starting in a bar."""
+    return NOTES0 + min(max(int(count), 0), MAX_NOTES_TOKEN)
 
 
 def chord_token(chord: Chord) -> int:
@@ -185,7 +205,9 @@ def encode_piece(piece: object) -> list[int] | None:
             bar = section.start_bar + i
             out.append(BAR0 + i)
             out += [chord_token(c) for c in chords[bar * spans : (bar + 1) * spans]]
-            for pos, dur, pitch in bar_notes(line, bar_ticks, bar):
+            notes = bar_notes(line, bar_ticks, bar)
+            out.append(notes_token(len(notes)))
+            for pos, dur, pitch in notes:
                 out += [POS0 + pos, PITCH0 + pitch - tonic + shift - REL_LO, DUR1 + dur - 1]
     out.append(EOS)
     return out

@@ -40,6 +40,7 @@ from personalize.generate.song.form import ENDING_BARS, Form, plan_form
 from personalize.generate.song.harmony import HarmonyModel
 from personalize.generate.song.perform import Part, Span, perform
 from personalize.generate.song.prior import MelodyPrior
+from personalize.generate.song.rhythm import BarCounts
 from personalize.generate.song.sample import DENSITY_TARGETS, Material, MelodyRequest, MelodyWriter
 from personalize.generate.verify import MELODY_SUFFIX
 from personalize.music.chords import TONIC, Chord, spans_per_bar
@@ -78,6 +79,7 @@ class SongGenerator:
         self,
         melody: MelodyWriter,
         harmony: HarmonyModel,
+        rhythm: BarCounts | None = None,
         version: str = "song",
         scale: bool = True,
         max_batch: int = 64,
@@ -87,6 +89,7 @@ class SongGenerator:
     ) -> None:
         self.melody = melody
         self.harmony = harmony
+        self.rhythm = rhythm
         self.originality = originality
         self.gate = gate
         self.version = version
@@ -96,7 +99,8 @@ class SongGenerator:
 
     @classmethod
     def load(cls, model_dir: Path, **kwargs: object) -> SongGenerator:
-        """Load ``model.pt``, ``config.json`` and ``harmony.json`` from ``model_dir``."""
+        """Load ``model.pt``, ``config.json`` and ``harmony.json`` from ``model_dir`` (and ``bar_counts.json``,
+        which a model that reads bar note counts needs)."""
         model_dir = Path(model_dir)
         paths = [model_dir / n for n in ("config.json", "model.pt", "harmony.json")]
         for path in paths:
@@ -107,9 +111,10 @@ class SongGenerator:
                 )
         try:
             meta = json.loads(paths[0].read_text())
-            if meta.get("vocab_size") != S.VOCAB_SIZE:
+            if meta.get("vocab_size") not in (S.VOCAB_SIZE, S.NOTES0):
                 raise ValueError(
-                    f"vocabulary of {meta.get('vocab_size')} tokens, this code has {S.VOCAB_SIZE}: retrain it"
+                    f"vocabulary of {meta.get('vocab_size')} tokens, this code reads {S.NOTES0} (without bar "
+                    f"note counts) or {S.VOCAB_SIZE}: retrain it"
                 )
             model = MusicTransformer(TransformerConfig(**meta["model"]))
             state = torch.load(paths[1], map_location="cpu", weights_only=True)
@@ -121,6 +126,10 @@ class SongGenerator:
                     f"weights do not match the config: missing {missing}, unexpected {unexpected}"
                 )
             harmony = HarmonyModel.load(paths[2])
+            counts_path = model_dir / "bar_counts.json"
+            if meta["vocab_size"] > S.NOTES0 and not counts_path.is_file():
+                raise FileNotFoundError(f"{counts_path} is missing: the model reads bar note counts")
+            rhythm = BarCounts.load(counts_path) if meta["vocab_size"] > S.NOTES0 else None
             index_path = model_dir / "originality.npz"
             originality = OriginalityIndex.load(index_path) if index_path.is_file() else None
             # The music gate ships beside the models (models/music_gate.json), calibrated on the corpus.
@@ -135,7 +144,7 @@ class SongGenerator:
         prior = MelodyPrior.load(prior_path) if prior_path.is_file() else None
         version = f"song-{meta.get('steps', 0)}steps"
         writer = MelodyWriter(model, temperature, top_p, prior, prior_weight)
-        return cls(writer, harmony, version=version, originality=originality, gate=gate, **kwargs)  # type: ignore[arg-type]
+        return cls(writer, harmony, rhythm, version=version, originality=originality, gate=gate, **kwargs)  # type: ignore[arg-type]
 
     # --- review (what verification adds to its control checks) ---------------------------------------
 
@@ -212,6 +221,22 @@ class SongGenerator:
         # tag replays written bars, so it is melody.
         melodic_bars = sum(sec.bars for sec in form.sections if sec.material or sec.role == "outro")
         target = DENSITY_TARGETS[controls.density_bin] * form.bars / max(1, melodic_bars)
+        # Each bar's note count, drawn from the corpus's bars of this style, meter and bin and scaled to
+        # the target; a copied bar keeps its source's count (the model reads these as NOTES tokens).
+        bar_ticks = S.bar_ticks_of(controls.meter)
+        per_bar = target * bar_ticks / TPQ
+        closing = [s.material for s in form.sections if s.material][-1]
+        planned: dict[str, list[int]] = {}
+        for mat in materials if self.rhythm is not None and self.melody.counts else ():
+            fixed = planned[mat.copy_from][: mat.copy_bars] if mat.copy_from in planned else []
+            mat.counts = self.rhythm.draw(
+                style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng,
+                most=min(S.MAX_NOTES_TOKEN, bar_ticks), fixed=fixed,
+            )  # fmt: skip
+            if mat.name == closing:  # the song's last bar lands: a note a beat at most, the last one held
+                beats = bar_ticks // meter_grid(controls.meter, TPQ)[1]
+                mat.counts[-1] = min(mat.counts[-1], beats)
+            planned[mat.name] = mat.counts
         request = MelodyRequest(
             controls.mode,
             controls.meter,
@@ -225,6 +250,7 @@ class SongGenerator:
             # Songs and chorales close their phrases on a held chord tone; reels and jigs run through theirs
             # (held-out corpus tunes: a median 1 phrase end in 8 lands).
             land_phrases=form.texture != "tune",
+            closing=closing,
         )
         swings = form.texture in ("band", "tune") and controls.density_bin <= 2 and controls.tempo_bpm < 150
         swing = 0.6 if swings and meter_grid(controls.meter, TPQ)[1] == TPQ and rng.random() < 0.35 else 0.5
