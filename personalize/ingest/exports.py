@@ -387,7 +387,7 @@ def import_export(
     if unmatched.rows and unmatched_csv is not None:
         n = unmatched.write(Path(unmatched_csv))
         report.notes.append(
-            f"{n:,} unmatched tracks listed in {unmatched_csv}: fill in their catalog columns, "
+            f"{n:,} unmatched track(s) listed in {unmatched_csv}: fill in their catalog columns, "
             "`personalize ingest catalog` it, and import again"
         )
     return report
