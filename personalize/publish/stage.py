@@ -8,7 +8,8 @@ listener uses their cluster's centroid); maximal marginal relevance keeps a play
 
 A playlist changes gradually, like a daily mix: ``playlist_new_share`` of it is new each night and the
 rest carries over from the listener's previous playlist (its items closest to today's taste, leaving out
-what they skipped early or disliked since, and anything older than a week). A track that was in a
+what they skipped early or disliked since, and anything older than a week); when new tracks run out, a
+playlist is shorter rather than carrying more. A track that was in a
 listener's playlist within ``playlist_history_days`` and left it is never offered to them again. A track
 written for one listener (a plan row with ``listener_id``) goes to that listener only, at the top of
 their playlist.
@@ -335,7 +336,7 @@ def build_playlists(ctx: Context, run_date: dt.date, listener_ids: set[str] | No
                 carry = [carry[k] for k in np.argsort(-carry_score, kind="stable")]
             fresh = own[:n_new] + [int(pool[j]) for j in picks[li] if j >= 0 and int(pool[j]) not in carry]
             new_part = fresh[:n_new]
-            kept = carry[: n_items - len(new_part)]
+            kept = carry[: n_items - n_new]  # never more than the carried share, even when new tracks run out
             chosen_tracks = new_part + kept + fresh[n_new : n_new + n_items - len(new_part) - len(kept)]
             if not chosen_tracks:
                 counts["empty_playlists"] += 1
