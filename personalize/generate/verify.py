@@ -20,10 +20,10 @@ from personalize.music.controls import Controls, bar_quarters, density_bin
 from personalize.music.gm import DRUMS, program_range
 from personalize.music.keys import key_name
 from personalize.music.measure import find_key, meter_of, pitch_class_histogram, tempo_of
+from personalize.music.score import MELODY_SUFFIX  # a song names its melody track (song.writer)
 
 TEMPO_TOLERANCE = 0.01  # relative
 MIN_IN_RANGE_SHARE = 0.99
-MELODY_SUFFIX = " (melody)"  # how a song names its melody track (see personalize.generate.song.writer)
 
 
 def _parts(pm: pretty_midi.PrettyMIDI) -> list[object]:

@@ -375,7 +375,14 @@ def check(
         gate = _DEFAULT
     score = score_from_midi(pm)
     if meter is not None and meter != score.meter:
-        score = Score(score.parts, meter, score.has_drums, score.velocities, score.onset_deviation_ms)
+        score = Score(
+            score.parts,
+            meter,
+            score.has_drums,
+            score.velocities,
+            score.onset_deviation_ms,
+            melody_named=score.melody_named,
+        )
     if texture is not None and texture not in TEXTURES:
         raise ValueError(f"unknown texture {texture!r}: choose from {', '.join(TEXTURES)}")
     return gate.judge(score, key_pc, mode, texture).reasons

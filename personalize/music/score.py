@@ -16,6 +16,8 @@ import pretty_midi
 
 from personalize.music.keys import parse_meter
 
+MELODY_SUFFIX = " (melody)"  # how a generated song names its melody's track
+
 TICKS_PER_QUARTER = 4  # one tick is a sixteenth note, as in the corpus cache and the token grammar
 TEXTURES = ("chorale", "tune", "band")
 
@@ -46,7 +48,7 @@ class Score:
 
     ``parts`` holds each pitched part as a monophonic line of ``(onset_tick, duration_ticks, pitch)``,
     ordered from the highest part to the lowest by mean pitch: ``parts[0]`` is the melody, ``parts[-1]`` the
-    bass. Bar lines fall at multiples of ``bar_ticks``. ``velocities`` are the pitched notes' MIDI
+    bass (with ``melody_named``, ``parts[0]`` is the part the file names as its melody and stays first). Bar lines fall at multiples of ``bar_ticks``. ``velocities`` are the pitched notes' MIDI
     velocities and ``onset_deviation_ms`` how far each pitched onset sits from the sixteenth grid.
     """
 
@@ -55,13 +57,17 @@ class Score:
     has_drums: bool = False
     velocities: list[int] = field(default_factory=list)
     onset_deviation_ms: list[float] = field(default_factory=list)
+    melody_named: bool = False
     # Intermediate results several metrics share (bar similarity, voice-leading counts), filled on first use.
     derived: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.bar_ticks, self.beat_ticks, self.compound = meter_ticks(self.meter)
-        self.parts = [sorted(p) for p in self.parts if p]
-        self.parts.sort(key=lambda p: -float(np.mean([n[2] for n in p])))
+        parts = [sorted(p) for p in self.parts]
+        head = [parts.pop(0)] if self.melody_named and parts and parts[0] else []
+        parts = [p for p in parts if p]
+        parts.sort(key=lambda p: -float(np.mean([n[2] for n in p])))
+        self.parts = head + parts
 
     @property
     def melody(self) -> list[Note]:
@@ -93,14 +99,22 @@ def texture_of(n_pitched_parts: int, has_drums: bool) -> str:
 
 
 def _monophonic(notes: list[tuple[int, int, int]]) -> list[Note]:
-    """One line from possibly overlapping notes: at a shared onset the highest note wins, and a note is cut
-    where the next one starts (a chord part becomes its top line)."""
+    """One line from possibly overlapping notes, the line heard on top (a skyline): at a shared onset the
+    highest note wins; a note that starts under a higher one still sounding (by more than a sixteenth, and
+    more than a whole tone below it) is accompaniment and left out (a piano's arpeggio under a held melody
+    note); each note is cut where the next one starts (a chord part becomes its top line)."""
     by_onset: dict[int, tuple[int, int, int]] = {}
     for onset, dur, pitch in notes:
         prev = by_onset.get(onset)
         if prev is None or pitch > prev[2]:
             by_onset[onset] = (onset, dur, pitch)
-    line = [by_onset[k] for k in sorted(by_onset)]
+    line = []
+    for note in (by_onset[k] for k in sorted(by_onset)):
+        if line:
+            onset, dur, pitch = line[-1]
+            if onset + dur > note[0] + 1 and note[2] < pitch - 2:
+                continue
+        line.append(note)
     out: list[Note] = []
     for i, (onset, dur, pitch) in enumerate(line):
         if i + 1 < len(line):
@@ -121,7 +135,10 @@ def score_from_midi(pm: pretty_midi.PrettyMIDI) -> Score:
     velocities: list[int] = []
     deviations: list[float] = []
     has_drums = False
-    for inst in pm.instruments:
+    # A generated song names its melody's track: that line is the melody, wherever its register lies.
+    named = [i for i in pm.instruments if i.notes and not i.is_drum and i.name.endswith(MELODY_SUFFIX)]
+    others = [i for i in pm.instruments if not (named and i is named[0])]
+    for inst in named[:1] + others:
         if not inst.notes:
             continue
         if inst.is_drum:
@@ -136,7 +153,7 @@ def score_from_midi(pm: pretty_midi.PrettyMIDI) -> Score:
             velocities.append(int(n.velocity))
             deviations.append(abs(on - onset) * ms_per_sixteenth)
         parts.append(_monophonic(raw))
-    return Score(parts, meter, has_drums, velocities, deviations)
+    return Score(parts, meter, has_drums, velocities, deviations, melody_named=bool(named))
 
 
 def score_to_midi(
