@@ -33,5 +33,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("loop_nights")
-    with op.batch_alter_table("track_plans") as batch:
-        batch.drop_column("listener_id")
+    # A plain DROP COLUMN (SQLite 3.35+ and PostgreSQL): a batch rebuild of the table would trip the views
+    # that read track_plans.
+    op.drop_column("track_plans", "listener_id")
