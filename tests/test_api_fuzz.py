@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from sample_world import seed
 from schemathesis.checks import not_a_server_error
@@ -13,8 +14,15 @@ from schemathesis.generation import GenerationMode
 
 from personalize.api.app import create_app
 from personalize.api.keys import create_key
+from personalize.ids import ID_MAX_CHARS, id_problem
 
 EXAMPLES_PER_OPERATION = 25
+
+# Ids in the spec have the format "id" (any printable text without '/' or '\', personalize.ids): valid
+# requests are made with such ids, invalid ones with anything.
+schemathesis.openapi.format(
+    "id", st.text(min_size=1, max_size=ID_MAX_CHARS).map(str.strip).filter(lambda v: id_problem(v) is None)
+)
 
 
 @pytest.mark.slow

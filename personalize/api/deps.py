@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 from personalize.api.errors import Forbidden, NotAuthenticated
 from personalize.api.keys import KeyInfo, verify_key
 from personalize.api.state import ApiState
-from personalize.ids import ID_RULE, id_problem, normal_id
+from personalize.ids import ID_MAX_CHARS, ID_RULE, id_problem, normal_id
 
 T = TypeVar("T")
 
@@ -55,8 +55,14 @@ def checked_id(value: str) -> str:
 
 # The rule ingest keeps, so every stored id can be fetched (percent-encoded: '+', spaces, non-ASCII letters)
 # and none can look like a path (no slash, backslash, control character, '.' or '..').
-ListenerId = Annotated[str, Path(description=f"Listener id: {ID_RULE}"), AfterValidator(checked_id)]
-TrackId = Annotated[str, Path(description=f"Track id: {ID_RULE}"), AfterValidator(checked_id)]
+# The schema names the rule as a format of its own ("id"): a regex engine cannot say "printable".
+ID_SCHEMA = {"format": "id", "maxLength": ID_MAX_CHARS}
+ListenerId = Annotated[
+    str, Path(description=f"Listener id: {ID_RULE}", json_schema_extra=ID_SCHEMA), AfterValidator(checked_id)
+]
+TrackId = Annotated[
+    str, Path(description=f"Track id: {ID_RULE}", json_schema_extra=ID_SCHEMA), AfterValidator(checked_id)
+]
 OptionalListenerId = Annotated[str | None, AfterValidator(lambda v: None if v is None else checked_id(v))]
 Expires = Annotated[int | None, Query(ge=0, le=EXPIRES_MAX, description="Unix time the URL expires")]
 Signature = Annotated[str | None, Query(pattern=SIG_PATTERN, description="HMAC-SHA256, hex")]
@@ -127,7 +133,9 @@ class AudioGrant:
 async def check_audio_url(
     request: Request,
     track_id: TrackId,
-    listener: Annotated[OptionalListenerId, Query(description="Listener the URL was signed for")] = None,
+    listener: Annotated[
+        OptionalListenerId, Query(description="Listener the URL was signed for", json_schema_extra=ID_SCHEMA)
+    ] = None,
     expires: Expires = None,
     sig: Signature = None,
 ) -> AudioGrant:

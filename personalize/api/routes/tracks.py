@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from personalize.api import services
-from personalize.api.deps import KeyedDb, OptionalListenerId, TrackId
+from personalize.api.deps import ID_SCHEMA, KeyedDb, OptionalListenerId, TrackId
 from personalize.api.errors import error_responses
 from personalize.api.routes import SIGNED_URL_HEADERS, json_response
 from personalize.api.schemas import TrackOut
@@ -24,7 +24,8 @@ async def get_track(
     db: KeyedDb,
     track_id: TrackId,
     listener_id: Annotated[
-        OptionalListenerId, Query(description="Add this listener's playlist context (the reason)")
+        OptionalListenerId,
+        Query(description="Add this listener's playlist context (the reason)", json_schema_extra=ID_SCHEMA),
     ] = None,
 ) -> Response:
     """Metadata, the controls the track was generated from, what was measured, and why it was picked."""
