@@ -54,24 +54,35 @@ def plan_rows(ctx: Context, run_date: dt.date) -> list[dict[str, Any]]:
                 (s.track_seconds_min, s.track_seconds_max),
                 fallback_key=(int(c.key_pc), c.mode),
             )
-            rows.append(
-                {
-                    "run_date": run_date,
-                    "cluster_id": cid,
-                    "slot": slot,
-                    "seed": seed,
-                    "controls": controls.to_dict(),
-                    "tempo_bpm": controls.tempo_bpm,
-                    "key_pc": controls.key_pc,
-                    "mode": controls.mode,
-                    "meter": controls.meter,
-                    "programs": format_programs(controls.programs),
-                    "density": density_nps,
-                    "status": "planned",
-                    "listener_id": None,
-                }
-            )
+            rows.append(_plan_row(run_date, cid, slot, seed, controls, density_nps, None))
     return rows + personal_rows(ctx, run_date)
+
+
+def _plan_row(
+    run_date: dt.date,
+    cluster_id: int,
+    slot: int,
+    seed: int,
+    controls: Any,
+    density_nps: float,
+    listener_id: str | None,
+) -> dict[str, Any]:
+    """One ``track_plans`` row: a planned track for a cluster (or for one listener of it)."""
+    return {
+        "run_date": run_date,
+        "cluster_id": cluster_id,
+        "slot": slot,
+        "seed": seed,
+        "controls": controls.to_dict(),
+        "tempo_bpm": controls.tempo_bpm,
+        "key_pc": controls.key_pc,
+        "mode": controls.mode,
+        "meter": controls.meter,
+        "programs": format_programs(controls.programs),
+        "density": density_nps,
+        "status": "planned",
+        "listener_id": listener_id,
+    }
 
 
 def personal_rows(ctx: Context, run_date: dt.date) -> list[dict[str, Any]]:
@@ -88,23 +99,7 @@ def personal_rows(ctx: Context, run_date: dt.date) -> list[dict[str, Any]]:
             listener_distribution(profile), run_date, cid, slot,
             (s.track_seconds_min, s.track_seconds_max), fallback_key=fallback,
         )  # fmt: skip
-        rows.append(
-            {
-                "run_date": run_date,
-                "cluster_id": cid,
-                "slot": slot,
-                "seed": seed,
-                "controls": controls.to_dict(),
-                "tempo_bpm": controls.tempo_bpm,
-                "key_pc": controls.key_pc,
-                "mode": controls.mode,
-                "meter": controls.meter,
-                "programs": format_programs(controls.programs),
-                "density": density_nps,
-                "status": "planned",
-                "listener_id": profile["listener_id"],
-            }
-        )
+        rows.append(_plan_row(run_date, cid, slot, seed, controls, density_nps, profile["listener_id"]))
     return rows
 
 
