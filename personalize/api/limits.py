@@ -1,11 +1,17 @@
 """What one client may send: request bodies up to a size (declared or streamed), and requests per API key
-at a rate (a token bucket per key, kept by each worker process)."""
+at a rate (a token bucket per key, shared by the host's worker processes)."""
 
 from __future__ import annotations
 
+import fcntl
 import math
+import mmap
+import os
+import struct
 import threading
 import time
+import zlib
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -63,26 +69,71 @@ async def read_body(request: Request) -> bytes:
 
 
 class KeyRateLimit:
-    """A token bucket per API key: ``burst`` requests at once, then ``rate_per_s`` a second. Each worker
-    process keeps its own buckets (no shared store on the request path), so with N workers a key may make
-    up to N times the rate."""
+    """A token bucket per API key: ``burst`` requests at once, then ``rate_per_s`` a second, shared by every
+    worker process on the host.
 
-    def __init__(self, rate_per_s: float, burst: int) -> None:
+    The buckets live in a small memory-mapped file (``path``, 32 bytes a slot: key prefix, tokens, last
+    refill as Unix time), found by the prefix's hash with linear probing. A take is a read-modify-write under
+    an exclusive ``flock`` (plus a thread lock: networked databases check keys in worker threads), a few
+    microseconds, so N workers hold a key to the rate, not to N times it. A slot whose bucket has been idle
+    long enough to be full again is free for another key, so the file never grows. Workers on other hosts
+    keep their own file: across hosts the limit is per host.
+    """
+
+    SLOT = struct.Struct("<16sdd")  # key prefix (NUL-padded), tokens, last refill (Unix time)
+    PROBES = 64
+
+    def __init__(self, rate_per_s: float, burst: int, path: Path, slots: int = 4096) -> None:
         self.rate_per_s = rate_per_s
         self.burst = float(burst)
-        self._buckets: dict[str, tuple[float, float]] = {}  # key prefix -> (tokens, monotonic time)
-        self._lock = threading.Lock()  # networked databases check keys in worker threads
+        self.slots = slots
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        size = slots * self.SLOT.size
+        if os.fstat(self._fd).st_size < size:
+            os.ftruncate(self._fd, size)  # every worker asks for the same size: the first one makes it
+        self._map = mmap.mmap(self._fd, size)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+    def _slot(self, key: bytes, now: float) -> tuple[int, float, float]:
+        """The slot of ``key`` with its tokens and last refill; a fresh (full) bucket in a free slot when
+        the key has none."""
+        start = zlib.crc32(key) % self.slots
+        full_after_s = self.burst / self.rate_per_s
+        free, oldest = None, None
+        for i in range(self.PROBES):
+            j = (start + i) % self.slots
+            held, tokens, last = self.SLOT.unpack_from(self._map, j * self.SLOT.size)
+            if held == key:
+                return j, tokens, last
+            if free is None and (held == bytes(16) or now - last >= full_after_s):
+                free = j
+            if oldest is None or last < oldest[1]:
+                oldest = (j, last)
+        j = free if free is not None else oldest[0]  # type: ignore[index]
+        return j, self.burst, now
 
     def admit(self, key_prefix: str) -> None:
         """Take one request from the key's bucket; raises TooManyRequests (with Retry-After) when empty."""
-        now = time.monotonic()
+        key = key_prefix.encode()[:16].ljust(16, b"\0")
         with self._lock:
-            tokens, last = self._buckets.get(key_prefix, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
-            if tokens >= 1.0:
-                self._buckets[key_prefix] = (tokens - 1.0, now)
-                return
-            self._buckets[key_prefix] = (tokens, now)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                now = time.time()
+                j, tokens, last = self._slot(key, now)
+                tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate_per_s)
+                admitted = tokens >= 1.0
+                if admitted:
+                    tokens -= 1.0
+                self.SLOT.pack_into(self._map, j * self.SLOT.size, key, tokens, now)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        if admitted:
+            return
         wait_s = max(1, math.ceil((1.0 - tokens) / self.rate_per_s))
         raise TooManyRequests(
             "rate_limited",

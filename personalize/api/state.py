@@ -31,7 +31,9 @@ class ApiState:
         settings = self.ctx.settings
         self.signer = Signer(load_signing_secret(settings))
         self.inline_db = self.ctx.dialect == "sqlite"
-        self.key_rate = KeyRateLimit(settings.api_key_rate_per_s, settings.api_key_burst)
+        self.key_rate = KeyRateLimit(
+            settings.api_key_rate_per_s, settings.api_key_burst, Path(settings.data_dir) / "api_rate_buckets"
+        )
 
     @staticmethod
     def of(request: Request) -> ApiState:
