@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from local_server import local_server
 from sample_world import seed
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from personalize.api.app import create_app
 from personalize.api.keys import create_key
@@ -233,6 +233,30 @@ def test_the_rate_limit_holds_across_worker_processes(tmp_path: Path):
     assert statuses[:burst] == [200] * burst
     # One worker's own bucket alone would let 2 x burst through in the first second.
     assert statuses.count(200) <= burst + math.ceil(elapsed * rate), (statuses, elapsed)
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_connections_the_database_dropped_cost_no_request(api):
+    """The API reads without a ping per checkout: when the server drops its pooled connections (a restart,
+    an idle timeout), the next requests are still answered, each retried once on a fresh connection."""
+    client, _, ctx = api
+    for _ in range(3):  # the read pool now holds live connections
+        assert client.get("/v1/listeners/L0000/playlist").status_code == 200
+    with ctx.engine.connect() as conn:
+        dropped = conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).all()
+    assert len(dropped) >= 1
+    assert [client.get("/v1/listeners/L0000/playlist").status_code for _ in range(5)] == [200] * 5
+    assert (
+        client.get(
+            "/v1/tracks/" + client.get("/v1/listeners/L0000/playlist").json()["items"][0]["track_id"]
+        ).status_code
+        == 200
+    )
 
 
 def test_the_key_is_checked_before_the_body(api):

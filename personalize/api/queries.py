@@ -8,11 +8,18 @@ from collections import namedtuple
 from typing import Any
 
 from sqlalchemy import Connection, Date, Integer, Row, and_, bindparam, func, select
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.sql import Select
 
 from personalize.db.models import ApiKey, Listener, Playlist, PlaylistItem, QuarantinedRow, Track
 
 PUBLISHED = "published"
+
+
+class Disconnected(DisconnectionError):
+    """A statement run on the raw cursor found its connection gone. The connection has been invalidated
+    and the pool renewed (every connection it held is as old as the lost one), as SQLAlchemy does for the
+    statements it runs itself."""
 
 
 class Prepared:
@@ -41,10 +48,19 @@ class Prepared:
         if dialect.name == "sqlite":  # SQLite keeps dates as ISO text (SQLAlchemy's own format)
             values = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in values.items()}
         args: Any = tuple(values[name] for name in order) if order is not None else values
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi_connection = conn.connection.dbapi_connection
+        cursor = dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(sql, args)
             rows = cursor.fetchall()
+        except dialect.loaded_dbapi.Error as exc:
+            # The raw cursor bypasses SQLAlchemy's error handling: tell the pool about a lost connection
+            # ourselves, so that it is not handed out again.
+            if dialect.is_disconnect(exc, dbapi_connection, cursor):
+                conn.invalidate(exc)
+                conn.engine.dispose(close=False)
+                raise Disconnected(str(exc)) from exc
+            raise
         finally:
             cursor.close()
         return [self.row_type._make(row) for row in rows]

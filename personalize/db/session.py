@@ -26,7 +26,8 @@ def make_engine(url: str, **kwargs: object) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]
