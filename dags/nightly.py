@@ -27,7 +27,8 @@ DEFAULT_ARGS = {
     # a one-off run from `personalize run --airflow` sets 0 so a failure shows at once instead of after
     # the whole backoff.
     "retries": int(os.environ.get("PERSONALIZE_DAG_RETRIES", "3")),
-    "retry_delay": dt.timedelta(minutes=2),
+    # The first retry waits this long (then doubling); a test of recovery shortens it.
+    "retry_delay": dt.timedelta(seconds=int(os.environ.get("PERSONALIZE_DAG_RETRY_DELAY_S", "120"))),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": dt.timedelta(minutes=30),
     "execution_timeout": dt.timedelta(hours=2),
