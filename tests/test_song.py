@@ -241,7 +241,9 @@ def test_a_song_has_its_parts_form_dynamics_and_an_ending(untrained_song_generat
     assert isinstance(band, pretty_midi.PrettyMIDI)
 
 
-def test_every_bar_is_asked_its_note_count_and_a_repeat_asks_what_it_repeats(untrained_song_generator):
+def test_every_bar_is_asked_its_note_count_holds_it_and_a_repeat_asks_what_it_repeats(
+    untrained_song_generator,
+):
     """A model that reads bar note counts gets one at the head of every bar: the planned count for a bar it
     writes, and for a copied bar the count of the bar it copies (which the copy then holds exactly)."""
     gen = untrained_song_generator
@@ -266,6 +268,27 @@ def test_every_bar_is_asked_its_note_count_and_a_repeat_asks_what_it_repeats(unt
             else:
                 assert asked == m.counts[b]
             k += 1
+    # Decoding holds every bar to its count, even with the random notes of an untrained model; without
+    # that rule the same model writes bars of any length.
+    assert [written for asked, written in bars] == [asked for asked, written in bars]
+    gen.melody.exact_counts = False
+    try:
+        (free,) = gen.melody.write([plan.request], seed=3)
+    finally:
+        gen.melody.exact_counts = True
+    written_free = [sum(1 for t in bar if S.is_dur(t)) for bar in _bars_of(free)]
+    assert written_free != [asked for asked, _ in bars]
+
+
+def _bars_of(stream: list[int]) -> list[list[int]]:
+    """The tokens after each bar's NOTES_<n>, bar by bar."""
+    out: list[list[int]] = []
+    for tok in stream:
+        if S.is_notes(tok):
+            out.append([])
+        elif out:
+            out[-1].append(tok)
+    return out
 
 
 def test_tiny_song_model_trains_ships_its_tables_and_writes_verified_songs(tmp_path):

@@ -509,6 +509,7 @@ def evaluate_generator(
         melody = getattr(generator, "melody", None)
         if melody is not None and hasattr(melody, "density_gain"):
             melody.density_gain = 0.0  # the song model's density steer
+            melody.exact_counts = False  # and its bars' note counts held exactly
         if hasattr(generator, "key_guidance"):
             generator.key_guidance, generator.density_guidance = 0.0, False
     controls = evaluation_controls(n, bars)

@@ -94,6 +94,7 @@ class _Row:
     pitches: list[int] = field(default_factory=list)  # melody pitches so far, relative to the tonic
     notes: int = 0  # notes written so far, and the bars they took: the running density
     bars: int = 0
+    asked: int | None = None  # the bar's NOTES_<n> count (models that read counts)
 
 
 def _script(req: MelodyRequest, counts: bool = True) -> list[object]:
@@ -129,6 +130,7 @@ class MelodyWriter:
         density_gain: float = DENSITY_GAIN,
         no_syncopation: bool = True,
         phrase_ends: bool = True,
+        exact_counts: bool = True,
     ) -> None:
         self.model = model.eval()
         self.temperature = temperature
@@ -138,6 +140,7 @@ class MelodyWriter:
         self.density_gain = density_gain
         self.no_syncopation = no_syncopation
         self.phrase_ends = phrase_ends
+        self.exact_counts = exact_counts
         # The model's own vocabulary: one trained before the bar counts ends where they begin.
         self.vocab = v = model.config.vocab_size
         if v not in (S.VOCAB_SIZE, S.NOTES0):
@@ -214,6 +217,13 @@ class MelodyWriter:
         target = row.request.density_target or DENSITY_TARGETS[row.request.density_bin]
         return round(target * S.bar_ticks_of(row.request.meter) / S.TICKS_PER_QUARTER)
 
+    def _still_asked(self, row: _Row) -> int:
+        """Notes the bar's count still asks for (-1 when it asks for none: no count, a count of 16 or
+        more, or exact counts off)."""
+        if not self.exact_counts or row.asked is None or row.asked >= S.MAX_NOTES_TOKEN:
+            return -1
+        return max(0, row.asked - row.notes_in_bar)
+
     def _next_structural(self, row: _Row) -> int:
         nxt = row.script[row.item + 1]
         assert isinstance(nxt, list) and nxt
@@ -225,9 +235,11 @@ class MelodyWriter:
         if isinstance(item, list):
             row.offset += 1
         if S.is_bar(tok):
-            row.tick, row.phase, row.notes_in_bar = 0, "free", 0
+            row.tick, row.phase, row.notes_in_bar, row.asked = 0, "free", 0, None
             row.bar_chords = []
             row.bars += 1
+        elif S.is_notes(tok):
+            row.asked = tok - S.NOTES0
         elif S.CHORD0 <= tok < S.CHORD0 + N_CHORDS:
             row.bar_chords.append(Chord.from_index(tok - S.CHORD0))
         elif S.is_pos(tok):
@@ -302,7 +314,8 @@ class MelodyWriter:
                 elif row.phase == "pitch":
                     mask[i] = pitch_masks[i]
                     landing = self.phrase_ends and self._landing_bar(row)
-                    if landing and row.pos >= bar_ticks[i] - beats[i]:
+                    last_asked = self._still_asked(row) == 1  # the bar's last note: where it lands
+                    if landing and (row.pos >= bar_ticks[i] - beats[i] or last_asked):
                         tones = self._landing_tones(row, row.pos, bar_ticks[i])
                         keep = np.zeros(v, dtype=bool)
                         keep[S.PITCH0 : S.PITCH0 + len(candidates)] = np.isin(candidates % 12, list(tones))
@@ -339,9 +352,19 @@ class MelodyWriter:
                         landed = row.pitches[-1] % 12 in self._landing_tones(row, row.pos, bar_ticks[i])
                         allowed = dur_upto[max(0, min(limit, arrive - row.pos))].copy()
                         if landed and (to_end <= limit or row.pos % beats[i] == 0):
+                            if self._still_asked(row) == 1:
+                                allowed[:] = False  # the last note the bar asks for is the held landing
                             allowed[S.DUR1 + to_end - 1] = True
                         if allowed.any():
                             mask[i] = allowed
+                    still = self._still_asked(row) - 1  # notes the bar asks for after this one
+                    if still > 0:
+                        # Leave a tick for each of them before the bar's last onset.
+                        landing = self.phrase_ends and self._landing_bar(row)
+                        last_onset = bar_ticks[i] - beats[i] if landing else bar_ticks[i] - 1
+                        room = dur_upto[max(0, min(S.MAX_BAR_TICKS, last_onset - row.pos - still + 1))]
+                        if (mask[i] & room).any():
+                            mask[i] &= room
                     if self.density_gain > 0:
                         fusion[i, S.DUR1 : S.DUR1 + S.MAX_BAR_TICKS] = self._density_bias(row, bar_ticks[i])
                 else:
@@ -355,6 +378,22 @@ class MelodyWriter:
                     end = self._next_structural(row)
                     if not mask[i].any() or not (landing and row.tick <= arrive):
                         mask[i, end] = True
+                    still = self._still_asked(row)
+                    if still == 0 and mask[i, end]:
+                        mask[i] = False  # the bar holds the notes it asked for: it ends here
+                        mask[i, end] = True
+                    elif still > 0 and mask[i, S.POS0 : S.POS0 + bar_ticks[i]].any():
+                        mask[i, end] = False  # notes still asked for, and room to start them
+                        # The next onset leaves a tick for each note after it before the last onset.
+                        latest = last_onset - still + 1
+                        if latest > row.tick:
+                            mask[i, S.POS0 + latest : S.POS0 + bar_ticks[i]] = False
+                        if landing and still == 1:
+                            # The landing note may be held to the bar line only from a beat.
+                            on_beat = mask[i, S.POS0 : S.POS0 + bar_ticks[i]].copy()
+                            on_beat[np.arange(bar_ticks[i]) % beats[i] != 0] = False
+                            if on_beat.any():
+                                mask[i, S.POS0 : S.POS0 + bar_ticks[i]] = on_beat
                     if self.density_gain > 0 and row.tick < bar_ticks[i]:
                         # A rest before the next note, or ending the bar early, thins the melody out.
                         error = self._density_error(row, bar_ticks[i])

@@ -41,7 +41,13 @@ from personalize.generate.song.harmony import HarmonyModel
 from personalize.generate.song.perform import Part, Span, perform
 from personalize.generate.song.prior import MelodyPrior
 from personalize.generate.song.rhythm import BarCounts
-from personalize.generate.song.sample import DENSITY_TARGETS, Material, MelodyRequest, MelodyWriter
+from personalize.generate.song.sample import (
+    DENSITY_GAIN,
+    DENSITY_TARGETS,
+    Material,
+    MelodyRequest,
+    MelodyWriter,
+)
 from personalize.generate.verify import MELODY_SUFFIX
 from personalize.music.chords import TONIC, Chord, spans_per_bar
 from personalize.music.controls import Controls
@@ -139,11 +145,15 @@ class SongGenerator:
             raise ValueError(f"{model_dir} does not hold a usable song model ({exc}); retrain it") from exc
         temperature = float(kwargs.pop("temperature", 1.0))  # type: ignore[arg-type]
         top_p = float(kwargs.pop("top_p", 0.95))  # type: ignore[arg-type]
-        prior_weight = float(kwargs.pop("prior_weight", PRIOR_WEIGHT))  # type: ignore[arg-type]
+        # A model can ship its own decoding settings (config.json "decoding"): a model that learned density
+        # from its bar note counts needs no density steer ("density_gain": 0).
+        decoding = meta.get("decoding") or {}
+        prior_weight = float(kwargs.pop("prior_weight", decoding.get("prior_weight", PRIOR_WEIGHT)))  # type: ignore[arg-type]
         prior_path = model_dir / "melody_prior.json"
         prior = MelodyPrior.load(prior_path) if prior_path.is_file() else None
+        density_gain = float(kwargs.pop("density_gain", decoding.get("density_gain", DENSITY_GAIN)))  # type: ignore[arg-type]
         version = f"song-{meta.get('steps', 0)}steps"
-        writer = MelodyWriter(model, temperature, top_p, prior, prior_weight)
+        writer = MelodyWriter(model, temperature, top_p, prior, prior_weight, density_gain)
         return cls(writer, harmony, rhythm, version=version, originality=originality, gate=gate, **kwargs)  # type: ignore[arg-type]
 
     # --- review (what verification adds to its control checks) ---------------------------------------
