@@ -21,7 +21,9 @@ from personalize.context import Context
 from personalize.db.session import make_engine
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-READ_POOL_SIZE = 20  # per worker process; anyio runs up to 40 threads, most of them waiting on the network
+# Connections per worker process for reads (and as many again at a peak): enough for the threads that wait
+# on the network at 50 concurrent requests over two workers, within PostgreSQL's default 100 connections.
+READ_POOL_SIZE = 16
 T = TypeVar("T")
 
 
@@ -45,7 +47,7 @@ class ApiState:
                 settings.resolved_database_url,
                 pool_pre_ping=False,
                 pool_size=READ_POOL_SIZE,
-                max_overflow=READ_POOL_SIZE,
+                max_overflow=READ_POOL_SIZE // 2,
                 isolation_level="AUTOCOMMIT",
             )
         )
