@@ -14,7 +14,14 @@ import torch
 
 from personalize.generate.model import MusicTransformer, TransformerConfig
 from personalize.generate.song import tokens as S
-from personalize.generate.song.arrange import Note, assign_roles, chord_part, melody_octave, voice_chorale
+from personalize.generate.song.arrange import (
+    Note,
+    assign_roles,
+    chord_part,
+    consonant_bass,
+    melody_octave,
+    voice_chorale,
+)
 from personalize.generate.song.form import plan_form, texture_of
 from personalize.generate.song.harmony import HarmonyModel
 from personalize.generate.song.rhythm import BarCounts
@@ -125,6 +132,24 @@ def _parallels(voices: list[list[int]]) -> int:
             if a0 != a1 and b0 != b1 and (a1 - b1) % 12 in (0, 7) and (a0 - b0) % 12 == (a1 - b1) % 12:
                 count += 1
     return count
+
+
+def test_the_bass_moves_under_passing_tones_and_returns_to_its_root():
+    """C major held for a bar (beats of 4 ticks) under a tune C5 D5 E5 D5 | G5: the held C would sound a
+    ninth under the tune's passing tones on beats 2 and 4; the bass takes a chord tone consonant with them
+    there (G), goes back to C, and keeps the G chord's root under the last bar."""
+    one, V = Chord(0, "maj"), Chord(7, "maj")
+    tune = [Note(k * 4, 4, p) for k, p in enumerate((72, 74, 76, 74))] + [Note(16, 16, 79)]
+    held = [Note(0, 16, 48), Note(16, 16, 43)]
+    moved = consonant_bass(held, tune, [one, V], 0, 16, 4, 32)
+    beat = {n.start: n.pitch for n in moved}
+    for t in (0, 4, 8, 12, 16):
+        top = next(n.pitch for n in tune if n.start <= t < n.start + n.duration)
+        sounding = next(n.pitch for n in moved if n.start <= t < n.start + n.duration)
+        assert (top - sounding) % 12 in (0, 3, 4, 7, 8, 9), (t, top, sounding)
+        assert sounding % 12 in (one if t < 16 else V).pitch_classes(0)
+    assert beat[0] == 48 and beat[8] == 48 and beat[16] == 43  # its own notes where they are consonant
+    assert sum(n.duration for n in moved) == 32 and moved[-1] == Note(16, 16, 43)
 
 
 def test_four_part_writing_has_no_parallels_or_crossings_and_stays_in_range():

@@ -197,6 +197,66 @@ def bass_line(
     return out
 
 
+_CONSONANT = frozenset((0, 3, 4, 7, 8, 9))  # unison/octave, thirds, fifth, sixths above the bass
+
+
+def consonant_bass(
+    bass: Sequence[Note], melody: Sequence[Note], chords: Sequence[Chord], key_pc: int, span_ticks: int,
+    beat_ticks: int, program: int, others: Sequence[Sequence[Note]] = (),
+) -> list[Note]:  # fmt: skip
+    """The bass with the melody consonant above it on every beat it can be: where the melody sounds a
+    dissonance (a second, fourth, tritone or seventh) against a bass note on a beat, the bass takes for
+    that beat the nearest tone of its chord that is consonant with the melody note and lies under it, then
+    returns to its own note, as a chorale's bass moves under the tune's passing tones (a held bass note is
+    split on those beats). A tone that would move in parallel fifths or octaves with the melody or any of
+    ``others`` (the inner voices), going there or coming back, is not taken; where none fits, the bass
+    stays."""
+    lo, hi = program_range(program)
+    tune = sorted(melody, key=lambda n: n.start)
+    lines = [tune, *others]
+
+    def parallel_with_any(t: int, b0: int | None, b1: int | None) -> bool:
+        """Whether the bass moving b0 -> b1 on beat ``t`` makes a parallel fifth or octave with a line."""
+        if b0 is None or b1 is None or b0 == b1 or t < beat_ticks:
+            return False
+        for line in lines:
+            a0, a1 = _top_at(line, t - beat_ticks), _top_at(line, t)
+            if a0 is None or a1 is None or a0 == a1 or (a1 > a0) != (b1 > b0):
+                continue
+            if (a1 - b1) % 12 in (0, 7) and (a0 - b0) % 12 == (a1 - b1) % 12:
+                return True
+        return False
+
+    out: list[Note] = []
+    ordered = sorted(bass, key=lambda n: n.start)
+    for k, note in enumerate(ordered):
+        end = note.start + note.duration
+        after = ordered[k + 1].pitch if k + 1 < len(ordered) and ordered[k + 1].start == end else None
+        beats = range(-(-note.start // beat_ticks) * beat_ticks, end, beat_ticks)  # beats inside the note
+        cuts = [*sorted({note.start, *beats}), end]
+        for a, b in itertools.pairwise(cuts):
+            pitch = note.pitch
+            top = _sounding_at(tune, a)
+            if a % beat_ticks == 0 and top is not None and (top - pitch) % 12 not in _CONSONANT:
+                chord = chords[min(len(chords) - 1, a // span_ticks)] if chords else None
+                pcs = chord.pitch_classes(key_pc) if chord else ()
+                before = out[-1].pitch if out else None
+                options = [
+                    p
+                    for p in range(note.pitch - 7, note.pitch + 8)
+                    if lo <= p <= hi and p < top and p % 12 in pcs and (top - p) % 12 in _CONSONANT
+                    and not parallel_with_any(a, before, p)
+                    and not parallel_with_any(b, p, note.pitch if b < end else after)
+                ]  # fmt: skip
+                if options:
+                    pitch = min(options, key=lambda p: (abs(p - note.pitch), p))
+            if out and out[-1].pitch == pitch and out[-1].start + out[-1].duration == a and a > note.start:
+                out[-1] = Note(out[-1].start, b - out[-1].start, pitch)  # the same pitch goes on sounding
+            else:
+                out.append(Note(a, b - a, pitch))
+    return out
+
+
 def _top_at(notes: Sequence[Note], tick: int) -> int | None:
     """The highest pitch sounding at ``tick`` (how a part reads as one line)."""
     sounding = [n.pitch for n in notes if n.start <= tick < n.start + n.duration]

@@ -94,7 +94,8 @@ class _Row:
     pitches: list[int] = field(default_factory=list)  # melody pitches so far, relative to the tonic
     notes: int = 0  # notes written so far, and the bars they took: the running density
     bars: int = 0
-    asked: int | None = None  # the bar's NOTES_<n> count (models that read counts)
+    asked: int | None = None  # the notes the bar is asked for (its NOTES_<n>; beyond 16, the plan's count)
+    planned: int | None = None  # the count of the bar whose NOTES token comes next
 
 
 def _script(req: MelodyRequest, counts: bool = True) -> list[object]:
@@ -200,7 +201,9 @@ class MelodyWriter:
                 row.script[row.item] = list(row.written.get((item[1], item[2]), []))
                 continue
             if item[0] == "count":
-                row.script[row.item] = [S.notes_token(self._bar_count(row, item[1], item[2]))]
+                # The token says "16 or more" past 16; the decoder holds the bar to the planned number.
+                row.planned = self._bar_count(row, item[1], item[2])
+                row.script[row.item] = [S.notes_token(row.planned)]
                 continue
             return
         row.done = True
@@ -218,9 +221,9 @@ class MelodyWriter:
         return round(target * S.bar_ticks_of(row.request.meter) / S.TICKS_PER_QUARTER)
 
     def _still_asked(self, row: _Row) -> int:
-        """Notes the bar's count still asks for (-1 when it asks for none: no count, a count of 16 or
-        more, or exact counts off)."""
-        if not self.exact_counts or row.asked is None or row.asked >= S.MAX_NOTES_TOKEN:
+        """Notes the bar's count still asks for (-1 when it asks for none: no count, or exact counts
+        off)."""
+        if not self.exact_counts or row.asked is None:
             return -1
         return max(0, row.asked - row.notes_in_bar)
 
@@ -239,7 +242,8 @@ class MelodyWriter:
             row.bar_chords = []
             row.bars += 1
         elif S.is_notes(tok):
-            row.asked = tok - S.NOTES0
+            row.asked = row.planned if row.planned is not None else tok - S.NOTES0
+            row.planned = None
         elif S.CHORD0 <= tok < S.CHORD0 + N_CHORDS:
             row.bar_chords.append(Chord.from_index(tok - S.CHORD0))
         elif S.is_pos(tok):

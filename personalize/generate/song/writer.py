@@ -30,6 +30,7 @@ from personalize.generate.song.arrange import (
     avoid_parallels,
     bass_line,
     chord_part,
+    consonant_bass,
     counter_line,
     melody_octave,
     timpani_part,
@@ -44,6 +45,7 @@ from personalize.generate.song.rhythm import BarCounts
 from personalize.generate.song.sample import (
     DENSITY_GAIN,
     DENSITY_TARGETS,
+    MAX_NOTES_PER_BAR,
     Material,
     MelodyRequest,
     MelodyWriter,
@@ -241,7 +243,7 @@ class SongGenerator:
             fixed = planned[mat.copy_from][: mat.copy_bars] if mat.copy_from in planned else []
             mat.counts = self.rhythm.draw(
                 style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng,
-                most=min(S.MAX_NOTES_TOKEN, bar_ticks), fixed=fixed,
+                most=min(MAX_NOTES_PER_BAR, bar_ticks), fixed=fixed,
             )  # fmt: skip
             if mat.name == closing:  # the song's last bar lands: a note a beat at most, the last one held
                 beats = bar_ticks // meter_grid(controls.meter, TPQ)[1]
@@ -368,6 +370,17 @@ class SongGenerator:
             voices = voice_chorale(
                 melody, timeline, c.key_pc, span_ticks, [pitched[i] for i in lower], beat_ticks=beat_ticks
             )
+            # The bass moves under the tune's passing tones (the voicing holds each chord for its span).
+            voices[-1] = consonant_bass(
+                voices[-1],
+                melody,
+                timeline,
+                c.key_pc,
+                span_ticks,
+                beat_ticks,
+                pitched[lower[-1]],
+                voices[:-1],
+            )
             by_index = dict(zip(lower, voices, strict=True))
         for i, (program, role) in enumerate(zip(pitched, plan.roles, strict=True)):
             name = pretty_midi.program_to_instrument_name(program)
@@ -393,16 +406,11 @@ class SongGenerator:
             elif plan.form.texture == "chorale":
                 parts.append(Part(program, role, by_index[i], name=name))
             elif role == "bass":
-                parts.append(
-                    Part(
-                        program,
-                        role,
-                        bass_line(
-                            timeline, c.key_pc, span_ticks, beat_ticks, c.density_bin, program, rng, melody
-                        ),
-                        name=name,
-                    )
+                line = bass_line(
+                    timeline, c.key_pc, span_ticks, beat_ticks, c.density_bin, program, rng, melody
                 )
+                line = consonant_bass(line, melody, timeline, c.key_pc, span_ticks, beat_ticks, program)
+                parts.append(Part(program, role, line, name=name))
             elif role == "timpani":
                 bar_ticks = span_ticks * spans_per_bar(c.meter)
                 parts.append(
