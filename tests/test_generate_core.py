@@ -147,6 +147,36 @@ def test_verification_rejects_a_piece_in_the_wrong_key() -> None:
     assert measure_piece(pm, Controls(0, "major", 90, "4/4", 1, [0], 4))["tempo_ok"] is False
 
 
+def test_density_counts_a_performed_line_whole_and_leaves_out_the_accompaniment_under_it() -> None:
+    """A melody track of eighths at 120 BPM (four a bar over 4 bars: 2 notes a quarter), performed: each
+    onset a few milliseconds early or late, so falling notes touch the one before. Every note is the line's;
+    notes a solo piano plays under a held melody note are not."""
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0))
+    piano = pretty_midi.Instrument(0, name="Acoustic Grand Piano (melody)")
+    pitches = [72, 71, 69, 67, 65, 64, 62, 60] * 4
+    for k, p in enumerate(pitches):
+        jitter = 0.004 if k % 2 else -0.004
+        piano.notes.append(pretty_midi.Note(80, p, k * 0.25 + jitter, k * 0.25 + 0.245 + 0.006))
+    measured = measure_piece(pm_with(pm, piano), Controls(0, "major", 120, "4/4", 3, [0], 4))
+    assert measured["notes_per_quarter_per_part"] == pytest.approx(2.0)
+    held = pretty_midi.PrettyMIDI(initial_tempo=120)
+    held.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0))
+    solo = pretty_midi.Instrument(0, name="Acoustic Grand Piano (melody)")
+    for bar in range(4):  # a whole note in the tune, four quarter-note chords' roots under it
+        solo.notes.append(pretty_midi.Note(80, 72, bar * 2.0, bar * 2.0 + 1.95))
+        solo.notes += [
+            pretty_midi.Note(60, 48, bar * 2.0 + q * 0.5, bar * 2.0 + q * 0.5 + 0.45) for q in range(4)
+        ]
+    measured = measure_piece(pm_with(held, solo), Controls(0, "major", 120, "4/4", 0, [0], 4))
+    assert measured["notes_per_quarter_per_part"] == pytest.approx(0.25)
+
+
+def pm_with(pm: pretty_midi.PrettyMIDI, inst: pretty_midi.Instrument) -> pretty_midi.PrettyMIDI:
+    pm.instruments.append(inst)
+    return pm
+
+
 class _AlwaysCMajor:
     """A generator that ignores the requested key: verification must catch it."""
 

@@ -30,9 +30,16 @@ def _parts(pm: pretty_midi.PrettyMIDI) -> list[object]:
     return [DRUMS if inst.is_drum else int(inst.program) for inst in pm.instruments if inst.notes]
 
 
+# Accompaniment under a held melody note starts at least a sixteenth (79 ms at 190 BPM) before the held
+# note ends; performance timing moves onsets by a few milliseconds.
+UNDER_HELD_S = 0.05
+
+
 def _melodic_onsets(notes: list[pretty_midi.Note]) -> int:
     """Onsets heard as the line: one per onset time, none under a higher note still sounding (a solo piano
-    or guitar plays its accompaniment in the melody's track, below and between the melody's notes)."""
+    or guitar plays its accompaniment in the melody's track, below and between the melody's notes). A note
+    that starts within ``UNDER_HELD_S`` of the end of the higher one is the next note of the line, not one
+    under it: the performance pass moves onsets by a few milliseconds, and legato notes touch."""
     ordered = sorted(notes, key=lambda n: (round(n.start, 2), -n.pitch))
     count, held_until, held_pitch, last_start = 0, -1.0, -1, None
     for n in ordered:
@@ -40,7 +47,7 @@ def _melodic_onsets(notes: list[pretty_midi.Note]) -> int:
         if start == last_start:
             continue
         last_start = start
-        if n.start < held_until - 1e-3 and n.pitch < held_pitch:
+        if n.start < held_until - UNDER_HELD_S and n.pitch < held_pitch:
             continue
         count += 1
         held_until, held_pitch = n.end, n.pitch
