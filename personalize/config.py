@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     profile_like_weight: float = Field(default=2.0, ge=0, le=100)
     profile_save_weight: float = Field(default=1.5, ge=0, le=100)
     profile_dislike_weight: float = Field(default=2.0, ge=0, le=100)  # taken off the track's weight
+    # A play of a track the service wrote and served counts this much of a play the listener chose: what
+    # was served says less about where a listener's taste is going (exposure bias)
+    profile_served_play_weight: float = Field(default=1.0, ge=0, le=1)
 
     # Taste clusters
     cluster_k_min: int = Field(default=2, ge=2, le=100)

@@ -111,6 +111,29 @@ def test_recent_plays_count_more_than_old_ones(ctx):
     assert tempo > np.sqrt(70.0 * 170.0) * 1.1
 
 
+def test_plays_of_served_tracks_count_less_than_music_the_listener_chose(ctx):
+    """Equal full plays of a slow track the service wrote and served and of a fast catalog track the
+    listener chose: with served plays weighted down, the profile leans to what was chosen; a like of the
+    served track still counts in full."""
+    served = {**SLOW, "track_id": "served-slow"}
+    catalog = _catalog(served, FAST)
+    catalog.loc[catalog["track_id"] == "served-slow", "source"] = "generated"
+    rows = [("l1", "served-slow", 1.0 + d * 0.1, 200_000, "complete") for d in range(6)]
+    rows += [("l1", "fast", 1.05 + d * 0.1, 200_000, "complete") for d in range(6)]
+    rows += [("l2", "served-slow", 1.0 + d * 0.1, 200_000, "like") for d in range(6)]
+    rows += [("l2", "fast", 1.05 + d * 0.1, 200_000, "complete") for d in range(6)]
+    write_world(ctx, catalog, _events(rows), ["l1", "l2"])
+    middle = np.sqrt(70.0 * 170.0)
+    ctx.settings.profile_served_play_weight = 1.0
+    profile.run(ctx, RUN_DATE)
+    assert _profiles(ctx)["l1"].tempo_bpm == pytest.approx(middle, rel=0.02)
+    ctx.settings.profile_served_play_weight = 0.25
+    profile.run(ctx, RUN_DATE)
+    prof = _profiles(ctx)
+    assert prof["l1"].tempo_bpm > middle * 1.25
+    assert prof["l2"].tempo_bpm < middle  # two likes outweigh one chosen play, served or not
+
+
 def test_a_listener_who_plays_one_track_sits_on_that_tracks_vector(ctx):
     rows = [("fan", "fast", d + 0.5, 200_000, "complete") for d in range(6)]
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["fan"])

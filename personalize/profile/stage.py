@@ -3,7 +3,10 @@ listening events, stored with readable columns (BPM, key, top families) in ``tas
 
 How an event counts (settings ``profile_*``): a play counts its completion ratio (ms_played over the
 track's length, at most 1), a ``complete`` counts 1, a play or skip shorter than ``profile_early_skip_s``
-takes ``profile_skip_penalty`` off, a like adds ``profile_like_weight``, a save ``profile_save_weight``, a
+takes ``profile_skip_penalty`` off, a play or complete of a track the service wrote (``source =
+'generated'``) counts ``profile_served_play_weight`` times as much (the listener played what was served:
+weaker evidence of where their taste is going than music they chose themselves; likes, saves, dislikes and
+skips of served tracks count in full), a like adds ``profile_like_weight``, a save ``profile_save_weight``, a
 dislike takes ``profile_dislike_weight`` off. Each event is multiplied by ``0.5 ** (age_days /
 profile_half_life_days)``, age counted from the end of the run date. Only events of the
 ``profile_window_days`` days ending with the run date count, and only listeners known by the end of the
@@ -143,10 +146,11 @@ CASE
   WHEN e.kind = 'like' THEN {like_w}
   WHEN e.kind = 'save' THEN {save_w}
   WHEN e.kind = 'dislike' THEN -{dislike_w}
-  WHEN e.kind = 'complete' THEN 1.0
-  WHEN e.ms_played < {early_ms} THEN -{skip_penalty}
-  WHEN e.ms_played >= t.duration_s * 1000.0 THEN 1.0
-  ELSE e.ms_played / (t.duration_s * 1000.0)
+  WHEN e.ms_played < {early_ms} AND e.kind <> 'complete' THEN -{skip_penalty}
+  ELSE (CASE WHEN t.source = 'generated' THEN {served_w} ELSE 1.0 END) * (CASE
+    WHEN e.kind = 'complete' OR e.ms_played >= t.duration_s * 1000.0 THEN 1.0
+    ELSE e.ms_played / (t.duration_s * 1000.0)
+  END)
 END"""
 
 # Age in days of an event at the end of the run date, per dialect.
@@ -176,6 +180,7 @@ def weights_sql(
         dislike_w=float(s.profile_dislike_weight),
         early_ms=float(s.profile_early_skip_s * 1000.0),
         skip_penalty=float(s.profile_skip_penalty),
+        served_w=float(s.profile_served_play_weight),
     )
     decay_per_day = -math.log(2.0) / float(s.profile_half_life_days)
     age = _AGE_DAYS_SQL[ctx.dialect].format(end=param("end"), end_epoch=float(end_epoch))
