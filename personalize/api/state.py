@@ -35,22 +35,25 @@ class ApiState:
     def __post_init__(self) -> None:
         settings = self.ctx.settings
         self.signer = Signer(load_signing_secret(settings))
-        self.inline_db = self.ctx.dialect == "sqlite"
+        self.inline_db = self.ctx.dialect == "sqlite" or not settings.api_db_threads
         # A networked database's reads get an engine of their own: autocommit (no BEGIN and ROLLBACK round
         # trips around each read), no ping on each checkout (a connection the server dropped is retried
-        # once on a fresh one, below), and a pool as deep as the threads that run the reads. Three round
-        # trips a request fewer: see bench/bench_api.py --postgres.
-        self.read_engine = (
-            self.ctx.engine
-            if self.inline_db
-            else make_engine(
+        # once on a fresh one, below), a statement timeout, and as many connections as reads can be in
+        # flight: one or two when reads run on the event loop, more in worker threads.
+        # See bench/bench_api.py --engines sqlite,postgres.
+        if self.ctx.dialect == "sqlite":
+            self.read_engine = self.ctx.engine
+        else:
+            size = READ_POOL_SIZE if settings.api_db_threads else 2
+            timeout_ms = int(settings.api_db_statement_timeout_s * 1000)
+            self.read_engine = make_engine(
                 settings.resolved_database_url,
                 pool_pre_ping=False,
-                pool_size=READ_POOL_SIZE,
-                max_overflow=READ_POOL_SIZE // 2,
+                pool_size=size,
+                max_overflow=size // 2,
                 isolation_level="AUTOCOMMIT",
+                connect_args={"options": f"-c statement_timeout={timeout_ms}"},
             )
-        )
         self.key_rate = KeyRateLimit(
             settings.api_key_rate_per_s, settings.api_key_burst, Path(settings.data_dir) / "api_rate_buckets"
         )
@@ -61,8 +64,11 @@ class ApiState:
         return request.app.state.api
 
     async def db(self, work: Callable[[Connection], T]) -> T:
-        """``work(conn)`` on a pooled connection: inline for SQLite (a local read is cheaper than a thread
-        hop), in a worker thread for a networked database (its round trips must not stall the loop)."""
+        """``work(conn)`` on a pooled connection: on the event loop (a local read, or a read from a nearby
+        PostgreSQL, costs less than the hop to a thread, and dozens of threads contending for the
+        interpreter lock stretched the tail latency to hundreds of milliseconds), or in a worker thread
+        where ``api_db_threads`` asks for it (a database across a slow network, whose round trips would
+        stall the loop)."""
         if self.inline_db:
             return self._on_connection(work)
         return await run_in_threadpool(self._on_connection, work)

@@ -69,6 +69,8 @@ def database_problem(exc: BaseException) -> str | None:
     text = str(orig).lower()
     if sqlstate in ("42P01", "42703") or "no such table" in text or "no such column" in text:
         return "no_schema"
+    if sqlstate == "57014":
+        return "unreachable"  # a statement cancelled by its timeout: the database is too slow to answer
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return "unreachable"
     if type(orig).__module__.startswith("sqlite3"):
