@@ -3,9 +3,10 @@ live API key), ``SignedAudio`` (a valid signed audio URL) or ``PlayerListener`` 
 check is part of the route's signature, so a route cannot forget it, and a refusal reads nothing.
 
 The API key is checked inside each unit of database work, on the connection that work reads from, rather
-than in a step of its own before the handler: a separate step costs a second pool checkout (on PostgreSQL
-also a thread hop, a ping, BEGIN and ROLLBACK) and, measured in-process one request at a time, took a
-playlist read from 0.83 to 1.15 ms on PostgreSQL and from 0.16 to 0.18 ms on SQLite. So a refused key
+than in a step of its own before the handler: a separate step costs a second pool checkout (and with
+``api_db_threads`` a second thread hop) and, measured in-process one request at a time before the API's
+reads moved onto their own autocommit engine, took a playlist read from 0.83 to 1.15 ms on PostgreSQL and
+from 0.16 to 0.18 ms on SQLite. So a refused key
 reads nothing, and validation errors (422) still come before key errors (401), as they always have. The
 checks that need no database (signed URLs) run before the handler. A route serving key holders reads only
 through ``KeyedDb``; ``ApiState.db`` is for the routes that need no key or have checked a signed URL.

@@ -74,7 +74,7 @@ class KeyRateLimit:
 
     The buckets live in a small memory-mapped file (``path``, 32 bytes a slot: key prefix, tokens, last
     refill as Unix time), found by the prefix's hash with linear probing. A take is a read-modify-write under
-    an exclusive ``flock`` (plus a thread lock: networked databases check keys in worker threads), a few
+    an exclusive ``flock`` (plus a thread lock: with ``api_db_threads`` keys are checked in worker threads), a few
     microseconds, so N workers hold a key to the rate, not to N times it. A slot whose bucket has been idle
     long enough to be full again is free for another key, so the file never grows. Workers on other hosts
     keep their own file: across hosts the limit is per host.
