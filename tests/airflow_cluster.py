@@ -71,6 +71,19 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def product_env(ctx, **extra: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The PERSONALIZE_* environment of the tasks: only what the test's Context changed from the defaults
+    (so the tasks keep the product's own defaults for everything else, for instance how render workers
+    start inside an executor's task process), the database and storage URLs, and ``extra``."""
+    env = {}
+    for key, value in ctx.settings.model_dump(exclude_none=True, exclude_defaults=True).items():
+        if isinstance(value, str | int | float | Path) and not isinstance(value, bool):
+            env[f"PERSONALIZE_{key.upper()}"] = str(value)
+    env["PERSONALIZE_DATABASE_URL"] = ctx.settings.resolved_database_url
+    env["PERSONALIZE_STORAGE_URL"] = ctx.settings.resolved_storage_url
+    return env | extra
+
+
 @dataclass
 class AirflowDeployment:
     """Start with :meth:`start`, run a date with :meth:`run_date`, always :meth:`stop`."""

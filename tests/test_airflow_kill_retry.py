@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow_cluster import AirflowDeployment
+from airflow_cluster import AirflowDeployment, product_env
 from nightly_world import WORLD_END, build_world_files, playlists_of, world_context
 from sqlalchemy import create_engine, text
 
@@ -21,17 +21,6 @@ from personalize.runs import _parse_holder as parse_holder
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 HEAVY = ("generate", "render")
-
-
-def _product_env(ctx) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    env = {}
-    for key, value in ctx.settings.model_dump(exclude_none=True, exclude_defaults=True).items():
-        if isinstance(value, str | int | float | Path) and not isinstance(value, bool):
-            env[f"PERSONALIZE_{key.upper()}"] = str(value)
-    env["PERSONALIZE_DATABASE_URL"] = ctx.settings.resolved_database_url
-    env["PERSONALIZE_STORAGE_URL"] = ctx.settings.resolved_storage_url
-    env["PERSONALIZE_DAG_RETRY_DELAY_S"] = "3"
-    return env
 
 
 class Killer(threading.Thread):
@@ -87,7 +76,7 @@ def test_a_heavy_task_killed_mid_stage_is_retried_by_airflow_and_the_night_compl
         deployment = AirflowDeployment(
             workdir=tmp_path / "airflow-local",
             metadata_url=fresh(),
-            product_env=_product_env(ctx),
+            product_env=product_env(ctx, PERSONALIZE_DAG_RETRY_DELAY_S="3"),
             executor="LocalExecutor",
         )
         deployment.start()

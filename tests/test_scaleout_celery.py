@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from airflow_cluster import AirflowDeployment, object_store
+from airflow_cluster import AirflowDeployment, object_store, product_env
 from nightly_world import WORLD_END, build_world_files, playlists_of, world_context
 from sqlalchemy import select
 
@@ -31,18 +31,6 @@ def _redis_reachable() -> bool:
 @pytest.fixture(scope="module")
 def world_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_world_files(tmp_path_factory.mktemp("scaleout-world"))
-
-
-def _product_env(ctx, store_env: dict[str, str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    env = dict(store_env)
-    # Only what the test world changed: the tasks keep the product's own defaults for everything else
-    # (for instance how render workers start inside an executor's task process).
-    for key, value in ctx.settings.model_dump(exclude_none=True, exclude_defaults=True).items():
-        if isinstance(value, str | int | float | Path) and not isinstance(value, bool):
-            env[f"PERSONALIZE_{key.upper()}"] = str(value)
-    env["PERSONALIZE_DATABASE_URL"] = ctx.settings.resolved_database_url
-    env["PERSONALIZE_STORAGE_URL"] = ctx.settings.resolved_storage_url
-    return env
 
 
 def test_celery_workers_share_the_night_and_publish_what_local_executor_publishes(
@@ -82,7 +70,7 @@ def test_celery_workers_share_the_night_and_publish_what_local_executor_publishe
                 deployment = AirflowDeployment(
                     workdir=tmp_path / tag,
                     metadata_url=fresh(),
-                    product_env=_product_env(ctx, store_env),
+                    product_env=product_env(ctx, **store_env),
                     executor=executor,
                     workers=2,
                     redis_db=random.randint(1, 15),
