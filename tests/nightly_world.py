@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select, text
 
 from personalize.context import Context, make_context
@@ -32,6 +35,27 @@ NIGHT_SETTINGS = {
     # lengths is estimated at about 2 s), so the nights exercise them without tripling their tracks.
     "personal_tracks_cpu_s": 4.0,
 }
+
+
+@contextmanager
+def fresh_database(engine: str, folder: Path) -> Iterator[str]:
+    """The URL of an empty database: a SQLite file in ``folder``, or a new PostgreSQL database dropped
+    afterwards. Without a PostgreSQL server the test skips (fails where PostgreSQL is required)."""
+    from conftest import PG_ADMIN_URL, REQUIRE_PG, _drop_pg_database, _fresh_pg_database, _pg_reachable
+
+    if engine == "sqlite":
+        yield f"sqlite:///{folder / 'personalize.db'}"
+        return
+    problem = _pg_reachable()
+    if problem is not None:
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL required but unreachable at {PG_ADMIN_URL}: {problem}")
+        pytest.skip(f"no PostgreSQL server at {PG_ADMIN_URL}: {problem}")
+    name, url = _fresh_pg_database()
+    try:
+        yield url
+    finally:
+        _drop_pg_database(name)
 
 
 def build_world_files(root: Path) -> Path:

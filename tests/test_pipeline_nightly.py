@@ -16,6 +16,7 @@ from nightly_world import (
     NIGHT_SETTINGS,
     WORLD_END,
     build_world_files,
+    fresh_database,
     playlists_of,
     storage_files,
     table_counts,
@@ -46,19 +47,13 @@ def world_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def night(request: pytest.FixtureRequest, world_files: Path, tmp_path_factory: pytest.TempPathFactory):
     """A world on one engine after the first night ran in-process."""
-    from conftest import PG_ADMIN_URL, REQUIRE_PG, _drop_pg_database, _fresh_pg_database, _pg_reachable
-
     data_dir = tmp_path_factory.mktemp(f"night-{request.param}")
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{data_dir / 'personalize.db'}"
-    else:
-        problem = _pg_reachable()
-        if problem is not None:
-            if REQUIRE_PG:
-                pytest.fail(f"PostgreSQL required but unreachable at {PG_ADMIN_URL}: {problem}")
-            pytest.skip(f"no PostgreSQL server at {PG_ADMIN_URL}: {problem}")
-        name, url = _fresh_pg_database()
+    with fresh_database(request.param, data_dir) as url:
+        yield from _first_night(url, data_dir, world_files)
+
+
+def _first_night(url: str, data_dir: Path, world_files: Path):  # type: ignore[no-untyped-def]
+    """The world loaded at ``url`` and its first night run through real Airflow: yields (ctx, log)."""
     ctx = world_context(url, data_dir / "data", world_files)
     # The DAG's tasks build their Context from the environment: hand them this world's settings, and give
     # Airflow a metadata database of its own.
@@ -78,8 +73,6 @@ def night(request: pytest.FixtureRequest, world_files: Path, tmp_path_factory: p
                 os.environ[k] = v
     yield ctx, log
     ctx.engine.dispose()
-    if name:
-        _drop_pg_database(name)
 
 
 def test_airflow_night_gives_every_listener_a_fresh_varied_playlist_with_reasons(night):

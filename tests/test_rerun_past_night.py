@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from nightly_world import WORLD_END, build_world_files, world_context
+from nightly_world import WORLD_END, build_world_files, fresh_database, world_context
 from sqlalchemy import MetaData, select
 
 from personalize import pipeline
@@ -53,30 +53,17 @@ def _files(ctx) -> dict[str, str]:
 
 @pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_past_night_reruns_to_the_same_tables_and_files(engine, world_files, tmp_path):
-    from conftest import PG_ADMIN_URL, REQUIRE_PG, _drop_pg_database, _fresh_pg_database, _pg_reachable
-
-    name = None
-    if engine == "sqlite":
-        url = f"sqlite:///{tmp_path / 'personalize.db'}"
-    else:
-        problem = _pg_reachable()
-        if problem is not None:
-            if REQUIRE_PG:
-                pytest.fail(f"PostgreSQL required but unreachable at {PG_ADMIN_URL}: {problem}")
-            pytest.skip(f"no PostgreSQL server at {PG_ADMIN_URL}: {problem}")
-        name, url = _fresh_pg_database()
-    ctx = world_context(url, tmp_path / "data", world_files)
-    try:
-        for night in NIGHTS:
-            pipeline.run(ctx, night)
-        tables, files = _tables(ctx), _files(ctx)
-        assert tables["playlists"] and tables["tracks"] and files  # the nights published something
-        pipeline.run(ctx, NIGHTS[0])
-        again_tables, again_files = _tables(ctx), _files(ctx)
-        changed = {t for t in tables if tables[t] != again_tables.get(t)}
-        assert not changed, {t: sorted(set(tables[t]) ^ set(again_tables[t]))[:4] for t in changed}
-        assert again_files == files
-    finally:
-        ctx.engine.dispose()
-        if name:
-            _drop_pg_database(name)
+    with fresh_database(engine, tmp_path) as url:
+        ctx = world_context(url, tmp_path / "data", world_files)
+        try:
+            for night in NIGHTS:
+                pipeline.run(ctx, night)
+            tables, files = _tables(ctx), _files(ctx)
+            assert tables["playlists"] and tables["tracks"] and files  # the nights published something
+            pipeline.run(ctx, NIGHTS[0])
+            again_tables, again_files = _tables(ctx), _files(ctx)
+            changed = {t for t in tables if tables[t] != again_tables.get(t)}
+            assert not changed, {t: sorted(set(tables[t]) ^ set(again_tables[t]))[:4] for t in changed}
+            assert again_files == files
+        finally:
+            ctx.engine.dispose()
