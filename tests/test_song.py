@@ -37,7 +37,7 @@ from personalize.music.metrics import (
     parallel_octaves_per_100_changes,
     phrase_end_cadence_share,
 )
-from personalize.music.score import score_from_midi
+from personalize.music.score import ACCOMPANIMENT_SUFFIX, MELODY_SUFFIX, score_from_midi
 
 
 def test_forms_fit_the_length_and_bring_their_sections_back():
@@ -261,8 +261,15 @@ def test_a_song_has_its_parts_form_dynamics_and_an_ending(untrained_song_generat
     ]
     assert np.mean([len(w) >= 3 for w in windows if w]) > 0.8
     assert any(cc.number == 64 for cc in piano.control_changes)  # with the sustain pedal
-    harp = songs[2].instruments[0]
-    assert len({round(n.start, 1) for n in harp.notes}) < len(harp.notes)  # a solo harp accompanies itself
+    # A solo harp accompanies itself, on a second track of its own program (its left hand): the melody track
+    # holds the tune alone, one line, and the verifier counts one harp, as asked.
+    harp_tune, harp_chords = songs[2].instruments
+    assert harp_tune.name.endswith(MELODY_SUFFIX) and harp_chords.name.endswith(ACCOMPANIMENT_SUFFIX)
+    assert harp_tune.program == harp_chords.program == 46
+    assert len({round(n.start, 1) for n in harp_chords.notes}) < len(harp_chords.notes)  # chords
+    assert len({round(n.start, 2) for n in harp_tune.notes}) == len(harp_tune.notes)  # one line
+    assert measure_piece(songs[2], requests[2])["programs"] == [46]
+    assert np.mean([n.velocity for n in harp_tune.notes]) > np.mean([n.velocity for n in harp_chords.notes])
     assert isinstance(band, pretty_midi.PrettyMIDI)
 
 

@@ -20,14 +20,27 @@ from personalize.music.controls import Controls, bar_quarters, density_bin
 from personalize.music.gm import DRUMS, program_range
 from personalize.music.keys import key_name
 from personalize.music.measure import find_key, meter_of, pitch_class_histogram, tempo_of
-from personalize.music.score import MELODY_SUFFIX  # a song names its melody track (song.writer)
+from personalize.music.score import (  # a song names its melody track (song.writer)
+    ACCOMPANIMENT_SUFFIX,
+    MELODY_SUFFIX,
+)
 
 TEMPO_TOLERANCE = 0.01  # relative
 MIN_IN_RANGE_SHARE = 0.99
 
 
 def _parts(pm: pretty_midi.PrettyMIDI) -> list[object]:
-    return [DRUMS if inst.is_drum else int(inst.program) for inst in pm.instruments if inst.notes]
+    """The instruments playing: a chordal instrument's accompaniment track (``ACCOMPANIMENT_SUFFIX``) is the
+    same instrument as its melody track, as a piano's two staves are one piano."""
+    sounding = [inst for inst in pm.instruments if inst.notes]
+    melodic = {
+        int(i.program) for i in sounding if not i.is_drum and not i.name.endswith(ACCOMPANIMENT_SUFFIX)
+    }
+    return [
+        DRUMS if inst.is_drum else int(inst.program)
+        for inst in sounding
+        if inst.is_drum or not (inst.name.endswith(ACCOMPANIMENT_SUFFIX) and int(inst.program) in melodic)
+    ]
 
 
 # Accompaniment under a held melody note starts at least a sixteenth (79 ms at 190 BPM) before the held

@@ -17,6 +17,9 @@ import pretty_midi
 from personalize.music.keys import parse_meter
 
 MELODY_SUFFIX = " (melody)"  # how a generated song names its melody's track
+# A chordal instrument playing alone keeps its accompaniment on a second track of the same program (a
+# piano's left hand): one instrument on two staves, so the melody track holds the tune and nothing else.
+ACCOMPANIMENT_SUFFIX = " (accompaniment)"
 
 TICKS_PER_QUARTER = 4  # one tick is a sixteenth note, as in the corpus cache and the token grammar
 TEXTURES = ("chorale", "tune", "band")

@@ -175,7 +175,12 @@ def perform(
             inst.notes.append(
                 pretty_midi.Note(round(velocity), int(note.pitch), start, max(start + 0.03, end))
             )
-        if not is_drum and family == "piano" and part.role in ("chords", "melody+chords"):
+        # The pedal is the instrument's, not a track's: a solo piano's melody track is pedalled with its
+        # accompaniment track.
+        pedalled = part.role == "chords" or (
+            part.role == "melody" and any(q.role == "chords" and q.program == part.program for q in parts)
+        )
+        if not is_drum and family == "piano" and pedalled:
             for t in range(0, end_tick, chord_ticks):
                 down, up = seconds(t) + 0.02, seconds(min(t + chord_ticks, end_tick)) - 0.03
                 if up > down:

@@ -50,7 +50,7 @@ from personalize.generate.song.sample import (
     MelodyRequest,
     MelodyWriter,
 )
-from personalize.generate.verify import MELODY_SUFFIX
+from personalize.generate.verify import ACCOMPANIMENT_SUFFIX, MELODY_SUFFIX
 from personalize.music.chords import TONIC, Chord, spans_per_bar
 from personalize.music.controls import Controls
 from personalize.music.gate import MusicGate
@@ -385,13 +385,14 @@ class SongGenerator:
         for i, (program, role) in enumerate(zip(pitched, plan.roles, strict=True)):
             name = pretty_midi.program_to_instrument_name(program)
             if role == "melody":
-                name += MELODY_SUFFIX
-                notes = list(melody)
+                parts.append(Part(program, role, list(melody), name=name + MELODY_SUFFIX))
                 if len(pitched) == 1 and (
                     family_of(program) in ("piano", "guitar", "organ") or program == 46
                 ):
-                    # A chordal instrument alone plays its own accompaniment under the melody.
-                    notes += chord_part(
+                    # A chordal instrument alone plays its own accompaniment under the melody, on a second
+                    # track of the same program (a pianist's left hand): played softer than the tune, and
+                    # never mistaken for it by whoever reads the melody track.
+                    notes = chord_part(
                         timeline,
                         c.key_pc,
                         span_ticks,
@@ -401,8 +402,7 @@ class SongGenerator:
                         melody_low - 1,  # one instrument: its own chords stay under its tune
                         compound,
                     )
-                    role = "melody+chords"
-                parts.append(Part(program, role, notes, name=name))
+                    parts.append(Part(program, "chords", notes, name=name + ACCOMPANIMENT_SUFFIX))
             elif plan.form.texture == "chorale":
                 parts.append(Part(program, role, by_index[i], name=name))
             elif role == "bass":
