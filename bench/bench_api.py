@@ -1,10 +1,13 @@
-"""HTTP throughput and tail latency of the app backend API under a real load generator (wrk) on loopback.
+"""HTTP throughput and tail latency of the app backend API under real load generators (wrk, h2load) on loopback.
 
 Seeds a SQLite world (listeners, rendered tracks, published playlists), starts `personalize serve` with two
-workers, then drives it with wrk in interleaved rounds:
+workers, then drives it in interleaved rounds:
 
-* anchor   GET /healthz (no key, one trivial query): the ceiling of this stack on this machine
-* playlist GET /v1/listeners/{id}/playlist with an API key, listener chosen at random per request
+* anchor   GET /healthz (no key, one trivial query): the ceiling of this stack on this machine (wrk)
+* playlist GET /v1/listeners/{id}/playlist with an API key, listener chosen at random per request (wrk:
+           every connection kept busy, so requests/s is the most the API serves, and latency is queueing)
+* at rate  the same playlist fetches asked for at 2,000 req/s on a timer (h2load --rps, open loop): the
+           latency an app sees when it sends that many, which is what the goal's p99 is about
 * audio    GET /v1/tracks/{id}/audio?<signed> with Range: bytes=0-65535 (a player's first chunk)
 
 and prints median requests/s, p50/p99 latency and each figure's ratio to the anchor's, with the goal
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -54,6 +58,7 @@ console = Console(width=150)
 PG_ADMIN_URL = os.environ.get("PERSONALIZE_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 GOAL_RPS = 2000.0
 GOAL_P99_MS = 25.0
+AT_RATE = f"GET playlist at {GOAL_RPS:,.0f} req/s (open loop)"
 
 PLAYLIST_LUA = """
 local n_listeners = {n}
@@ -85,6 +90,45 @@ def parse_wrk(text: str) -> dict[str, float]:
     m = re.search(r"(\d+) requests in", text)
     out["requests"] = float(m.group(1)) if m else 0.0
     return out
+
+
+def run_h2load_at_rate(
+    uris: Path, key: str, rate: float, duration_s: int, connections: int, server_pid: int, database_cpu: bool
+) -> dict[str, float]:
+    """Open-loop load: ``connections`` clients each sending ``rate / connections`` requests per second on a
+    timer (h2load ``--rps``, HTTP/1.1), whatever the answers' pace. A closed-loop run (wrk) keeps every
+    connection busy, so its latency is the queue it builds (Little's law: connections / throughput); this
+    gives the latency a client sees when the API is asked for ``rate`` requests per second. Percentiles come
+    from h2load's per-request log."""
+    log = uris.with_suffix(".log")
+    cmd = [
+        "h2load", "--h1", "-t1", f"-c{connections}", f"--rps={rate / connections:g}", f"-D{duration_s}",
+        "-i", str(uris), "-H", f"X-API-Key: {key}", f"--log-file={log}",
+    ]  # fmt: skip
+
+    def server_cpu() -> float:
+        return process_tree_cpu_s(server_pid) + (postgres_cpu_s() if database_cpu else 0.0)
+
+    cpu_before = server_cpu()
+    subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, check=True)
+    cpu = server_cpu() - cpu_before
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
+    latency_ms = sorted(int(r[2]) / 1000 for r in rows)
+    ok = sum(1 for r in rows if r[1].startswith("2"))
+
+    def pct(q: float) -> float:
+        return latency_ms[min(len(latency_ms) - 1, int(q * len(latency_ms)))] if latency_ms else float("nan")
+
+    return {
+        "rps": len(rows) / duration_s,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "non_2xx": float(len(rows) - ok),
+        "socket_errors": 0.0,
+        "requests": float(len(rows)),
+        "server_cpu_ms_per_req": 1000 * cpu / max(len(rows), 1),
+    }
 
 
 def process_tree_cpu_s(pid: int) -> float:
@@ -190,15 +234,27 @@ def measure(postgres: bool, args: argparse.Namespace, n_listeners: int, duration
                     ["-H", "Range: bytes=0-65535"],
                 ),
             }
+            rng = random.Random(0)
+            uris = Path(tmp) / "playlist_uris.txt"
+            uris.write_text(
+                "".join(
+                    f"{base}/v1/listeners/L{rng.randrange(n_listeners):04d}/playlist\n" for _ in range(5000)
+                )
+            )
             # Warm both workers (imports, connection pools, page cache) before measuring.
             for url, extra in scenarios.values():
                 run_wrk(url, 1, args.connections, extra, server.pid, postgres)
-            results: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
+            results: dict[str, list[dict[str, float]]] = {name: [] for name in [*scenarios, AT_RATE]}
             for r in range(rounds):
                 for name, (url, extra) in scenarios.items():
                     results[name].append(
                         run_wrk(url, duration_s, args.connections, extra, server.pid, postgres)
                     )
+                results[AT_RATE].append(
+                    run_h2load_at_rate(
+                        uris, key, GOAL_RPS, duration_s, args.connections, server.pid, postgres
+                    )
+                )
                 console.print(f"{engine}: round {r + 1}/{rounds} done")
 
     def median(name: str, field: str) -> float:
@@ -223,7 +279,7 @@ def measure(postgres: bool, args: argparse.Namespace, n_listeners: int, duration
     for col in columns:
         table.add_column(col, justify="left" if col == "endpoint" else "right")
     figures = {}
-    for name in scenarios:
+    for name in [*scenarios, AT_RATE]:
         fig = {f: median(name, f) for f in ("rps", "p50_ms", "p90_ms", "p99_ms", "server_cpu_ms_per_req")}
         fig["capacity_2_cores_rps"] = 2000.0 / fig["server_cpu_ms_per_req"]
         fig["non_2xx"] = sum(run["non_2xx"] for run in results[name])
@@ -241,14 +297,20 @@ def measure(postgres: bool, args: argparse.Namespace, n_listeners: int, duration
             f"{fig['non_2xx'] + fig['socket_errors']:.0f}",
         )
     console.print(table)
-    playlist = figures["GET playlist (API key)"]
-    ok = playlist["rps"] >= GOAL_RPS and playlist["p99_ms"] <= GOAL_P99_MS and playlist["non_2xx"] == 0
+    playlist, at_rate = figures["GET playlist (API key)"], figures[AT_RATE]
+    ok = (
+        playlist["rps"] >= GOAL_RPS
+        and at_rate["rps"] >= 0.98 * GOAL_RPS
+        and at_rate["p99_ms"] <= GOAL_P99_MS
+        and playlist["non_2xx"] + at_rate["non_2xx"] == 0
+    )
     verdict = "[green]meets[/]" if ok else "[red]misses[/]"
     console.print(
-        f"{engine}: playlist fetch {playlist['rps']:,.0f} req/s, p99 {playlist['p99_ms']:.1f} ms: {verdict} "
-        f"the goal (>= {GOAL_RPS:,.0f} req/s, p99 <= {GOAL_P99_MS:.0f} ms); server CPU per request "
-        f"{playlist['server_cpu_ms_per_req']:.3f} ms = {playlist['capacity_2_cores_rps']:,.0f} req/s on 2 "
-        "dedicated cores"
+        f"{engine}: playlist fetch at most {playlist['rps']:,.0f} req/s (p99 {playlist['p99_ms']:.1f} ms with "
+        f"every connection kept busy); asked for {GOAL_RPS:,.0f} req/s it served {at_rate['rps']:,.0f} with "
+        f"p99 {at_rate['p99_ms']:.1f} ms: {verdict} the goal (>= {GOAL_RPS:,.0f} req/s with p99 <= "
+        f"{GOAL_P99_MS:.0f} ms); server CPU per request {playlist['server_cpu_ms_per_req']:.3f} ms = "
+        f"{playlist['capacity_2_cores_rps']:,.0f} req/s on 2 dedicated cores"
     )
     return figures
 
@@ -274,8 +336,11 @@ def main() -> None:
     n_listeners = args.listeners or (300 if args.quick else 2000)
     duration_s = args.duration_s or (3 if args.quick else 8)
     rounds = args.rounds or (1 if args.quick else 3)
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: `apt-get install -y wrk` (it is in the Makefile's SYSTEM_PACKAGES).")
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None:
+            sys.exit(
+                f"{tool} is not installed: `apt-get install -y {package}` (it is in the Makefile's SYSTEM_PACKAGES)."
+            )
     figures = {e: measure(e == "postgres", args, n_listeners, duration_s, rounds) for e in engines}
     load_1m = os.getloadavg()[0]
     console.print(f"load average while measuring (1 min): {load_1m:.1f} on {os.cpu_count()} cores")

@@ -13,10 +13,11 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from personalize.api.queries import KEY_BY_PREFIX
+from personalize.api.queries import KEY_BY_PREFIX, Call, execute_together
 from personalize.context import Context
 from personalize.db.models import ApiKey
 
@@ -83,12 +84,21 @@ def list_keys(ctx: Context) -> list[KeyInfo]:
         return [_info(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.id))]
 
 
+def key_lookup(presented: str) -> Call | None:
+    """The read that finds the stored key ``presented`` claims to be, or None for a malformed key (nothing
+    to read)."""
+    m = KEY_RE.match(presented)
+    return (KEY_BY_PREFIX, {"prefix": m.group(1)}) if m else None
+
+
 def verify_key(conn: Connection, presented: str) -> KeyInfo | None:
     """The key's info when ``presented`` is a live (unrevoked) key, else None. Constant-time hash compare."""
-    m = KEY_RE.match(presented)
-    if not m:
-        return None
-    rows = KEY_BY_PREFIX.execute(conn, prefix=m.group(1))
+    lookup = key_lookup(presented)
+    return None if lookup is None else checked_key(execute_together(conn, lookup)[0], presented)
+
+
+def checked_key(rows: list[Any], presented: str) -> KeyInfo | None:
+    """The key's info when the rows of its :func:`key_lookup` show ``presented`` live, else None."""
     row = rows[0] if rows else None
     if row is None or row.revoked_at is not None:
         return None

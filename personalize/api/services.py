@@ -80,8 +80,14 @@ def require_listener(conn: Connection, listener_id: str) -> None:
         raise _unknown_listener(listener_id)
 
 
+def playlist_read(run_date: dt.date | None, listener_id: str, limit: int, cursor: str | None) -> queries.Call:
+    """The read :func:`playlist` builds its page from (run it with the key lookup, in one round trip)."""
+    return queries.playlist_page(listener_id, run_date, int(cursor) if cursor else 0, limit + 1)
+
+
 def playlist(
     conn: Connection,
+    rows: list[Any],
     urls: Urls,
     listener_id: str,
     run_date: dt.date | None,
@@ -89,9 +95,9 @@ def playlist(
     cursor: str | None,
 ) -> dict[str, Any]:
     """One page of the listener's latest published playlist (or the one of ``run_date``), shaped as
-    :class:`PlaylistOut`. Built as plain data: this is the endpoint the app calls most."""
+    :class:`PlaylistOut`, from the ``rows`` of its :func:`playlist_read`. Built as plain data: this is the
+    endpoint the app calls most."""
     after = int(cursor) if cursor else 0
-    rows = queries.playlist_page(conn, listener_id, run_date, after, limit + 1)
     if rows:
         day, published_at = _date_text(rows[0].run_date), _datetime_text(rows[0].published_at)
     else:  # no such playlist, or a page past its end: the rare path may take extra queries

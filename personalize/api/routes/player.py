@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
+from sqlalchemy import Connection
 
-from personalize.api import services
+from personalize.api import queries, services
 from personalize.api.deps import KeyedDb, ListenerId, PlayerListener
 from personalize.api.errors import error_responses
 from personalize.api.routes import SIGNED_URL_HEADERS, json_response
@@ -41,7 +43,13 @@ async def player_page(request: Request, listener_id: PlayerListener) -> HTMLResp
     """The web player: the listener's playlist, why each track was picked, and an audio player."""
     state = ApiState.of(request)
     urls = state.urls()
-    playlist = await state.db(lambda conn: services.playlist(conn, urls, listener_id, None, PAGE_MAX, None))
+    read = services.playlist_read(None, listener_id, PAGE_MAX, None)
+
+    def page(conn: Connection) -> dict[str, Any]:
+        (rows,) = queries.execute_together(conn, read)
+        return services.playlist(conn, rows, urls, listener_id, None, PAGE_MAX, None)
+
+    playlist = await state.db(page)
     nonce = secrets.token_urlsafe(16)
     return _private_page(state.render_player(playlist=playlist, nonce=nonce), nonce)
 

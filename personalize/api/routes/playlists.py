@@ -26,8 +26,11 @@ async def get_playlist(
 ) -> Response:
     """The listener's newest published playlist (or the one of `date`), each track with a signed audio URL."""
     urls = ApiState.of(request).urls()
-    out = await db.read(
-        lambda conn: services.playlist(conn, urls, listener_id, page.date, page.limit, page.cursor)
+    out = await db.read_with(
+        services.playlist_read(page.date, listener_id, page.limit, page.cursor),
+        lambda conn, rows: services.playlist(
+            conn, rows, urls, listener_id, page.date, page.limit, page.cursor
+        ),
     )
     return json_response(out, SIGNED_URL_HEADERS)
 
