@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     # 10 simulated nights (docs/loop.md): drifting profiles followed 41 % of the true change instead of 34 %,
     # steady listeners' tempo error 2.53 % instead of 2.59 %
     profile_served_play_weight: float = Field(default=0.25, ge=0, le=1)
+    # Drift: a listener whose last profile_recent_days of listening sit apart from the whole window (their
+    # recent mean tempo or density more than profile_drift_z_start standard errors from the window's) is
+    # moving; their profile blends towards the recent days alone, wholly at profile_drift_z_full. Steady
+    # listeners keep the whole window's evidence (docs/taste.md).
+    profile_recent_days: int = Field(default=7, ge=1, le=3650)
+    profile_drift_z_start: float = Field(default=2.0, ge=0, le=1000)
+    profile_drift_z_full: float = Field(default=4.0, gt=0, le=1000)
 
     # Taste clusters
     cluster_k_min: int = Field(default=2, ge=2, le=100)

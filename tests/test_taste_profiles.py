@@ -111,6 +111,33 @@ def test_recent_plays_count_more_than_old_ones(ctx):
     assert tempo > np.sqrt(70.0 * 170.0) * 1.1
 
 
+def test_a_listener_whose_last_week_moved_gets_a_profile_of_that_week_and_a_steady_one_does_not(ctx):
+    """Three weeks of mid-tempo music, then a week of fast music: the profile is the last week's (the whole
+    window's mean would still sit between the two). A listener who played slow and fast all along keeps the
+    whole window's profile: their last week is no different from the rest."""
+    # Several tracks of each kind: the evidence is in how many different tracks say the same.
+    mids = [{**SLOW, "track_id": f"mid{i}", "tempo_bpm": 105.0 + 2 * i} for i in range(6)]
+    fasts = [{**FAST, "track_id": f"fast{i}", "tempo_bpm": 165.0 + 2 * i} for i in range(6)]
+    slows = [{**SLOW, "track_id": f"slow{i}", "tempo_bpm": 68.0 + 2 * i} for i in range(6)]
+    rows = [("mover", f"mid{d % 6}", 8.0 + d, 200_000, "complete") for d in range(20)]
+    rows += [("mover", f"fast{d % 6}", 0.2 + d / 3, 200_000, "complete") for d in range(21)]
+    rows += [
+        ("steady", f"{'slow' if d % 2 else 'fast'}{d % 6}", 0.3 + d / 2, 200_000, "complete")
+        for d in range(54)
+    ]
+    write_world(ctx, _catalog(*mids, *fasts, *slows), _events(rows), ["mover", "steady"])
+    ctx.settings.profile_drift_z_start = 1000.0  # the rule off: the whole window, recency-weighted
+    profile.run(ctx, RUN_DATE)
+    whole = _profiles(ctx)
+    ctx.settings.profile_drift_z_start = 2.0
+    profile.run(ctx, RUN_DATE)
+    adaptive = _profiles(ctx)
+    assert whole["mover"].tempo_bpm < 150.0
+    assert adaptive["mover"].tempo_bpm == pytest.approx(170.0, rel=0.02)  # the fast tracks' mean
+    assert adaptive["mover"].weight_total == pytest.approx(whole["mover"].weight_total)
+    assert adaptive["steady"].tempo_bpm == pytest.approx(whole["steady"].tempo_bpm, rel=1e-6)
+
+
 def test_plays_of_served_tracks_count_less_than_music_the_listener_chose(ctx):
     """Equal full plays of a slow track the service wrote and served and of a fast catalog track the
     listener chose: with served plays weighted down, the profile leans to what was chosen; a like of the

@@ -257,7 +257,7 @@ def _drift_point(ctx: Context, truth_all: Any, date: dt.date) -> dict[str, Any] 
 def history_drift(ctx: Context, truth_all: Any, dates: list[dt.date]) -> list[dict[str, Any]]:
     """Drift points for dates of the world's own history, from profiles computed in memory (nothing written),
     so the figure shows how profiles followed drifting listeners before the evaluated nights too."""
-    from personalize.profile.stage import compute_profiles, load_pair_weights, load_tracks, window
+    from personalize.profile.stage import DriftRule, compute_profiles, load_pair_weights, load_tracks, window
 
     tracks, _ = load_tracks(ctx)
     points = []
@@ -267,7 +267,11 @@ def history_drift(ctx: Context, truth_all: Any, dates: list[dt.date]) -> list[di
         if not ids:
             continue
         rows, _ = compute_profiles(
-            load_pair_weights(ctx, *window(ctx, date)), tracks, ids, ctx.settings.profile_min_events
+            load_pair_weights(ctx, *window(ctx, date)),
+            tracks,
+            ids,
+            ctx.settings.profile_min_events,
+            DriftRule.from_settings(ctx.settings),
         )
         point = _drift_stats(
             truth, pd.DataFrame(rows)[["listener_id", "tempo_bpm"]].dropna(), date, "history"

@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -169,8 +170,9 @@ def weights_sql(
     track_rowid: bool = False,
     end_epoch: float = 0.0,
 ) -> str:
-    """SELECT of per-event weights in the window: ``(listener_id, track_id, weight)`` per event, or
-    grouped per listener and track with ``n_events`` as a fourth column."""
+    """SELECT of per-event weights in the window: ``(listener_id, track_id, weight, recent)`` per event,
+    or grouped per listener and track as ``(listener_id, track_id, weight, n_events, recent)``; ``recent``
+    is the weight of the events of the last ``profile_recent_days`` (0 for older ones)."""
     s = ctx.settings
     if ctx.dialect not in _AGE_DAYS_SQL:
         raise NotImplementedError(f"taste profiles support SQLite and PostgreSQL, not {ctx.dialect}")
@@ -185,26 +187,27 @@ def weights_sql(
     decay_per_day = -math.log(2.0) / float(s.profile_half_life_days)
     age = _AGE_DAYS_SQL[ctx.dialect].format(end=param("end"), end_epoch=float(end_epoch))
     weighted = f"({weight}) * EXP({decay_per_day!r} * {age})"
+    recent = f"(CASE WHEN {age} < {float(s.profile_recent_days)!r} THEN {weighted} ELSE 0.0 END)"
     # SQLite: "+e.ts" keeps the planner off the ts index when the window holds most events, where a
     # sequential scan beats one index probe per row (9 s instead of 24 s for 1M events).
     ts = "+e.ts" if full_scan else "e.ts"
     where = f"FROM listening_events e JOIN tracks t ON t.track_id = e.track_id WHERE {ts} >= {param('start')} AND {ts} < {param('end')}"
     if track_rowid:
         # SQLite: the track's integer rowid crosses into Python about twice as fast as its text id.
-        return f"SELECT e.listener_id, t.rowid, {weighted} AS weight {where}"
+        return f"SELECT e.listener_id, t.rowid, {weighted} AS weight, {recent} AS recent {where}"
     if grouped:
-        return f"SELECT e.listener_id, e.track_id, SUM({weighted}) AS weight, COUNT(*) AS n_events {where} GROUP BY e.listener_id, e.track_id"
-    return f"SELECT e.listener_id, e.track_id, {weighted} AS weight {where}"
+        return f"SELECT e.listener_id, e.track_id, SUM({weighted}) AS weight, COUNT(*) AS n_events, SUM({recent}) AS recent {where} GROUP BY e.listener_id, e.track_id"
+    return f"SELECT e.listener_id, e.track_id, {weighted} AS weight, {recent} AS recent {where}"
 
 
 def load_pair_weights(ctx: Context, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """Weighted events of ``[start, end)``: ``listener_id, track_id, weight, n_events`` (rows may repeat a
-    listener-track pair; callers sum them).
+    """Weighted events of ``[start, end)``: ``listener_id, track_id, weight, n_events, recent`` (rows may
+    repeat a listener-track pair; callers sum them).
 
     PostgreSQL groups per listener and track itself (hash aggregate) and streams the result with COPY.
     SQLite hands over one row per event: its GROUP BY sorts on disk and cost twice the transfer it saved.
     """
-    columns = ["listener_id", "track_id", "weight", "n_events"]
+    columns = ["listener_id", "track_id", "weight", "n_events", "recent"]
     raw = ctx.engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -245,7 +248,7 @@ def load_pair_weights(ctx: Context, start: dt.datetime, end: dt.datetime) -> pd.
             for rowid, track_id in track_rows:
                 by_rowid[rowid] = track_id
             cur.execute(sql, params)
-            df = pd.DataFrame(cur.fetchall(), columns=columns[:3])
+            df = pd.DataFrame(cur.fetchall(), columns=["listener_id", "track_id", "weight", "recent"])
             df["track_id"] = by_rowid[df["track_id"].to_numpy(dtype=np.int64)]
             df["n_events"] = 1
         cur.close()
@@ -253,8 +256,9 @@ def load_pair_weights(ctx: Context, start: dt.datetime, end: dt.datetime) -> pd.
     finally:
         raw.close()
     df["weight"] = pd.to_numeric(df["weight"], errors="coerce").fillna(0.0)
+    df["recent"] = pd.to_numeric(df["recent"], errors="coerce").fillna(0.0)
     df["n_events"] = df["n_events"].astype(np.int64)
-    return df
+    return df[columns]
 
 
 # --- Listeners ----------------------------------------------------------------------------------------
@@ -309,11 +313,74 @@ def _json_rows(matrix: np.ndarray, decimals: int) -> list[str]:
     return [json.dumps(row) for row in np.round(matrix, decimals).tolist()]
 
 
+@dataclass(frozen=True)
+class DriftRule:
+    """When a listener counts as moving: see the settings ``profile_recent_days`` and ``profile_drift_*``.
+    ``z_start=inf`` turns the rule off (every profile from the whole window)."""
+
+    z_start: float = math.inf
+    z_full: float = math.inf
+    spread_floor: float = 0.05  # log2 units (3.5 % of a tempo): a listener of one tempo still has noise
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DriftRule:
+        return cls(float(settings.profile_drift_z_start), float(settings.profile_drift_z_full))
+
+
+def _row_sums(W: sparse.csr_matrix) -> np.ndarray:
+    return np.asarray(W.sum(axis=1)).ravel()
+
+
+def _kish(M: sparse.csr_matrix, total: np.ndarray) -> np.ndarray:
+    """Kish's effective sample size of each row's weights (tracks are the samples)."""
+    return total**2 / np.maximum(_row_sums(M.multiply(M)), 1e-12)
+
+
+def drift_blend(
+    W: sparse.csr_matrix, R: sparse.csr_matrix, tracks: TrackFeatures, rule: DriftRule
+) -> np.ndarray:
+    """Per listener, how far (0..1) the profile moves to the recent days' alone.
+
+    The recent days' weighted tracks ``R`` against the older ones (``W - R``): for each continuous taste
+    feature (log2 tempo, log2 density), the difference of the two means in standard errors (a two-sample
+    z: the spread pooled within the two groups, so that the move itself does not widen it; each group's
+    size its effective number of tracks). A listener's profile blends linearly from the window's at
+    ``z_start`` to the recent days' at ``z_full``; the largest ``z`` of the features counts.
+    """
+    if not np.isfinite(rule.z_start):
+        return np.zeros(W.shape[0])
+    older = (W - R).tocsr()
+    older.data = np.clip(older.data, 0.0, None)
+    older.eliminate_zeros()
+    n_r, n_o = _row_sums(R), _row_sums(older)
+    both = (n_r > 0) & (n_o > 0)
+    if not both.any():
+        return np.zeros(W.shape[0])
+    safe_r, safe_o = np.where(n_r > 0, n_r, 1.0), np.where(n_o > 0, n_o, 1.0)
+    size = 1.0 / np.maximum(_kish(R, n_r), 1.0) + 1.0 / np.maximum(_kish(older, n_o), 1.0)
+    z = np.zeros(W.shape[0])
+    for col, squares in ((I_TEMPO, tracks.tempo_sq), (I_DENSITY, tracks.density_sq)):
+        values = tracks.vectors[:, col]
+        mean_r, mean_o = (R @ values) / safe_r, (older @ values) / safe_o
+        within = (R @ squares - n_r * mean_r**2) + (older @ squares - n_o * mean_o**2)
+        spread = np.sqrt(np.clip(within / np.maximum(n_r + n_o, 1e-12), 0.0, None))
+        se = np.maximum(spread, rule.spread_floor) * np.sqrt(size)
+        z = np.maximum(z, np.abs(mean_r - mean_o) / se)
+    span = max(rule.z_full - rule.z_start, 1e-9)
+    return np.where(both, np.clip((z - rule.z_start) / span, 0.0, 1.0), 0.0)
+
+
 def compute_profiles(
-    pairs: pd.DataFrame, tracks: TrackFeatures, listener_ids: list[str], min_events: int
+    pairs: pd.DataFrame,
+    tracks: TrackFeatures,
+    listener_ids: list[str],
+    min_events: int,
+    drift: DriftRule | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Profiles (``PROFILE_COLUMNS``; JSON columns as JSON text, cold rows with NULLs) for ``listener_ids``
-    from weighted events or listener-track sums."""
+    from weighted events or listener-track sums. With a ``drift`` rule and a ``recent`` column, a listener
+    whose recent listening has moved away from the window's gets a profile blended towards the recent days
+    (:func:`drift_blend`); ``counts["drifting"]`` says how many moved at all."""
     lidx = pd.Index(listener_ids)
     li = lidx.get_indexer(pairs["listener_id"])
     ti = tracks.index.get_indexer(pairs["track_id"])
@@ -331,6 +398,25 @@ def compute_profiles(
     W.data = np.clip(W.data, 0.0, None)
     W.eliminate_zeros()
     total = np.asarray(W.sum(axis=1)).ravel()
+    weight_total = total
+    blend = np.zeros(n_listeners)
+    if drift is not None and "recent" in pairs:
+        R = sparse.csr_matrix(
+            (pairs["recent"].to_numpy(dtype=float)[known], (li, ti)), shape=(n_listeners, n_tracks)
+        )
+        R.data = np.clip(R.data, 0.0, None)
+        R = R.multiply(W > 0).tocsr()  # a track the window as a whole does not want stays out
+        R.eliminate_zeros()
+        blend = drift_blend(W, R, tracks, drift)
+        if (blend > 0).any():
+            # Both halves as shares of their own totals, mixed: every statistic below is then the blend
+            # of the window's and the recent days' (the weights sum to 1 per listener).
+            recent_total = _row_sums(R)
+            keep = (1.0 - blend) / np.where(total > 0, total, 1.0)
+            move = blend / np.where(recent_total > 0, recent_total, 1.0)
+            W = (sparse.diags(keep) @ W + sparse.diags(move) @ R).tocsr()
+            total = _row_sums(W)
+    counts["drifting"] = int((blend > 0).sum())
     safe = np.where(total > 0, total, 1.0)
     mean = (W @ tracks.vectors) / safe[:, None]
     tempo_sq = (W @ tracks.tempo_sq) / safe
@@ -351,7 +437,7 @@ def compute_profiles(
             "listener_id": listener_ids,
             "status": status,
             "n_events": n_events,
-            "weight_total": np.round(total, 6),
+            "weight_total": np.round(weight_total, 6),
             "tempo_bpm": np.round(2.0 ** mean[:, I_TEMPO], 3),
             "tempo_spread": np.round(mean[:, I_TEMPO_SPREAD], 5),
             "key_pc": kbest % 12,
@@ -430,9 +516,14 @@ def run(ctx: Context, run_date: dt.date, progress: Progress | None = None) -> di
 
     t2 = time.perf_counter()
     listener_ids = listeners_known_by(ctx, end)
-    profiles, counts = compute_profiles(pairs, tracks, listener_ids, ctx.settings.profile_min_events)
+    profiles, counts = compute_profiles(
+        pairs, tracks, listener_ids, ctx.settings.profile_min_events, DriftRule.from_settings(ctx.settings)
+    )
     timings["compute_s"] = time.perf_counter() - t2
-    say(f"profiled {counts['profiled']}, thin {counts['thin']}, cold {counts['cold']}")
+    say(
+        f"profiled {counts['profiled']}, thin {counts['thin']}, cold {counts['cold']}; "
+        f"{counts['drifting']} moving towards their last {ctx.settings.profile_recent_days} days"
+    )
 
     t3 = time.perf_counter()
     source = QUARANTINE_SOURCE.format(run_date=run_date)
