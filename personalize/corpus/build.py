@@ -246,12 +246,22 @@ def _run_jobs(jobs: list[tuple[str, str, str]], workers: int, progress: bool) ->
                 pieces += n
                 bar.update(task, advance=1, pieces=pieces)
         else:
-            with get_context("spawn").Pool(
+            pool = get_context("spawn").Pool(
                 workers, die_with_parent, (this_process(),), maxtasksperchild=_WORKER_TASKS
-            ) as pool:
+            )
+            try:
                 for n in pool.imap_unordered(_parse_job, jobs):
                     pieces += n
                     bar.update(task, advance=1, pieces=pieces)
+                # Let the workers finish and go: the pool's context manager terminates them instead, and
+                # terminating a pool whose workers were recycled (maxtasksperchild) could wait forever on
+                # its task queue's lock once every file was parsed.
+                pool.close()
+            except BaseException:
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
 
 
 def _parse_job(job: tuple[str, str, str]) -> int:
