@@ -498,6 +498,9 @@ def evaluate_generator(
     corpus = Path(corpus_dir) if corpus_dir is not None else None
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    from personalize.corpus.build import load_manifest
+
+    load_manifest(corpus)  # the corpus the pieces are measured against: missing, say so before generating
     started = time.perf_counter()
 
     # One thread: on a shared machine, torch's thread pool spins against other jobs and runs far slower.
