@@ -1,4 +1,4 @@
-"""HTTP throughput and tail latency of the app backend API under real load generators (wrk, h2load) on loopback.
+"""HTTP throughput and tail latency of the app backend API under a real load generator (wrk) on loopback.
 
 Seeds a SQLite world (listeners, rendered tracks, published playlists), starts `personalize serve` with two
 workers, then drives it in interleaved rounds:
@@ -6,8 +6,8 @@ workers, then drives it in interleaved rounds:
 * anchor   GET /healthz (no key, one trivial query): the ceiling of this stack on this machine (wrk)
 * playlist GET /v1/listeners/{id}/playlist with an API key, listener chosen at random per request (wrk:
            every connection kept busy, so requests/s is the most the API serves, and latency is queueing)
-* at rate  the same playlist fetches asked for at 2,000 req/s on a timer (h2load --rps, open loop): the
-           latency an app sees when it sends that many, which is what the goal's p99 is about
+* at rate  the same playlist fetches sent at 2,000 req/s on a fixed schedule (wrk with a pacing script,
+           open loop): the latency an app sees when it sends that many, which is what the goal's p99 is about
 * audio    GET /v1/tracks/{id}/audio?<signed> with Range: bytes=0-65535 (a player's first chunk)
 
 and prints median requests/s, p50/p99 latency and each figure's ratio to the anchor's, with the goal
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import statistics
@@ -72,6 +71,29 @@ request = function()
 end
 """
 
+# Open loop: requests sent on a fixed schedule (``rate`` a second in all, one wrk thread), whatever the
+# answers' pace; a connection whose slot has come sends at once. wrk's Lua state is per thread, so the
+# schedule is the thread's, shared by its connections. The clock comes from clock_gettime through LuaJIT.
+PACED_LUA = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct {{ long tv_sec; long tv_nsec; }} bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local now = ffi.new("bench_timespec")
+local interval_ms = 1000 / {rate}
+local next_at = nil
+delay = function()
+  ffi.C.clock_gettime(1, now)  -- CLOCK_MONOTONIC
+  local t = tonumber(now.tv_sec) * 1000 + tonumber(now.tv_nsec) / 1e6
+  if next_at == nil then next_at = t end
+  local wait = next_at - t
+  next_at = next_at + interval_ms
+  if wait < 0 then return 0 end
+  return wait
+end
+"""
+
 
 def parse_wrk(text: str) -> dict[str, float]:
     """Requests/s, latency percentiles (ms) and error counts from `wrk --latency` output."""
@@ -90,45 +112,6 @@ def parse_wrk(text: str) -> dict[str, float]:
     m = re.search(r"(\d+) requests in", text)
     out["requests"] = float(m.group(1)) if m else 0.0
     return out
-
-
-def run_h2load_at_rate(
-    uris: Path, key: str, rate: float, duration_s: int, connections: int, server_pid: int, database_cpu: bool
-) -> dict[str, float]:
-    """Open-loop load: ``connections`` clients each sending ``rate / connections`` requests per second on a
-    timer (h2load ``--rps``, HTTP/1.1), whatever the answers' pace. A closed-loop run (wrk) keeps every
-    connection busy, so its latency is the queue it builds (Little's law: connections / throughput); this
-    gives the latency a client sees when the API is asked for ``rate`` requests per second. Percentiles come
-    from h2load's per-request log."""
-    log = uris.with_suffix(".log")
-    cmd = [
-        "h2load", "--h1", "-t1", f"-c{connections}", f"--rps={rate / connections:g}", f"-D{duration_s}",
-        "-i", str(uris), "-H", f"X-API-Key: {key}", f"--log-file={log}",
-    ]  # fmt: skip
-
-    def server_cpu() -> float:
-        return process_tree_cpu_s(server_pid) + (postgres_cpu_s() if database_cpu else 0.0)
-
-    cpu_before = server_cpu()
-    subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, check=True)
-    cpu = server_cpu() - cpu_before
-    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
-    latency_ms = sorted(int(r[2]) / 1000 for r in rows)
-    ok = sum(1 for r in rows if r[1].startswith("2"))
-
-    def pct(q: float) -> float:
-        return latency_ms[min(len(latency_ms) - 1, int(q * len(latency_ms)))] if latency_ms else float("nan")
-
-    return {
-        "rps": len(rows) / duration_s,
-        "p50_ms": pct(0.50),
-        "p90_ms": pct(0.90),
-        "p99_ms": pct(0.99),
-        "non_2xx": float(len(rows) - ok),
-        "socket_errors": 0.0,
-        "requests": float(len(rows)),
-        "server_cpu_ms_per_req": 1000 * cpu / max(len(rows), 1),
-    }
 
 
 def process_tree_cpu_s(pid: int) -> float:
@@ -234,27 +217,18 @@ def measure(postgres: bool, args: argparse.Namespace, n_listeners: int, duration
                     ["-H", "Range: bytes=0-65535"],
                 ),
             }
-            rng = random.Random(0)
-            uris = Path(tmp) / "playlist_uris.txt"
-            uris.write_text(
-                "".join(
-                    f"{base}/v1/listeners/L{rng.randrange(n_listeners):04d}/playlist\n" for _ in range(5000)
-                )
-            )
+            paced = Path(tmp) / "playlist_paced.lua"
+            paced.write_text(PLAYLIST_LUA.format(n=n_listeners, key=key) + PACED_LUA.format(rate=GOAL_RPS))
             # Warm both workers (imports, connection pools, page cache) before measuring.
             for url, extra in scenarios.values():
                 run_wrk(url, 1, args.connections, extra, server.pid, postgres)
-            results: dict[str, list[dict[str, float]]] = {name: [] for name in [*scenarios, AT_RATE]}
+            scenarios[AT_RATE] = (f"{base}/", ["-s", str(paced)])
+            results: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
             for r in range(rounds):
                 for name, (url, extra) in scenarios.items():
                     results[name].append(
                         run_wrk(url, duration_s, args.connections, extra, server.pid, postgres)
                     )
-                results[AT_RATE].append(
-                    run_h2load_at_rate(
-                        uris, key, GOAL_RPS, duration_s, args.connections, server.pid, postgres
-                    )
-                )
                 console.print(f"{engine}: round {r + 1}/{rounds} done")
 
     def median(name: str, field: str) -> float:
@@ -279,7 +253,7 @@ def measure(postgres: bool, args: argparse.Namespace, n_listeners: int, duration
     for col in columns:
         table.add_column(col, justify="left" if col == "endpoint" else "right")
     figures = {}
-    for name in [*scenarios, AT_RATE]:
+    for name in scenarios:
         fig = {f: median(name, f) for f in ("rps", "p50_ms", "p90_ms", "p99_ms", "server_cpu_ms_per_req")}
         fig["capacity_2_cores_rps"] = 2000.0 / fig["server_cpu_ms_per_req"]
         fig["non_2xx"] = sum(run["non_2xx"] for run in results[name])
@@ -336,11 +310,8 @@ def main() -> None:
     n_listeners = args.listeners or (300 if args.quick else 2000)
     duration_s = args.duration_s or (3 if args.quick else 8)
     rounds = args.rounds or (1 if args.quick else 3)
-    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
-        if shutil.which(tool) is None:
-            sys.exit(
-                f"{tool} is not installed: `apt-get install -y {package}` (it is in the Makefile's SYSTEM_PACKAGES)."
-            )
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: `apt-get install -y wrk` (it is in the Makefile's SYSTEM_PACKAGES).")
     figures = {e: measure(e == "postgres", args, n_listeners, duration_s, rounds) for e in engines}
     load_1m = os.getloadavg()[0]
     console.print(f"load average while measuring (1 min): {load_1m:.1f} on {os.cpu_count()} cores")
