@@ -266,7 +266,9 @@ def test_a_song_has_its_parts_form_dynamics_and_an_ending(untrained_song_generat
     harp_tune, harp_chords = songs[2].instruments
     assert harp_tune.name.endswith(MELODY_SUFFIX) and harp_chords.name.endswith(ACCOMPANIMENT_SUFFIX)
     assert harp_tune.program == harp_chords.program == 46
-    assert len({round(n.start, 1) for n in harp_chords.notes}) < len(harp_chords.notes)  # chords
+    # The left hand plays under the tune, from start to end.
+    assert np.median([n.pitch for n in harp_chords.notes]) < np.median([n.pitch for n in harp_tune.notes])
+    assert max(n.start for n in harp_chords.notes) > songs[2].get_end_time() - 6
     assert len({round(n.start, 2) for n in harp_tune.notes}) == len(harp_tune.notes)  # one line
     assert measure_piece(songs[2], requests[2])["programs"] == [46]
     assert np.mean([n.velocity for n in harp_tune.notes]) > np.mean([n.velocity for n in harp_chords.notes])
@@ -295,7 +297,7 @@ def test_every_bar_is_asked_its_note_count_holds_it_and_a_repeat_asks_what_it_re
     for m in materials:
         for b in range(m.n_bars):
             asked, written = bars[k]
-            if m.copy_from is not None and b < m.copy_bars:
+            if m.copies(b):
                 assert asked == written  # a copy holds exactly what its count says
             else:
                 assert asked == m.counts[b]
@@ -310,6 +312,41 @@ def test_every_bar_is_asked_its_note_count_holds_it_and_a_repeat_asks_what_it_re
         gen.melody.exact_counts = True
     written_free = [sum(1 for t in bar if S.is_dur(t)) for bar in _bars_of(free)]
     assert written_free != [asked for asked, _ in bars]
+
+
+def test_a_band_songs_second_verse_returns_varied_its_bar_before_each_landing_written_anew(
+    untrained_song_generator,
+):
+    """The second verse of a band song (``A~``) plays the first verse's chords, repeats its bars note for
+    note except the bar before each phrase's landing, which it writes anew; tunes keep their strains."""
+    gen = untrained_song_generator
+    controls = Controls(2, "major", 120, "4/4", 2, [73, 0, 33, DRUMS], bars=75)
+    plan = gen.plan(controls, np.random.default_rng(4))
+    assert "A~" in [s.material for s in plan.form.sections]
+    assert "A~" not in [
+        s.material for s in plan_form(Controls(2, "major", 120, "4/4", 2, [73], bars=75)).sections
+    ]
+    by_name = {m.name: m for m in plan.request.materials}
+    first, again = by_name["A"], by_name["A~"]
+    assert again.chords == first.chords and again.copy_from == "A"
+    (stream,) = gen.melody.write([plan.request], seed=4)
+    bars = _bars_of(stream)
+    start = {}
+    k = 0
+    for m in plan.request.materials:
+        start[m.name] = k
+        k += m.n_bars
+    written = {  # the notes of each bar (a bar's token list ends with the next bar's header)
+        name: [
+            [t for t in bars[start[name] + b] if S.is_pos(t) or S.is_pitch(t) or S.is_dur(t)]
+            for b in range(by_name[name].n_bars)
+        ]
+        for name in ("A", "A~")
+    }
+    renewed = [b for b in range(first.n_bars) if written["A"][b] != written["A~"][b]]
+    kept = [b for b in range(first.n_bars) if again.copies(b)]
+    assert kept and all(written["A"][b] == written["A~"][b] for b in kept)
+    assert set(renewed) <= {b for b in range(first.n_bars) if b % 4 == 2} and renewed  # random notes differ
 
 
 def _bars_of(stream: list[int]) -> list[list[int]]:

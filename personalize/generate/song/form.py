@@ -12,7 +12,10 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
 
 Material is written once per distinct letter and reused: ``A'`` keeps all but the last two bars of ``A``
 and writes a new ending (that is where the cadence changes), so a section returns at least four bars after
-it was first heard, and every repeat is an exact or near-exact copy.
+it was first heard. In band songs the second verse and the later choruses are varied returns (``A~``,
+``B~``): the same chords, the same phrase openings and landings, and the bar before each landing written
+anew in context (as a singer's second verse goes, the words changing the line). Tunes and chorales repeat
+their strains and stanzas as written, as fiddlers and hymnals do.
 
 Tunes and band songs end with a **tag**: the outro plays the last four bars of the closing section once
 more (its final cadence heard twice, as bands end songs), the drums closing on a final hit. Every phrase
@@ -108,9 +111,24 @@ def _tune(section_bars: int, target: int, accompanied: bool) -> list[FormSection
 
 _BAND_ORDER = (
     ("verse", "A"), ("verse", "A'"), ("chorus", "B"), ("chorus", "B'"),
-    ("verse", "A"), ("verse", "A'"), ("chorus", "B"), ("chorus", "B'"),
-    ("bridge", "C"), ("chorus", "B"), ("chorus", "B'"), ("chorus", "B"), ("chorus", "B'"),
+    ("verse", "A~"), ("verse", "A'"), ("chorus", "B~"), ("chorus", "B'"),
+    ("bridge", "C"), ("chorus", "B~"), ("chorus", "B'"), ("chorus", "B"), ("chorus", "B'"),
 )  # fmt: skip
+VARIED = "~"  # a return with bars rewritten inside it: ``A~`` is ``A`` again, its INFILL_BARS written anew
+INFILL_BARS = (2,)  # of every four-bar phrase: the bar before the landing (the phrase's start and end stay)
+
+
+def base_of(material: str) -> str:
+    """The section a material belongs to: ``A`` for ``A``, ``A'`` and ``A~``."""
+    return material.rstrip("'" + VARIED)
+
+
+def infill_mask(material: str, bars: int) -> tuple[bool, ...] | None:
+    """For a varied return (``A~``), which of its bars repeat the first statement (True) and which are
+    written anew (the ``INFILL_BARS`` of each phrase); None for any other material."""
+    if not material.endswith(VARIED):
+        return None
+    return tuple(b % PHRASE_BARS not in INFILL_BARS for b in range(bars))
 
 
 def _band(section_bars: int, target: int) -> list[FormSection]:

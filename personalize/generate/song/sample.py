@@ -54,10 +54,20 @@ class Material:
     copy_from: str | None = None
     copy_bars: int = 0
     counts: list[int] = field(default_factory=list)
+    # Which bars are copies, where not the first ``copy_bars`` (a return that rewrites bars inside it).
+    copy_mask: tuple[bool, ...] | None = None
 
     @property
     def n_bars(self) -> int:
         return len(self.chords)
+
+    def copies(self, bar: int) -> bool:
+        """Whether bar ``bar`` repeats the same bar of ``copy_from`` note for note."""
+        if self.copy_from is None:
+            return False
+        if self.copy_mask is not None:
+            return bar < len(self.copy_mask) and self.copy_mask[bar]
+        return bar < self.copy_bars
 
 
 @dataclass
@@ -110,7 +120,7 @@ def _script(req: MelodyRequest, counts: bool = True) -> list[object]:
             head.append(S.BAR0 + b)
             head += [S.chord_token(c) for c in chords]
             script.append(head)
-            copied = mat.copy_from is not None and b < mat.copy_bars
+            copied = mat.copies(b)
             if counts:
                 script.append(("count", m, b))
             script.append(("copy", mat.copy_from, b) if copied else ("free", m, b))
@@ -213,7 +223,7 @@ class MelodyWriter:
         """The notes bar ``b`` of material ``m`` is asked for: what the copied bar holds when it is a copy,
         else the planned count (a material planned without counts asks for the asked density's share)."""
         mat = row.request.materials[m]
-        if mat.copy_from is not None and b < mat.copy_bars:
+        if mat.copies(b):
             return len(row.written.get((mat.copy_from, b), [])) // 3
         if b < len(mat.counts):
             return mat.counts[b]

@@ -37,7 +37,7 @@ from personalize.generate.song.arrange import (
     voice_chorale,
 )
 from personalize.generate.song.drums import drum_part, meter_grid
-from personalize.generate.song.form import ENDING_BARS, Form, plan_form
+from personalize.generate.song.form import ENDING_BARS, VARIED, Form, base_of, infill_mask, plan_form
 from personalize.generate.song.harmony import HarmonyModel
 from personalize.generate.song.perform import Part, Span, perform
 from personalize.generate.song.prior import MelodyPrior
@@ -191,8 +191,10 @@ class SongGenerator:
                 s.final for s in form.sections if s.material == material
             )
             cadence = "authentic" if closing else "half"
-            base = material.rstrip("'")
-            if material.endswith("'") and base in chords:
+            base = base_of(material)
+            if material.endswith(VARIED) and base in chords:
+                chords[material] = chords[base]  # a varied return: its bars are rewritten, not its harmony
+            elif material.endswith("'") and base in chords:
                 keep = chords[base][: L - ENDING_BARS]
                 ending = self.harmony.progression(controls.mode, ENDING_BARS, spans, cadence, False, rng)
                 chords[material] = keep + ending
@@ -211,8 +213,9 @@ class SongGenerator:
         written = form.materials()
         materials = []
         for k, material in enumerate(written):
-            base = material.rstrip("'")
-            copy = material.endswith("'") and base in written[:k]
+            base = base_of(material)
+            copy = material != base and base in written[:k]
+            mask = infill_mask(material, len(chords[material])) if copy else None
             materials.append(
                 Material(
                     name=material,
@@ -220,7 +223,8 @@ class SongGenerator:
                     chords=chords[material],
                     final=k == len(written) - 1,
                     copy_from=base if copy else None,
-                    copy_bars=L - ENDING_BARS if copy else 0,
+                    copy_bars=L - ENDING_BARS if copy and mask is None else 0,
+                    copy_mask=mask,
                 )
             )
         # Songs (band textures) are sung: their melodies are written in the hymn-tune style of the chorales
@@ -240,7 +244,8 @@ class SongGenerator:
         closing = [s.material for s in form.sections if s.material][-1]
         planned: dict[str, list[int]] = {}
         for mat in materials if self.rhythm is not None and self.melody.counts else ():
-            fixed = planned[mat.copy_from][: mat.copy_bars] if mat.copy_from in planned else []
+            source = planned.get(mat.copy_from or "", [])
+            fixed = [source[b] if mat.copies(b) and b < len(source) else None for b in range(mat.n_bars)]
             mat.counts = self.rhythm.draw(
                 style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng,
                 most=min(MAX_NOTES_PER_BAR, bar_ticks), fixed=fixed,
@@ -333,10 +338,20 @@ class SongGenerator:
                 plan.form.sections, c.meter, c.density_bin, c.tempo_bpm, TPQ, int(rng.integers(1 << 30))
             )
             drum = Part(None, "drums", [n for n, _ in hits], [v for _, v in hits], "Drums")
+        # Parts in the order of the programs asked for; a solo instrument's accompaniment track right after
+        # its melody track.
         ordered: list[Part] = []
-        pitched_iter = iter(parts)
+        pitched = [q for q in parts if not q.name.endswith(ACCOMPANIMENT_SUFFIX)]
+        staves = {q.program: q for q in parts if q.name.endswith(ACCOMPANIMENT_SUFFIX)}
+        pitched_iter = iter(pitched)
         for p in c.programs:
-            ordered.append(drum if p == DRUMS else next(pitched_iter))
+            if p == DRUMS:
+                ordered.append(drum)
+                continue
+            part = next(pitched_iter)
+            ordered.append(part)
+            if part.role == "melody" and part.program in staves:
+                ordered.append(staves.pop(part.program))
         pm = perform(ordered, spans_out, c.tempo_bpm, c.meter, TPQ, span_ticks, rng, swing=plan.swing)
         previous = None
         for s, chord in enumerate(timeline):
