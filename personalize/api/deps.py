@@ -80,13 +80,17 @@ def _presented(presented: str | None) -> str:
     return presented
 
 
+def _unknown_key() -> NotAuthenticated:
+    return NotAuthenticated(
+        "invalid_api_key",
+        "This API key is unknown or revoked: ask for a new one (`personalize apikey create NAME`).",
+        headers=KEY_CHALLENGE,
+    )
+
+
 def _known(key: KeyInfo | None) -> KeyInfo:
     if key is None:
-        raise NotAuthenticated(
-            "invalid_api_key",
-            "This API key is unknown or revoked: ask for a new one (`personalize apikey create NAME`).",
-            headers=KEY_CHALLENGE,
-        )
+        raise _unknown_key()
     return key
 
 
@@ -118,7 +122,7 @@ class KeyedDatabase:
             presented = _presented(self.presented)
             lookup = key_lookup(presented)
             if lookup is None:  # malformed: nothing to look up, nothing read
-                _known(None)
+                raise _unknown_key()
             key_rows, rows = execute_together(conn, lookup, first)
             self._rate_checked(_known(checked_key(key_rows, presented)))
             return work(conn, rows)
