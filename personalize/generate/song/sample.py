@@ -45,7 +45,7 @@ PHRASE_BARS = 4  # a phrase lands on its last bar (see MelodyWriter: phrase ends
 class Material:
     """One written section: its letter and flags for the model, its chords per bar, the notes asked of
     each bar (``counts``; :mod:`personalize.generate.song.rhythm`), and which bars are copies of another
-    material's bars (``copy_from`` and the first ``copy_bars`` bars)."""
+    material's bars (``copy_from``, and the first ``copy_bars`` bars or the bars ``copy_mask`` marks)."""
 
     name: str
     letter: str
