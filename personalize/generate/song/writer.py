@@ -145,11 +145,11 @@ class SongGenerator:
             gate = MusicGate.load(gate_path) if gate_path.is_file() else None
         except Exception as exc:
             raise ValueError(f"{model_dir} does not hold a usable song model ({exc}); retrain it") from exc
-        temperature = float(kwargs.pop("temperature", 1.0))  # type: ignore[arg-type]
-        top_p = float(kwargs.pop("top_p", 0.95))  # type: ignore[arg-type]
         # A model can ship its own decoding settings (config.json "decoding"): a model that learned density
         # from its bar note counts needs no density steer ("density_gain": 0).
         decoding = meta.get("decoding") or {}
+        temperature = float(kwargs.pop("temperature", decoding.get("temperature", 1.0)))  # type: ignore[arg-type]
+        top_p = float(kwargs.pop("top_p", decoding.get("top_p", 0.95)))  # type: ignore[arg-type]
         prior_weight = float(kwargs.pop("prior_weight", decoding.get("prior_weight", PRIOR_WEIGHT)))  # type: ignore[arg-type]
         prior_path = model_dir / "melody_prior.json"
         prior = MelodyPrior.load(prior_path) if prior_path.is_file() else None
