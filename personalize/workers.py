@@ -114,7 +114,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])  # field 3 is the state, field 22 the start time
 
 
-def die_with_parent(parent: ProcessId) -> None:
+def die_with_parent(parent: ProcessId, kernel_signal: bool = True) -> None:
     """Make this worker process end when ``parent`` (the process whose pool it serves) ends.
 
     SIGTERM gets its default action back (a handler inherited from a forked parent, such as an Airflow
@@ -122,9 +122,15 @@ def die_with_parent(parent: ProcessId) -> None:
     this one exits (``prctl(PR_SET_PDEATHSIG)``); and a daemon thread checks every second that ``parent``
     still runs, for the cases the kernel does not cover (a worker forked by a fork server, other systems).
     Also keeps the worker on one numerical thread (:func:`one_thread_per_process`).
+
+    ``kernel_signal=False`` leaves the kernel out, for a pool that replaces its workers
+    (``maxtasksperchild``): the kernel watches the *thread* that forked a worker, and a replacement is forked
+    by the pool's own handler thread, which ends when the pool closes. Its idle workers, each waiting on the
+    task queue's shared lock, would be killed holding it, and the pool's clean-up would then wait on that
+    lock forever. The watchdog thread alone ends such workers, within a second of their parent.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if sys.platform == "linux":
+    if sys.platform == "linux" and kernel_signal:
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             zero = ctypes.c_ulong(0)

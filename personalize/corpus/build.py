@@ -247,7 +247,7 @@ def _run_jobs(jobs: list[tuple[str, str, str]], workers: int, progress: bool) ->
                 bar.update(task, advance=1, pieces=pieces)
         else:
             pool = get_context("spawn").Pool(
-                workers, die_with_parent, (this_process(),), maxtasksperchild=_WORKER_TASKS
+                workers, die_with_parent, (this_process(), False), maxtasksperchild=_WORKER_TASKS
             )
             try:
                 for n in pool.imap_unordered(_parse_job, jobs):
