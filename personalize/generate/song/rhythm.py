@@ -73,6 +73,17 @@ class BarCounts:
         # No counts at all (a corpus without this vocabulary): every count alike, the aim decides.
         return np.ones((PHRASE, S.MAX_NOTES_TOKEN + 1))
 
+    def typical(self, style: str, meter: str, bin_: int) -> float | None:
+        """Mean notes per bar of the corpus's bars of this style, meter and density bin; None where the
+        corpus has too few of them (a fallback table belongs to no bin, so says nothing of its density)."""
+        table = self.table.get(_key(style, meter, bin_))
+        if table is None:
+            return None
+        hist = np.asarray(table, dtype=float)
+        if hist.sum() < 8 * PHRASE:
+            return None
+        return float((hist * np.arange(hist.shape[1])).sum() / hist.sum())
+
     def draw(
         self,
         style: str,

@@ -56,6 +56,9 @@ class Material:
     counts: list[int] = field(default_factory=list)
     # Which bars are copies, where not the first ``copy_bars`` (a return that rewrites bars inside it).
     copy_mask: tuple[bool, ...] | None = None
+    # Phrase-end bars where the melody may run on instead of landing (a chorale's phrase that flows into
+    # the next, as about one phrase end in five of the corpus's does); the song's last bar always lands.
+    open_ends: frozenset[int] = frozenset()
 
     @property
     def n_bars(self) -> int:
@@ -174,7 +177,7 @@ class MelodyWriter:
     @staticmethod
     def _landing_bar(row: _Row) -> bool:
         """Whether the bar being written ends a phrase: the last of every four bars of a material, and its
-        last bar. There the melody lands: its last note starts by the last beat, is a tone of the chord
+        last bar, unless the plan leaves it open (``Material.open_ends``). There the melody lands: its last note starts by the last beat, is a tone of the chord
         under it that belongs to the tonic or the dominant triad, and lasts to the bar line (the corpus's
         phrases close on a held chord tone, the chorales' under a fermata). The song's last bar always lands,
         whatever the style."""
@@ -185,6 +188,8 @@ class MelodyWriter:
         b, n = item[2], material.n_bars
         if material.name == row.request.closing and b == n - 1:
             return True  # every song ends landed, a dance tune too
+        if b in material.open_ends:
+            return False
         return row.request.land_phrases and ((b + 1) % PHRASE_BARS == 0 or b == n - 1)
 
     @staticmethod
