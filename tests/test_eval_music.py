@@ -218,6 +218,17 @@ def test_the_two_sample_test_ignores_what_the_corpus_cannot_have() -> None:
     assert two_sample_auc(unlike, corpus)["auc"] > 0.95
 
 
+def test_a_detached_note_is_read_at_its_written_value() -> None:
+    """A performance that plays a half note a little short (a pianist's detached touch) is still a half note
+    to the metrics; a note played at half its length before a rest is read as what it sounds."""
+    pm = score_to_midi([[(0, 8, 60), (8, 4, 62), (16, 4, 64), (24, 8, 65)]], [0], 120.0, "4/4")
+    notes = pm.instruments[0].notes
+    notes[0].end = notes[0].start + 0.88 * (notes[0].end - notes[0].start)  # 7 sixteenths of 8
+    notes[1].end = notes[1].start + 0.5 * (notes[1].end - notes[1].start)  # a staccato quarter
+    line = score_from_midi(pm).melody
+    assert [d for _, d, _ in line] == [8, 2, 4, 8]
+
+
 def test_music_eval_requests_match_their_held_out_pieces(corpus) -> None:
     from personalize.evaluate.music.references import corpus_tracks
     from personalize.evaluate.music.run import METER_GRID, request_controls
@@ -228,3 +239,6 @@ def test_music_eval_requests_match_their_held_out_pieces(corpus) -> None:
     pairs = {(r.mode, r.meter, min(max(r.bars, 8), 32)) for r in refs}
     for c in requests:
         assert (c.mode, c.meter, c.bars) in pairs or c.meter in METER_GRID
+    # A reel written in 2/2 is asked for in 2/2 (the generator writes every corpus meter it was trained on).
+    reel = next(replace(r, meter="2/2") for r in refs)
+    assert {c.meter for c in request_controls("tune", 3, [reel], seed=0)} == {"2/2"}

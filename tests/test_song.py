@@ -59,6 +59,46 @@ def test_forms_fit_the_length_and_bring_their_sections_back():
         assert returns, form.describe()
 
 
+def test_short_pieces_fit_their_length_and_a_chorale_sings_its_first_phrase_twice():
+    chorale = plan_form(Controls(0, "major", 90, "4/4", 1, [40, 41, 42, 43], bars=16))
+    assert [s.material for s in chorale.sections] == ["A", "A", "B", "C"]  # the bar form: Stollen twice
+    assert [s.cadence for s in chorale.sections][-1] == "authentic"
+    longer = plan_form(Controls(0, "major", 90, "4/4", 1, [40, 41, 42, 43], bars=32))
+    assert [s.material for s in longer.sections] == ["A", "A", "B", "C", "D", "E", "F", "G"]
+    for programs in ([73], [73, 0], [0, 33, DRUMS]):
+        short = plan_form(Controls(0, "major", 100, "4/4", 2, programs, bars=16))
+        assert short.bars == 16 and {s.role for s in short.sections}.isdisjoint({"intro", "outro"})
+        song = plan_form(Controls(0, "major", 100, "4/4", 2, programs, bars=75))
+        assert song.sections[-1].role == "outro"  # a full song keeps its tag
+
+
+def test_a_reel_strain_opens_its_second_phrase_like_its_first_and_changes_one_bar_when_repeated(
+    untrained_song_generator,
+):
+    """An eight-bar strain of a dance tune may start its second phrase as its first began (bars 5-6 repeat
+    bars 1-2 over the same chords, a b a c), and its repeat changes only its last bar (the second ending)."""
+    gen = untrained_song_generator
+    controls = Controls(7, "major", 112, "6/8", 2, [73, 0], bars=48)
+    plans = [gen.plan(controls, np.random.default_rng(seed)) for seed in range(12)]
+    with_inner = [p for p in plans if p.request.materials[0].inner]
+    assert 0 < len(with_inner) < len(plans)  # often, not always
+    plan = with_inner[0]
+    by_name = {m.name: m for m in plan.request.materials}
+    a = by_name["A"]
+    assert a.inner == {4: 0, 5: 1} and a.chords[4:6] == a.chords[0:2]
+    assert by_name["A'"].copy_from == "A" and by_name["A'"].copy_bars == 7
+    (stream,) = gen.melody.write([plan.request], seed=2)
+    bars = [[t for t in bar if S.is_pos(t) or S.is_pitch(t) or S.is_dur(t)] for bar in _bars_of(stream)]
+    start = {}
+    k = 0
+    for m in plan.request.materials:
+        start[m.name] = k
+        k += m.n_bars
+    a0, a2 = start["A"], start["A'"]
+    assert bars[a0 + 4] == bars[a0] and bars[a0 + 5] == bars[a0 + 1] and bars[a0]
+    assert bars[a2 : a2 + 7] == bars[a0 : a0 + 7]  # the repeat, up to its second ending
+
+
 def _fake_piece(chords: list[Chord], mode: str = "major") -> SimpleNamespace:
     """A four-part 'piece' whose half bars sound the given chords (root position, one half note each)."""
     parts: list[list[tuple[int, int, int]]] = [[], [], [], []]

@@ -105,7 +105,9 @@ def request_controls(texture: str, n: int, references: list[Track], seed: int) -
             ref = references[int(order[i % len(references)])]
             score = score_from_midi(ref.midi)
             quarters = max(1.0, ref.bars * bar_quarters(ref.meter))
-            meter = ref.meter if ref.meter in METER_GRID else METER_GRID[i % len(METER_GRID)]
+            # Every meter the generator writes is matched (a reel in 2/2, a slip jig in 9/8): a reel asked
+            # for in 4/4 would compare its rhythm with a bar of another length.
+            meter = ref.meter if ref.meter in METERS else METER_GRID[i % len(METER_GRID)]
             mode, density = ref.mode, density_bin(len(score.melody) / quarters)
             bars = int(np.clip(ref.bars, MIN_BARS, MAX_BARS))
         else:

@@ -13,8 +13,8 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
   repeated to length.
 
 Material is written once per distinct letter and reused: ``A'`` keeps all but the last two bars of ``A``
-and writes a new ending (that is where the cadence changes), so a section returns at least four bars after
-it was first heard. In band songs the second verse and the later choruses are varied returns (``A~``,
+(an eight-bar strain of a dance tune all but its last bar: its second ending) and writes a new ending (that is where the cadence
+changes), so a section returns at least four bars after it was first heard. In band songs the second verse and the later choruses are varied returns (``A~``,
 ``B~``): the same chords, the same phrase openings and landings, and the bar before each landing written
 anew in context (as a singer's second verse goes, the words changing the line). Tunes and chorales repeat
 their strains and stanzas as written, as fiddlers and hymnals do.
@@ -36,6 +36,8 @@ from personalize.music.gm import family_of
 TEXTURES = ("tune", "band", "chorale")
 CHORDAL_FAMILIES = ("piano", "guitar", "organ", "chromatic_percussion", "synth_pad", "ensemble")
 ENDING_BARS = 2  # bars a varied repeat writes anew
+TUNE_ENDING_BARS = 1  # a dance tune's second ending: the strain's last bar (held-out reels and jigs repeat
+# their strains all but a bar or so; two new bars of eight left their tracks repeating less than the corpus)
 TAG_BARS = 4  # the outro of a tune or a band song: the closing section's last phrase again
 PHRASE_BARS = 4  # a melody phrase: it lands (a long chord tone) on its last bar
 
@@ -78,6 +80,12 @@ class Form:
     @property
     def bars(self) -> int:
         return sum(s.bars for s in self.sections)
+
+    @property
+    def ending_bars(self) -> int:
+        """Bars a repeat with a new ending (``A'``) writes anew: an eight-bar strain's second ending is one
+        bar (a short tune's four-bar strains, like the corpus's short tunes, change two)."""
+        return TUNE_ENDING_BARS if self.texture == "tune" and self.section_bars >= 8 else ENDING_BARS
 
     def materials(self) -> list[str]:
         """Distinct written materials in order of first appearance (what the melody model writes)."""

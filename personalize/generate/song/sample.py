@@ -59,6 +59,9 @@ class Material:
     # Phrase-end bars where the melody may run on instead of landing (a chorale's phrase that flows into
     # the next, as about one phrase end in five of the corpus's does); the song's last bar always lands.
     open_ends: frozenset[int] = frozenset()
+    # Bars that repeat an earlier bar of this same material (bar -> the earlier bar): a reel's strain whose
+    # second phrase starts as its first did.
+    inner: dict[int, int] = field(default_factory=dict)
 
     @property
     def n_bars(self) -> int:
@@ -71,6 +74,15 @@ class Material:
         if self.copy_mask is not None:
             return bar < len(self.copy_mask) and self.copy_mask[bar]
         return bar < self.copy_bars
+
+    def source(self, bar: int) -> tuple[str, int] | None:
+        """The ``(material, bar)`` whose notes bar ``bar`` repeats, or None for a bar written anew."""
+        if self.copies(bar):
+            assert self.copy_from is not None
+            return self.copy_from, bar
+        if bar in self.inner:
+            return self.name, self.inner[bar]
+        return None
 
 
 @dataclass
@@ -123,10 +135,10 @@ def _script(req: MelodyRequest, counts: bool = True) -> list[object]:
             head.append(S.BAR0 + b)
             head += [S.chord_token(c) for c in chords]
             script.append(head)
-            copied = mat.copies(b)
+            source = mat.source(b)
             if counts:
                 script.append(("count", m, b))
-            script.append(("copy", mat.copy_from, b) if copied else ("free", m, b))
+            script.append(("copy", *source, mat.name, b) if source else ("free", m, b))
     script.append([S.EOS])
     return script
 
@@ -213,7 +225,10 @@ class MelodyWriter:
                 row.item, row.offset = row.item + 1, 0
                 continue
             if item[0] == "copy":
-                row.script[row.item] = list(row.written.get((item[1], item[2]), []))
+                # The copy is written down as this bar's too, so that a later copy of this bar finds it.
+                notes = list(row.written.get((item[1], item[2]), []))
+                row.written[(item[3], item[4])] = list(notes)
+                row.script[row.item] = notes
                 continue
             if item[0] == "count":
                 # The token says "16 or more" past 16; the decoder holds the bar to the planned number.
@@ -228,8 +243,9 @@ class MelodyWriter:
         """The notes bar ``b`` of material ``m`` is asked for: what the copied bar holds when it is a copy,
         else the planned count (a material planned without counts asks for the asked density's share)."""
         mat = row.request.materials[m]
-        if mat.copies(b):
-            return len(row.written.get((mat.copy_from, b), [])) // 3
+        source = mat.source(b)
+        if source is not None:
+            return len(row.written.get(source, [])) // 3
         if b < len(mat.counts):
             return mat.counts[b]
         target = row.request.density_target or DENSITY_TARGETS[row.request.density_bin]

@@ -38,7 +38,6 @@ from personalize.generate.song.arrange import (
 )
 from personalize.generate.song.drums import drum_part, meter_grid
 from personalize.generate.song.form import (
-    ENDING_BARS,
     PHRASE_BARS,
     VARIED,
     Form,
@@ -73,6 +72,8 @@ PRIOR_WEIGHT = 0.5
 # Phrase ends of a song or chorale left open (the melody runs on): held-out chorales close a median of every
 # phrase the four-bar grid finds, but 4 in 10 of them leave one or more open (a mean of 0.87 closed).
 OPEN_PHRASE_END_SHARE = 0.2
+INNER_REPEAT_SHARE = 0.6  # tune strains whose second phrase opens as the first did
+INNER_REPEAT_BARS = 2
 DENSITY_MARGIN = 0.04  # the density aimed at stays this share inside its bin's edges
 CHORD_CEILING_MIN = 60  # the top of an accompaniment's chords may always reach middle C
 
@@ -197,6 +198,7 @@ class SongGenerator:
         spans = spans_per_bar(controls.meter)
         L = form.section_bars
         chords: dict[str, list[list[Chord]]] = {}
+        inner: dict[str, dict[int, int]] = {}
         for material in form.materials():
             first = next(s for s in form.sections if s.material == material)
             closing = first.cadence == "authentic" or any(
@@ -207,14 +209,20 @@ class SongGenerator:
             if material.endswith(VARIED) and base in chords:
                 chords[material] = chords[base]  # a varied return: its bars are rewritten, not its harmony
             elif material.endswith("'") and base in chords:
-                keep = chords[base][: L - ENDING_BARS]
-                ending = self.harmony.progression(controls.mode, ENDING_BARS, spans, cadence, False, rng)
+                keep = chords[base][: L - form.ending_bars]
+                ending = self.harmony.progression(controls.mode, form.ending_bars, spans, cadence, False, rng)
                 chords[material] = keep + ending
             else:
                 start_on_tonic = base == "A"
                 chords[material] = self.harmony.progression(
                     controls.mode, L, spans, cadence, start_on_tonic, rng
                 )
+                # A dance tune's eight-bar strain often starts its second phrase as it started its first
+                # (a b a c): those bars repeat, over the same chords.
+                if form.texture == "tune" and L == 2 * PHRASE_BARS and rng.random() < INNER_REPEAT_SHARE:
+                    inner[material] = {PHRASE_BARS + b: b for b in range(INNER_REPEAT_BARS)}
+                    for b, src in inner[material].items():
+                        chords[material][b] = list(chords[material][src])
         intro = next((s for s in form.sections if s.role == "intro"), None)
         if intro is not None:
             chords["intro"] = self.harmony.progression(controls.mode, intro.bars, spans, "half", True, rng)
@@ -239,8 +247,9 @@ class SongGenerator:
                     chords=chords[material],
                     final=k == len(written) - 1,
                     copy_from=base if copy else None,
-                    copy_bars=L - ENDING_BARS if copy and mask is None else 0,
+                    copy_bars=L - form.ending_bars if copy and mask is None else 0,
                     copy_mask=mask,
+                    inner=inner.get(material, {}),
                     # Some phrases run on into the next instead of closing (never the song's last bar).
                     open_ends=frozenset(
                         b
@@ -276,10 +285,17 @@ class SongGenerator:
         for mat in materials if self.rhythm is not None and self.melody.counts else ():
             source = planned.get(mat.copy_from or "", [])
             fixed = [source[b] if mat.copies(b) and b < len(source) else None for b in range(mat.n_bars)]
-            mat.counts = self.rhythm.draw(
-                style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng,
-                most=min(MAX_NOTES_PER_BAR, bar_ticks), fixed=fixed,
-            )  # fmt: skip
+            most = min(MAX_NOTES_PER_BAR, bar_ticks)
+            draw = self.rhythm.draw
+            mat.counts = draw(
+                style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng, most, fixed
+            )
+            if mat.inner:  # a bar that repeats an earlier one asks for its count; the others make up the aim
+                for b, src in mat.inner.items():
+                    fixed[b] = fixed[src] = mat.counts[src]
+                mat.counts = draw(
+                    style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng, most, fixed
+                )
             if mat.name == closing:  # the song's last bar lands: a note a beat at most, the last one held
                 beats = bar_ticks // meter_grid(controls.meter, TPQ)[1]
                 mat.counts[-1] = min(mat.counts[-1], beats)
