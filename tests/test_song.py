@@ -235,6 +235,9 @@ def test_range_table_knows_the_instruments_a_musician_would_check():
     assert assign_roles([42, 43, 0], "band") == ["melody", "bass", "chords"]
     assert assign_roles([58, 19], "tune") == ["bass", "melody"]  # organ tune over a tuba, not the reverse
     assert assign_roles([58], "tune") == ["melody"]
+    # A bassoon and a lead synth: the synth sings, the bassoon plays the bass under it (the other way round,
+    # the bass line sat above the tune and crossed it on nine beats in ten).
+    assert assign_roles([81, 70], "band") == ["melody", "bass"]
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,13 @@ def assign_roles(programs: Sequence[int], texture: str) -> list[str]:
         low = min(tuned, key=lambda i: mids[i])
         if not _is_chordal(programs[low]) or len(tuned) > 1:
             basses = [low]
+    if basses and mids[basses[0]] > mids[melody]:
+        # The line under the band sits above the tune (a bassoon's melody under a lead synth's bass line
+        # crossed it on nearly every beat): the lower instrument takes the bass, the higher one the tune.
+        low = basses[0]
+        roles[melody], roles[low] = "", "melody"
+        basses = [melody]
+        melody = low
     for i in basses[:1]:
         roles[i] = "bass"
     for i in rest:
