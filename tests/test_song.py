@@ -19,6 +19,7 @@ from personalize.generate.song.arrange import (
     assign_roles,
     chord_part,
     consonant_bass,
+    keep_under,
     melody_octave,
     voice_chorale,
 )
@@ -36,6 +37,7 @@ from personalize.music.metrics import (
     parallel_fifths_per_100_changes,
     parallel_octaves_per_100_changes,
     phrase_end_cadence_share,
+    voice_crossing_share,
 )
 from personalize.music.score import ACCOMPANIMENT_SUFFIX, MELODY_SUFFIX, score_from_midi
 
@@ -57,6 +59,18 @@ def test_forms_fit_the_length_and_bring_their_sections_back():
             first_seen.setdefault(s.material, bar)
             bar += s.bars
         assert returns, form.describe()
+
+
+def test_accompaniment_is_kept_under_the_tune_and_the_bass_under_the_chords():
+    tune = [Note(0, 16, 67), Note(16, 16, 60)]
+    chords = [Note(0, 8, 64), Note(0, 8, 67), Note(0, 8, 71), Note(16, 8, 64), Note(16, 8, 60)]
+    under = keep_under(chords, [tune], lo=48)
+    # A tone at or over the tune goes down an octave (64 under 60 becomes 52); one that cannot is left out.
+    assert [(n.start, n.pitch) for n in under] == [(0, 64), (0, 55), (0, 59), (16, 52), (16, 48)]
+    assert keep_under([Note(0, 8, 71)], [tune], lo=60) == []
+    bass = keep_under([Note(0, 16, 55)], [under], lo=40, drop=False)
+    assert bass == [Note(0, 16, 43)]  # under the chords' lowest tone, an octave down
+    assert keep_under([Note(0, 16, 55)], [under], lo=50, drop=False) == [Note(0, 16, 55)]
 
 
 def test_short_pieces_fit_their_length_and_a_chorale_sings_its_first_phrase_twice():
@@ -292,6 +306,7 @@ def test_a_song_has_its_parts_form_dynamics_and_an_ending(untrained_song_generat
         if controls.programs != [40, 41, 42, 43]:  # the chorale voicing is tested on its own
             rate = parallel_fifths_per_100_changes(score) + parallel_octaves_per_100_changes(score)
             assert not rate >= 1.0  # NaN for one part alone
+            assert not voice_crossing_share(score) > 0.02  # the tune on top, the bass at the bottom
     band = songs[0]
     drums = next(i for i in band.instruments if i.is_drum)
     assert max(n.start for n in drums.notes) > band.get_end_time() - 6  # the drums play to the ending hit

@@ -18,6 +18,7 @@ are in ticks (``TICKS_PER_QUARTER`` a quarter note); notes are ``Note(start, dur
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -268,6 +269,33 @@ def _top_at(notes: Sequence[Note], tick: int) -> int | None:
     """The highest pitch sounding at ``tick`` (how a part reads as one line)."""
     sounding = [n.pitch for n in notes if n.start <= tick < n.start + n.duration]
     return max(sounding) if sounding else None
+
+
+def keep_under(
+    notes: Sequence[Note], upper: Sequence[Sequence[Note]], lo: int, drop: bool = True
+) -> list[Note]:
+    """``notes`` kept under every line of ``upper``: a note that reaches the lowest pitch those lines sound
+    while it sounds goes down an octave at a time (not below ``lo``, its instrument's floor), and one that
+    still reaches it is left out (a chord loses a tone, a line rests for a note), or kept where it is with
+    ``drop=False``. Accompaniment that climbs
+    over the tune crosses it: the music gate, like the corpus, has the tune on top and the bass at the
+    bottom."""
+    above = sorted((n.start, n.start + n.duration, n.pitch) for line in upper for n in line)
+    starts = [a[0] for a in above]
+    longest = max((a[1] - a[0] for a in above), default=0)
+    out: list[Note] = []
+    for n in notes:
+        end = n.start + n.duration
+        first, last = bisect.bisect_left(starts, n.start - longest), bisect.bisect_left(starts, end)
+        floor = min((p for s, e, p in above[first:last] if e > n.start), default=None)
+        pitch = n.pitch
+        while floor is not None and pitch >= floor and pitch - 12 >= lo:
+            pitch -= 12
+        if floor is None or pitch < floor:
+            out.append(Note(n.start, n.duration, pitch))
+        elif not drop:
+            out.append(Note(n.start, n.duration, n.pitch))
+    return out
 
 
 def avoid_parallels(

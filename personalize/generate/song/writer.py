@@ -32,6 +32,7 @@ from personalize.generate.song.arrange import (
     chord_part,
     consonant_bass,
     counter_line,
+    keep_under,
     melody_octave,
     timpani_part,
     voice_chorale,
@@ -498,8 +499,12 @@ class SongGenerator:
                     )
                 )
         if plan.form.texture != "chorale":
-            # Bass, counter-lines and the chords' top tones re-pitched where they would move in parallel
-            # fifths or octaves with another part (the chorale voicing already avoids them).
+            # The tune stays on top and the bass at the bottom: chords, pads and counter-lines go under
+            # the melody, the bass under them too (an octave down where the instrument reaches, else a rest).
+            # Then bass, counter-lines and the chords' top tones are re-pitched where they would move in
+            # parallel fifths or octaves with another part (the chorale voicing already avoids them), and
+            # kept under once more.
+            self._keep_order(parts)
             for k, part in enumerate(parts):
                 if part.role in ("bass", "counter", "chords", "pad"):
                     others = [q.notes for j, q in enumerate(parts) if j != k and q.role != "timpani"]
@@ -507,7 +512,25 @@ class SongGenerator:
                         part.notes, others, timeline, c.key_pc, span_ticks, beat_ticks, part.program
                     )
                     parts[k] = Part(part.program, part.role, fixed, part.velocities, part.name)
+            self._keep_order(parts)
         return parts
+
+    @staticmethod
+    def _keep_order(parts: list[Part]) -> None:
+        """Chords, pads and counter-lines under the melody; the bass under the melody (a rest where it
+        cannot go under) and under the chords where its range lets it go an octave down."""
+        tune = [q.notes for q in parts if q.role == "melody"]
+        middle = [k for k, q in enumerate(parts) if q.role in ("chords", "pad", "counter")]
+        for k in middle:
+            q = parts[k]
+            lo = program_range(q.program)[0] if q.program is not None else 0
+            parts[k] = Part(q.program, q.role, keep_under(q.notes, tune, lo), q.velocities, q.name)
+        for k, q in enumerate(parts):
+            if q.role == "bass" and q.program is not None:
+                lo = program_range(q.program)[0]
+                line = keep_under(q.notes, tune, lo)
+                line = keep_under(line, [parts[j].notes for j in middle], lo, drop=False)
+                parts[k] = Part(q.program, q.role, line, q.velocities, q.name)
 
 
 def melody_line(pm: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int]]:
