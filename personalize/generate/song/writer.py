@@ -422,8 +422,9 @@ class SongGenerator:
         c = plan.controls
         pitched = c.pitched_programs
         melody_low = min((n.pitch for n in melody), default=60)
-        # Chords sit under the melody, but never lower than up to middle C: under a low melody (a cello's)
-        # they would crowd the bass; there they share the melody's register instead.
+        # Chords are voiced under the melody, but never lower than up to middle C: under a low melody (a
+        # cello's) they would crowd the bass. A tone that then reaches the tune is moved an octave down or
+        # left out afterwards (``_keep_order``), so they share its register without climbing over it.
         chord_ceiling = max(melody_low - 1, CHORD_CEILING_MIN)
         parts: list[Part] = []
         if plan.form.texture == "chorale":
