@@ -86,6 +86,17 @@ def test_short_pieces_fit_their_length_and_a_chorale_sings_its_first_phrase_twic
         assert song.sections[-1].role == "outro"  # a full song keeps its tag
 
 
+def test_a_short_band_song_without_a_tag_still_ends_its_drums_on_one_hit():
+    from personalize.generate.song.drums import CRASH, KICK, drum_part
+
+    form = plan_form(Controls(0, "major", 100, "4/4", 2, [0, 33, DRUMS], bars=16))
+    assert form.sections[-1].role != "outro"
+    hits = drum_part(form.sections, "4/4", 2, 100.0, S.TICKS_PER_QUARTER, seed=1)
+    last_bar = (form.bars - 1) * 4 * S.TICKS_PER_QUARTER
+    final = [note for note, _ in hits if note.start >= last_bar]
+    assert {n.pitch for n in final} == {KICK, CRASH} and {n.start for n in final} == {last_bar}
+
+
 def test_a_reel_strain_opens_its_second_phrase_like_its_first_and_changes_one_bar_when_repeated(
     untrained_song_generator,
 ):

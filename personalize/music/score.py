@@ -106,8 +106,8 @@ def _monophonic(notes: list[tuple[int, int, int]]) -> list[Note]:
     highest note wins; a note that starts under a higher one still sounding (by more than a sixteenth, and
     more than a whole tone below it) is accompaniment and left out (a piano's arpeggio under a held melody
     note); each note is cut where the next one starts (a chord part becomes its top line). A note played a
-    little short of the next onset (a gap of up to a quarter of its length) is read at its
-    written value, up to that onset: a pianist's detached half note is still a half note in the score."""
+    little short of the next onset (a gap of up to a quarter of its length) is read at its written value,
+    up to that onset: a pianist's detached half note is still a half note in the score."""
     by_onset: dict[int, tuple[int, int, int]] = {}
     for onset, dur, pitch in notes:
         prev = by_onset.get(onset)

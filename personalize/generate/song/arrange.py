@@ -277,9 +277,8 @@ def keep_under(
     """``notes`` kept under every line of ``upper``: a note that reaches the lowest pitch those lines sound
     while it sounds goes down an octave at a time (not below ``lo``, its instrument's floor), and one that
     still reaches it is left out (a chord loses a tone, a line rests for a note), or kept where it is with
-    ``drop=False``. Accompaniment that climbs
-    over the tune crosses it: the music gate, like the corpus, has the tune on top and the bass at the
-    bottom."""
+    ``drop=False``. Accompaniment that climbs over the tune crosses it: the music gate, like the corpus, has
+    the tune on top and the bass at the bottom."""
     above = sorted((n.start, n.start + n.duration, n.pitch) for line in upper for n in line)
     starts = [a[0] for a in above]
     longest = max((a[1] - a[0] for a in above), default=0)

@@ -71,8 +71,12 @@ def drum_part(
             tick0 += section.bars * bar_ticks
             continue
         role = section.role
-        if role == "outro":  # a tag: the closing section's groove, then one last hit on its final bar
+        # A tag plays the closing section's groove, then one last hit on its final bar; a song without a
+        # tag (a short one) ends its last section the same way.
+        tag = section.role == "outro" or nxt is None
+        if section.role == "outro":
             role = melodic[-1].role
+        if tag:
             ending = tick0 + (section.bars - 1) * bar_ticks
             hit(KICK, ending, 112)
             hit(CRASH, ending, 112)
@@ -81,7 +85,6 @@ def drum_part(
         )
         if role == "chorus" and density_bin >= 1:
             cymbal = OPEN_HAT if rng.random() < 0.3 else RIDE
-        tag = section.role == "outro"
         groove_bars = section.bars - 1 if tag else section.bars  # a tag's last bar is the final hit alone
         for bar in range(groove_bars):
             t = tick0 + bar * bar_ticks

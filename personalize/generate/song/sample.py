@@ -77,8 +77,7 @@ class Material:
 
     def source(self, bar: int) -> tuple[str, int] | None:
         """The ``(material, bar)`` whose notes bar ``bar`` repeats, or None for a bar written anew."""
-        if self.copies(bar):
-            assert self.copy_from is not None
+        if self.copy_from is not None and self.copies(bar):
             return self.copy_from, bar
         if bar in self.inner:
             return self.name, self.inner[bar]
@@ -189,10 +188,10 @@ class MelodyWriter:
     @staticmethod
     def _landing_bar(row: _Row) -> bool:
         """Whether the bar being written ends a phrase: the last of every four bars of a material, and its
-        last bar, unless the plan leaves it open (``Material.open_ends``). There the melody lands: its last note starts by the last beat, is a tone of the chord
-        under it that belongs to the tonic or the dominant triad, and lasts to the bar line (the corpus's
-        phrases close on a held chord tone, the chorales' under a fermata). The song's last bar always lands,
-        whatever the style."""
+        last bar, unless the plan leaves it open (``Material.open_ends``). There the melody lands: its last
+        note starts by the last beat, is a tone of the chord under it that belongs to the tonic or the
+        dominant triad, and lasts to the bar line (the corpus's phrases close on a held chord tone, the
+        chorales' under a fermata). The song's last bar always lands, whatever the style."""
         item = row.script[row.item]
         if not (isinstance(item, tuple) and item[0] == "free"):
             return False
