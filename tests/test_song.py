@@ -86,6 +86,16 @@ def test_short_pieces_fit_their_length_and_a_chorale_sings_its_first_phrase_twic
         assert song.sections[-1].role == "outro"  # a full song keeps its tag
 
 
+def test_a_through_composed_chorale_writes_every_phrase_new_and_closes_on_the_tonic():
+    controls = Controls(0, "major", 90, "4/4", 1, [40, 41, 42, 43], bars=16)
+    form = plan_form(controls, through_composed=True)
+    assert [s.material for s in form.sections] == ["A", "B", "C", "D"]
+    assert [s.cadence for s in form.sections] == ["half", "authentic", "half", "authentic"]
+    # The writer makes about three chorales in ten through-composed; the others keep the Stollen.
+    bar_form = plan_form(controls)
+    assert [s.material for s in bar_form.sections][:2] == ["A", "A"]
+
+
 def test_a_short_band_song_without_a_tag_still_ends_its_drums_on_one_hit():
     from personalize.generate.song.drums import CRASH, KICK, drum_part
 
@@ -122,6 +132,91 @@ def test_a_reel_strain_opens_its_second_phrase_like_its_first_and_changes_one_ba
     a0, a2 = start["A"], start["A'"]
     assert bars[a0 + 4] == bars[a0] and bars[a0 + 5] == bars[a0 + 1] and bars[a0]
     assert bars[a2 : a2 + 7] == bars[a0 : a0 + 7]  # the repeat, up to its second ending
+
+
+def test_song_phrases_land_a_beat_early_and_lead_into_the_next_with_a_pickup(untrained_song_generator):
+    """In simple meters most landed phrase ends of a song or chorale are pickup bars: the landing note, a
+    tone of the tonic or dominant chord, ends on the last beat, and one note fills that beat into the next
+    phrase; the song's last bar never has one, and dance tunes (which run through) have none."""
+    gen = untrained_song_generator
+    controls = Controls(2, "major", 90, "4/4", 1, [40, 41, 42, 43], bars=32)
+    plans = [gen.plan(controls, np.random.default_rng(seed)) for seed in range(6)]
+    with_pickups = [p for p in plans if any(m.pickups for m in p.request.materials)]
+    assert with_pickups
+    checked = 0
+    for plan in with_pickups[:3]:
+        (stream,) = gen.melody.write([plan.request], seed=4)
+        bars = _bars_of(stream)
+        k = 0
+        for m in plan.request.materials:
+            assert not (m.name == plan.request.closing and m.n_bars - 1 in m.pickups)
+            for b in range(m.n_bars):
+                if b in m.pickups:
+                    notes = _notes_of(bars[k])
+                    *body, last = notes
+                    assert (last[0], last[2]) == (12, 4)  # one quarter on the last beat
+                    landing = body[-1]
+                    assert landing[0] + landing[2] == 12  # the landing note holds to the pickup
+                    assert landing[1] % 12 in {0, 4, 7, 11, 2}  # a tone of I or V
+                    checked += 1
+                k += 1
+    assert checked >= 2
+    tune = gen.plan(Controls(7, "major", 112, "4/4", 2, [73], bars=32), np.random.default_rng(0))
+    assert not any(m.pickups for m in tune.request.materials)
+    compound = gen.plan(
+        Controls(7, "major", 90, "6/8", 2, [40, 41, 42, 43], bars=32), np.random.default_rng(0)
+    )
+    assert not any(m.pickups for m in compound.request.materials)
+
+
+def test_each_style_is_steered_by_its_own_melody_prior(tmp_path):
+    """The prior is counted per style as well as pooled: a chorale request is steered by the chorales'
+    stepwise soprano lines, a tune by the tunes' leaps; a prior saved before styles existed still loads."""
+    from personalize.generate.song.prior import MelodyPrior
+
+    steps = [(k * 4, 4, 60 + (0, 2, 4, 5, 4, 2)[k % 6]) for k in range(48)]
+    leaps = [(k * 4, 4, 60 + (0, 7, 0, 7, 12, 7)[k % 6]) for k in range(48)]
+    bass = [(k * 16, 16, 48) for k in range(12)]
+    chorale = SimpleNamespace(
+        parts=[steps, bass, bass, bass],
+        meter="4/4",
+        bar_ticks=16,
+        n_bars=12,
+        found_key_pc=0,
+        found_mode="major",
+    )
+    tune = SimpleNamespace(
+        parts=[leaps], meter="4/4", bar_ticks=16, n_bars=12, found_key_pc=0, found_mode="major"
+    )
+    prior = MelodyPrior.fit([chorale, tune])
+    assert set(prior.styles) == {"chorale", "tune"}
+    candidates = np.array([2, 7])  # a step or a fifth up from the tonic
+    # After the move each style makes most (a step down; a fifth down), each favours its own next move.
+    for style, before, favoured in (("chorale", 2, 2), ("tune", 7, 7)):
+        logp = prior.for_style(style).log_probs(candidates, 0, before, None, 0)
+        assert candidates[int(np.argmax(logp))] == favoured
+    assert not np.allclose(prior.for_style("chorale").interval, prior.for_style("tune").interval)
+    path = tmp_path / "melody_prior.json"
+    prior.save(path)
+    again = MelodyPrior.load(path)
+    assert np.allclose(again.for_style("tune").interval, prior.for_style("tune").interval, atol=1e-4)
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(path.read_text().split(', "styles"')[0] + "}")
+    old = MelodyPrior.load(legacy)
+    assert old.for_style("chorale") is old  # pooled tables for every style
+
+
+def _notes_of(bar: list[int]) -> list[tuple[int, int, int]]:
+    """``(onset, pitch relative to the tonic, length)`` in ticks of a bar's tokens."""
+    out, pos, pitch = [], 0, 0
+    for t in bar:
+        if S.is_pos(t):
+            pos = t - S.POS0
+        elif S.is_pitch(t):
+            pitch = t - S.PITCH0 + S.REL_LO
+        elif S.is_dur(t):
+            out.append((pos, pitch, t - S.DUR1 + 1))
+    return out
 
 
 def _fake_piece(chords: list[Chord], mode: str = "major") -> SimpleNamespace:

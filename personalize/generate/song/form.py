@@ -10,7 +10,8 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
 - ``chorale`` (three or four melodic instruments, no drums, no bass or chordal instrument): a hymn in the
   chorale's bar form, 4-bar phrases ``A A B C ...``: the first phrase sung twice as written (the
   *Stollen*), then new phrases to the stanza's end (the *Abgesang*, up to eight phrases in all), stanzas
-  repeated to length.
+  repeated to length; or, as about three hymns in ten of the corpus go, through-composed
+  (``A B C D ...``, every phrase new).
 
 Material is written once per distinct letter and reused: ``A'`` keeps all but the last two bars of ``A``
 (an eight-bar strain of a dance tune all but its last bar: its second ending) and writes a new ending (that is where the cadence
@@ -176,9 +177,16 @@ def _band(section_bars: int, target: int) -> list[FormSection]:
 CHORALE_PHRASES = 8  # the most phrases in one stanza: a longer hymn sings its stanza again
 
 
-def _chorale(section_bars: int, target: int) -> list[FormSection]:
+def _chorale(section_bars: int, target: int, through_composed: bool = False) -> list[FormSection]:
     phrases = max(3, round(target / section_bars))
     per_stanza = min(phrases, CHORALE_PHRASES)
+    if through_composed:
+        # Every phrase new, half and full closes alternating, the last one full.
+        letters = [chr(ord("A") + k) for k in range(per_stanza)]
+        cadences = ["half" if (per_stanza - k) % 2 == 0 else "authentic" for k in range(per_stanza)]
+        stanza = list(zip(["phrase"] * per_stanza, letters, cadences, strict=True))
+        stanzas = max(1, round(phrases / per_stanza))
+        return [FormSection(r, m, section_bars, c) for _ in range(stanzas) for r, m, c in stanza]
     # The Stollen twice (it closes on the dominant, and the repeat leads back to its start), then the
     # Abgesang's new phrases, half and full closes alternating, the last one full.
     later = [chr(ord("B") + k) for k in range(per_stanza - 2)]
@@ -192,8 +200,10 @@ def _chorale(section_bars: int, target: int) -> list[FormSection]:
     return [FormSection(r, m, section_bars, c) for _ in range(stanzas) for r, m, c in stanza]
 
 
-def plan_form(controls: Controls, accompanied: bool | None = None) -> Form:
-    """The form of a song for ``controls``; ``controls.bars`` is the length asked for, in bars."""
+def plan_form(controls: Controls, accompanied: bool | None = None, through_composed: bool = False) -> Form:
+    """The form of a song for ``controls``; ``controls.bars`` is the length asked for, in bars.
+    ``through_composed`` writes a chorale's stanza without the Stollen repeat (every phrase new), as about
+    three hymns in ten of the corpus's are; other textures ignore it."""
     texture = texture_of(controls)
     seconds_per_bar = bar_quarters(controls.meter) * 60.0 / controls.tempo_bpm
     # Phrases of about 10-25 s: 8-bar sections, or 4-bar ones where bars are long (slow or long meters).
@@ -204,7 +214,7 @@ def plan_form(controls: Controls, accompanied: bool | None = None) -> Form:
     if texture == "band":
         sections = _band(section_bars, target)
     elif texture == "chorale":
-        sections = _chorale(section_bars, target)
+        sections = _chorale(section_bars, target, through_composed)
     else:
         if accompanied is None:
             accompanied = len(controls.pitched_programs) > 1 or any(

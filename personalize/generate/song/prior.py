@@ -8,6 +8,10 @@ where the prior is two small tables counted in the training melodies:
 - ``chord_tone``: P(the note is a tone of the chord sounding under it | metric position: downbeat, other
   beat, off the beat) (where melodies meet the harmony).
 
+Both tables are counted over all training melodies and again per style (``chorale``: the chorales'
+soprano lines; ``tune``: the fiddle tunes); a request is steered by its own style's tables
+(:meth:`MelodyPrior.for_style`), so a hymn-like song melody moves by step as the chorales do.
+
 Why: the Transformer trained on this machine's CPU learns the chords and the form it is given, but a
 small model with a few million training tokens has not yet learned how melodies move from note to note
 (teacher-forced, it gives the corpus's stepwise continuations 23 % of its probability, where the corpus
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +52,39 @@ def _clip(interval: int) -> int:
     return int(np.clip(interval, -MAX_INTERVAL, MAX_INTERVAL)) + MAX_INTERVAL
 
 
+def style_of(piece: object) -> str:
+    """The song model's style of a corpus piece, as the tokenizer names it: ``chorale`` for part writing,
+    ``tune`` for a single line."""
+    return "chorale" if len(piece.parts) > 1 else "tune"  # type: ignore[attr-defined]
+
+
 @dataclass
 class MelodyPrior:
     interval: np.ndarray  # (25, 25): log P(next interval | previous interval), index = interval + 12
     chord_tone: np.ndarray  # (3, 2): log P(not chord tone, chord tone | strength)
+    # The same two tables counted in each style's melodies alone (a chorale's soprano moves by step seven
+    # times in ten, a fiddle tune's under six): a request of that style is steered by its own.
+    styles: dict[str, MelodyPrior] = field(default_factory=dict)
+
+    def for_style(self, style: str) -> MelodyPrior:
+        """The prior of ``style``'s melodies, or the pooled one where that style was not counted."""
+        return self.styles.get(style, self)
 
     @classmethod
-    def fit(cls, pieces: Iterable[object], smoothing: float = 1.0) -> MelodyPrior:
+    def fit(cls, pieces: Iterable[object], smoothing: float = 1.0, by_style: bool = True) -> MelodyPrior:
         """Count the top line of corpus pieces (``parts``, ``bar_ticks``, ``n_bars``, ``meter``,
-        ``found_key_pc``, ``found_mode``, 4 ticks a quarter) against chords estimated as the tokenizer does."""
+        ``found_key_pc``, ``found_mode``, 4 ticks a quarter) against chords estimated as the tokenizer does;
+        with ``by_style``, each style's pieces are counted on their own too."""
+        pieces = list(pieces)
+        pooled = cls._count(pieces, smoothing)
+        if by_style:
+            for style in sorted({style_of(p) for p in pieces if p.parts}):  # type: ignore[attr-defined]
+                chosen = [p for p in pieces if p.parts and style_of(p) == style]  # type: ignore[attr-defined]
+                pooled.styles[style] = cls._count(chosen, smoothing)
+        return pooled
+
+    @classmethod
+    def _count(cls, pieces: Iterable[object], smoothing: float) -> MelodyPrior:
         n = 2 * MAX_INTERVAL + 1
         iv = np.full((n, n), smoothing)
         ct = np.full((len(STRENGTHS), 2), smoothing)
@@ -86,20 +114,27 @@ class MelodyPrior:
                 ct[strength(pos, piece.bar_ticks, beat), int(pitch % 12 in tones)] += 1  # type: ignore[attr-defined]
         return cls(np.log(iv / iv.sum(axis=1, keepdims=True)), np.log(ct / ct.sum(axis=1, keepdims=True)))
 
+    def _tables(self) -> dict[str, object]:
+        return {
+            "interval": np.round(self.interval, 5).tolist(),
+            "chord_tone": np.round(self.chord_tone, 5).tolist(),
+        }
+
     def save(self, path: Path) -> None:
-        Path(path).write_text(
-            json.dumps(
-                {
-                    "interval": np.round(self.interval, 5).tolist(),
-                    "chord_tone": np.round(self.chord_tone, 5).tolist(),
-                }
-            )
-        )
+        data = self._tables()
+        if self.styles:
+            data["styles"] = {name: prior._tables() for name, prior in self.styles.items()}
+        Path(path).write_text(json.dumps(data))
 
     @classmethod
     def load(cls, path: Path) -> MelodyPrior:
+        """A saved prior; one saved before the styles were counted apart steers every style alike."""
         data = json.loads(Path(path).read_text())
-        return cls(np.asarray(data["interval"]), np.asarray(data["chord_tone"]))
+        styles = {
+            name: cls(np.asarray(t["interval"]), np.asarray(t["chord_tone"]))
+            for name, t in data.get("styles", {}).items()
+        }
+        return cls(np.asarray(data["interval"]), np.asarray(data["chord_tone"]), styles)
 
     def log_probs(
         self,

@@ -15,6 +15,10 @@ the next beat: the corpus's tunes and chorales do not syncopate), and two steers
 prior fused with the pitch choices (``prior_weight``, :mod:`personalize.generate.song.prior`) and density
 guidance on note lengths toward the asked bin (``density_gain``).
 
+A landed phrase end may be a pickup bar (``Material.pickups``): the phrase lands a beat early, held to the
+last beat, and one note on that beat leads into the next phrase, as most of the chorales' phrases after
+the first begin on an upbeat.
+
 A song longer than the model's context slides it: the prefix and the latest half of the stream are fed
 again into a fresh cache (the model was trained on windows that continue a piece the same way).
 """
@@ -62,6 +66,9 @@ class Material:
     # Bars that repeat an earlier bar of this same material (bar -> the earlier bar): a reel's strain whose
     # second phrase starts as its first did.
     inner: dict[int, int] = field(default_factory=dict)
+    # Landing bars where the phrase lands a beat early and the bar's last beat is a pickup into the next
+    # phrase (the chorales' fermata on the third beat, then the upbeat): one note, its pitch the model's.
+    pickups: frozenset[int] = frozenset()
 
     @property
     def n_bars(self) -> int:
@@ -250,12 +257,24 @@ class MelodyWriter:
         target = row.request.density_target or DENSITY_TARGETS[row.request.density_bin]
         return round(target * S.bar_ticks_of(row.request.meter) / S.TICKS_PER_QUARTER)
 
-    def _still_asked(self, row: _Row) -> int:
-        """Notes the bar's count still asks for (-1 when it asks for none: no count, or exact counts
-        off)."""
+    def _still_asked(self, row: _Row, reserve: int = 0) -> int:
+        """Notes the bar's count still asks for before the ``reserve`` notes kept for its end (a pickup);
+        -1 when it asks for none (no count, or exact counts off)."""
         if not self.exact_counts or row.asked is None:
             return -1
-        return max(0, row.asked - row.notes_in_bar)
+        return max(0, row.asked - row.notes_in_bar - reserve)
+
+    @staticmethod
+    def _pickup_bar(row: _Row) -> bool:
+        """Whether the bar being written lands a beat early and ends with a pickup (``Material.pickups``;
+        never the song's last bar)."""
+        item = row.script[row.item]
+        if not (isinstance(item, tuple) and item[0] == "free"):
+            return False
+        material = row.request.materials[item[1]]
+        if material.name == row.request.closing and item[2] == material.n_bars - 1:
+            return False
+        return item[2] in material.pickups
 
     def _next_structural(self, row: _Row) -> int:
         nxt = row.script[row.item + 1]
@@ -330,6 +349,7 @@ class MelodyWriter:
         forced = np.full(b, -1, dtype=np.int64)
         fusion = np.zeros((b, v), dtype=np.float32)
         use_prior = self.prior is not None and self.prior_weight > 0
+        priors = [self.prior.for_style(r.style) if self.prior is not None else None for r in requests]
         steer = use_prior or self.density_gain > 0
         candidates = np.arange(S.REL_LO, S.REL_HI + 1)
         beats = [beat_ticks_of(r.meter) for r in requests]
@@ -345,11 +365,19 @@ class MelodyWriter:
                 item = row.script[row.item]
                 if isinstance(item, list):
                     forced[i] = item[row.offset]
-                elif row.phase == "pitch":
+                    continue
+                landing = self.phrase_ends and self._landing_bar(row)
+                # A pickup bar is a landing bar a beat short (``bt``), then the pickup on its last beat.
+                pickup = landing and self._pickup_bar(row)
+                bt = bar_ticks[i] - beats[i] if pickup else bar_ticks[i]
+                in_pickup = pickup and (row.tick >= bt if row.phase == "free" else row.pos >= bt)
+                reserve = int(pickup and not in_pickup)
+                if row.phase == "pitch":
                     mask[i] = pitch_masks[i]
-                    landing = self.phrase_ends and self._landing_bar(row)
-                    last_asked = self._still_asked(row) == 1  # the bar's last note: where it lands
-                    if landing and (row.pos >= bar_ticks[i] - beats[i] or last_asked):
+                    last_asked = self._still_asked(row, reserve) == 1  # the bar's last note: where it lands
+                    if in_pickup:
+                        pass  # the pickup leads into the next phrase: any pitch of the scale
+                    elif landing and (row.pos >= bt - beats[i] or last_asked):
                         tones = self._landing_tones(row, row.pos, bar_ticks[i])
                         keep = np.zeros(v, dtype=bool)
                         keep[S.PITCH0 : S.PITCH0 + len(candidates)] = np.isin(candidates % 12, list(tones))
@@ -369,41 +397,48 @@ class MelodyWriter:
                         prev = row.pitches[-1] if row.pitches else None
                         before = row.pitches[-2] if len(row.pitches) > 1 else None
                         metric = strength(row.pos, bar_ticks[i], beats[i])
-                        fusion[i, S.PITCH0 : S.PITCH0 + len(candidates)] = (
-                            self.prior_weight * self.prior.log_probs(candidates, prev, before, chord, metric)
-                        )
+                        fusion[i, S.PITCH0 : S.PITCH0 + len(candidates)] = self.prior_weight * priors[
+                            i
+                        ].log_probs(candidates, prev, before, chord, metric)
+                elif row.phase == "dur" and in_pickup:
+                    mask[i, S.DUR1 + bar_ticks[i] - row.pos - 1] = True  # the pickup lasts to the bar line
                 elif row.phase == "dur":
-                    limit = bar_ticks[i] - row.pos
+                    limit = bt - row.pos
                     if self.no_syncopation and row.pos % beats[i]:
                         # A note that starts between beats ends by the next beat (the corpus's tunes and
                         # chorales do not syncopate; the music gate's metric-feel band is 1-1).
                         limit = min(limit, beats[i] - row.pos % beats[i])
                     mask[i] = dur_upto[limit]
-                    if self.phrase_ends and self._landing_bar(row):
-                        # Land: a note ends by the last beat, or it is a landing tone held to the bar line.
-                        arrive = bar_ticks[i] - beats[i]
-                        to_end = bar_ticks[i] - row.pos
+                    if landing:
+                        # Land: a note ends by the last beat, or it is a landing tone held to the bar line
+                        # (in a pickup bar, to the pickup).
+                        arrive = bt - beats[i]
+                        to_end = bt - row.pos
                         landed = row.pitches[-1] % 12 in self._landing_tones(row, row.pos, bar_ticks[i])
                         allowed = dur_upto[max(0, min(limit, arrive - row.pos))].copy()
                         if landed and (to_end <= limit or row.pos % beats[i] == 0):
-                            if self._still_asked(row) == 1:
+                            if self._still_asked(row, reserve) == 1:
                                 allowed[:] = False  # the last note the bar asks for is the held landing
                             allowed[S.DUR1 + to_end - 1] = True
                         if allowed.any():
                             mask[i] = allowed
-                    still = self._still_asked(row) - 1  # notes the bar asks for after this one
+                    still = self._still_asked(row, reserve) - 1  # notes the bar asks for after this one
                     if still > 0:
                         # Leave a tick for each of them before the bar's last onset.
-                        landing = self.phrase_ends and self._landing_bar(row)
-                        last_onset = bar_ticks[i] - beats[i] if landing else bar_ticks[i] - 1
+                        last_onset = bt - beats[i] if landing else bar_ticks[i] - 1
                         room = dur_upto[max(0, min(S.MAX_BAR_TICKS, last_onset - row.pos - still + 1))]
                         if (mask[i] & room).any():
                             mask[i] &= room
                     if self.density_gain > 0:
                         fusion[i, S.DUR1 : S.DUR1 + S.MAX_BAR_TICKS] = self._density_bias(row, bar_ticks[i])
+                elif in_pickup:
+                    # Landed a beat early: the pickup starts on the last beat, then the bar is done.
+                    if row.tick == bt:
+                        mask[i, S.POS0 + bt] = True
+                    else:
+                        mask[i, self._next_structural(row)] = True
                 else:
-                    landing = self.phrase_ends and self._landing_bar(row)
-                    arrive = bar_ticks[i] - beats[i]
+                    arrive = bt - beats[i]
                     # In a phrase's last bar no note starts after the last beat, and the bar is done only
                     # once a landing note holds to the bar line.
                     last_onset = arrive + 1 if landing and row.tick <= arrive else bar_ticks[i]
@@ -412,11 +447,11 @@ class MelodyWriter:
                     end = self._next_structural(row)
                     if not mask[i].any() or not (landing and row.tick <= arrive):
                         mask[i, end] = True
-                    still = self._still_asked(row)
+                    still = self._still_asked(row, reserve)
                     if still == 0 and mask[i, end]:
                         mask[i] = False  # the bar holds the notes it asked for: it ends here
                         mask[i, end] = True
-                    elif still > 0 and mask[i, S.POS0 : S.POS0 + bar_ticks[i]].any():
+                    elif still > 0 and mask[i, S.POS0 : S.POS0 + bt].any():
                         mask[i, end] = False  # notes still asked for, and room to start them
                         # The next onset leaves a tick for each note after it before the last onset.
                         latest = last_onset - still + 1
@@ -424,10 +459,10 @@ class MelodyWriter:
                             mask[i, S.POS0 + latest : S.POS0 + bar_ticks[i]] = False
                         if landing and still == 1:
                             # The landing note may be held to the bar line only from a beat.
-                            on_beat = mask[i, S.POS0 : S.POS0 + bar_ticks[i]].copy()
-                            on_beat[np.arange(bar_ticks[i]) % beats[i] != 0] = False
+                            on_beat = mask[i, S.POS0 : S.POS0 + bt].copy()
+                            on_beat[np.arange(bt) % beats[i] != 0] = False
                             if on_beat.any():
-                                mask[i, S.POS0 : S.POS0 + bar_ticks[i]] = on_beat
+                                mask[i, S.POS0 : S.POS0 + bt] = on_beat
                     if self.density_gain > 0 and row.tick < bar_ticks[i]:
                         # A rest before the next note, or ending the bar early, thins the melody out.
                         error = self._density_error(row, bar_ticks[i])
