@@ -5,6 +5,7 @@ real range, and a whole song with its structure, dynamics and ending."""
 from __future__ import annotations
 
 import itertools
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -282,6 +283,36 @@ def test_progressions_cadence_where_the_form_asks():
     # The chords before the cadence are the corpus's: this one only ever goes ii -> V7 -> one.
     befores = {model.progression("major", 4, 2, "authentic", True, rng)[2][1] for _ in range(30)}
     assert befores <= {V, V7}
+
+
+def test_harmony_is_counted_by_place_in_the_bar_and_by_style(tmp_path):
+    """Chords change on the downbeat and are held inside the bar in the piece counted here: the drawn
+    progressions do the same; a tune is drawn from the tunes' harmony, and an old file still loads."""
+    one, IV, V = Chord(0, "maj"), Chord(5, "maj"), Chord(7, "maj")
+    chorale = _fake_piece([one, one, IV, IV, V, V, one, one] * 4)  # a chord a bar, two spans each
+    tune = SimpleNamespace(
+        **{**vars(_fake_piece([one, V] * 16)), "parts": _fake_piece([one, V] * 16).parts[:1]}
+    )
+    model = HarmonyModel.fit([chorale, tune], smoothing=0.01)
+    assert set(model.styles) == {"chorale", "tune"}
+    rng = np.random.default_rng(1)
+    held = [
+        a == b
+        for _ in range(20)
+        for a, b in model.progression("major", 6, 2, None, True, rng, style="chorale")
+    ]
+    assert np.mean(held) > 0.9  # held through the bar, as counted
+    path = tmp_path / "harmony.json"
+    model.save(path)
+    again = HarmonyModel.load(path)
+    assert np.allclose(
+        again.for_style("tune").metric["major"], model.for_style("tune").metric["major"], atol=1e-4
+    )
+    legacy = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("metric", "styles")}
+    path.write_text(json.dumps(legacy))
+    old = HarmonyModel.load(path)
+    assert not old.metric and old.for_style("chorale") is old
+    assert len(old.progression("major", 4, 2, "authentic", True, rng, style="chorale")) == 4
 
 
 def _parallels(voices: list[list[int]]) -> int:

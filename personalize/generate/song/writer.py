@@ -203,6 +203,9 @@ class SongGenerator:
         form = plan_form(controls, through_composed=through)
         pitched = controls.pitched_programs
         roles = assign_roles(pitched, form.texture)
+        # Songs (band textures) are sung: their melodies are written in the hymn-tune style of the chorales
+        # (stepwise, singable, phrases that close), dance tunes in the fiddle style; so are their chords.
+        style = "tune" if form.texture == "tune" else "chorale"
         spans = spans_per_bar(controls.meter)
         L = form.section_bars
         chords: dict[str, list[list[Chord]]] = {}
@@ -218,12 +221,14 @@ class SongGenerator:
                 chords[material] = chords[base]  # a varied return: its bars are rewritten, not its harmony
             elif material.endswith("'") and base in chords:
                 keep = chords[base][: L - form.ending_bars]
-                ending = self.harmony.progression(controls.mode, form.ending_bars, spans, cadence, False, rng)
+                ending = self.harmony.progression(
+                    controls.mode, form.ending_bars, spans, cadence, False, rng, style=style
+                )
                 chords[material] = keep + ending
             else:
                 start_on_tonic = base == "A"
                 chords[material] = self.harmony.progression(
-                    controls.mode, L, spans, cadence, start_on_tonic, rng
+                    controls.mode, L, spans, cadence, start_on_tonic, rng, style=style
                 )
                 # A dance tune's eight-bar strain often starts its second phrase as it started its first
                 # (a b a c): those bars repeat, over the same chords.
@@ -233,10 +238,9 @@ class SongGenerator:
                         chords[material][b] = list(chords[material][src])
         intro = next((s for s in form.sections if s.role == "intro"), None)
         if intro is not None:
-            chords["intro"] = self.harmony.progression(controls.mode, intro.bars, spans, "half", True, rng)
-        # Songs (band textures) are sung: their melodies are written in the hymn-tune style of the chorales
-        # (stepwise, singable, phrases that close), dance tunes in the fiddle style.
-        style = "tune" if form.texture == "tune" else "chorale"
+            chords["intro"] = self.harmony.progression(
+                controls.mode, intro.bars, spans, "half", True, rng, style=style
+            )
         land = form.texture != "tune"
         melody_program = pitched[roles.index("melody")]
         octave = melody_octave(melody_program, controls.key_pc)
