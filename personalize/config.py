@@ -57,7 +57,7 @@ class Settings(BaseSettings):
 
     # Taste profiles: events in the window ending with the run date, weighted by engagement and recency
     profile_window_days: int = Field(default=28, ge=1, le=3650)
-    profile_half_life_days: float = Field(default=14.0, gt=0, le=3650)
+    profile_half_life_days: float = Field(default=7.0, gt=0, le=3650)
     profile_min_events: int = Field(
         default=5, ge=0
     )  # fewer events in the window: "thin" (kept out of cluster fitting)
@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     # was served says less about where a listener's taste is going (exposure bias). 0.25 against 1.0 over
     # 10 simulated nights (docs/loop.md): drifting profiles followed 41 % of the true change instead of 34 %,
     # steady listeners' tempo error 2.53 % instead of 2.59 %
-    profile_served_play_weight: float = Field(default=0.25, ge=0, le=1)
+    profile_served_play_weight: float = Field(default=0.1, ge=0, le=1)
     # Drift: a listener whose last profile_recent_days of listening sit apart from the whole window (their
     # recent mean tempo or density more than profile_drift_z_start standard errors from the window's) is
     # moving; their profile blends towards the recent days alone, wholly at profile_drift_z_full. Steady

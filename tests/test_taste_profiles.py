@@ -107,7 +107,7 @@ def test_recent_plays_count_more_than_old_ones(ctx):
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["drifter"])
     profile.run(ctx, RUN_DATE)
     tempo = _profiles(ctx)["drifter"].tempo_bpm
-    # Same number of full plays of each, but the slow ones are ~24 days older (> one 14-day half-life).
+    # Same number of full plays of each, but the slow ones are ~24 days older (three 7-day half-lives).
     assert tempo > np.sqrt(70.0 * 170.0) * 1.1
 
 
@@ -126,6 +126,7 @@ def test_a_listener_whose_last_week_moved_gets_a_profile_of_that_week_and_a_stea
         for d in range(54)
     ]
     write_world(ctx, _catalog(*mids, *fasts, *slows), _events(rows), ["mover", "steady"])
+    ctx.settings.profile_half_life_days = 14.0  # a long memory, where the rule is what moves the profile
     ctx.settings.profile_drift_z_start = 1000.0  # the rule off: the whole window, recency-weighted
     profile.run(ctx, RUN_DATE)
     whole = _profiles(ctx)
