@@ -129,6 +129,14 @@ def test_a_track_written_for_one_listener_goes_to_them_only_at_the_top(world) ->
     assert lists[owner][0][2].startswith("written for your own taste")
     assert all("gen-personal" not in {t for t, _, _ in items} for lid, items in lists.items() if lid != owner)
     assert summary["personal_items"] == 1
+    # The answering world measures the owner on it against a track of that cluster instead (not posted).
+    from personalize.simulate.answer import AnsweringWorld, answer_day
+    from personalize.simulate.truth import load_truth
+
+    truth = load_truth(Path(ctx.settings.data_dir) / "sim")
+    measures = answer_day(ctx, AnsweringWorld(truth=truth, seed=11, tag=str(truth.world["tag"])), 1).measures
+    assert measures["outlier_personal_plays"] == 1
+    assert 0.0 < measures["outlier_cluster_alone_like_prob"] < 1.0
 
 
 def test_plan_gives_outliers_their_own_tracks_within_the_budget(world) -> None:  # type: ignore[no-untyped-def]

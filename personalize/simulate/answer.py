@@ -229,6 +229,7 @@ def answer_day(ctx, world: AnsweringWorld, night: int) -> DayAnswer:  # type: ig
     # the night those playlists came from (never posted; only measured, with its own random stream).
     base_rng = np.random.default_rng([world.seed, 31, night])
     base_like, base_expected = np.zeros(0), np.zeros(0)
+    alone_expected = np.zeros(0)
     if len(items):
         pool = _night_tracks(ctx, items["run_date"].max())
         clusters = sorted(pool["cluster_id"].dropna().unique().tolist())
@@ -245,6 +246,18 @@ def answer_day(ctx, world: AnsweringWorld, night: int) -> DayAnswer:  # type: ig
                 base_rng,
             )
             base_like, base_expected = base["liked"].to_numpy(bool), expected_like(base["fit"].to_numpy())
+            # The outliers' own counterfactual: for each play of a track written for them, a track of the
+            # cluster that track was written in, that night (what the cluster alone would have given them).
+            personal_rows = np.flatnonzero((items["written_for"] == items["listener_id"]).to_numpy(bool))
+            alone_rows, alone_who = [], []
+            for k in personal_rows:
+                members = np.flatnonzero(pool["cluster_id"].to_numpy() == items["cluster_id"].iloc[k])
+                if len(members):
+                    alone_rows.append(int(base_rng.choice(members)))
+                    alone_who.append(row_of[items["listener_id"].iloc[k]])
+            if alone_rows:
+                alone = fit_matrix(active.iloc[alone_who].reset_index(drop=True), pool.iloc[alone_rows])
+                alone_expected = expected_like(np.diagonal(alone).astype(float))
 
     plays = pd.concat([heard, own], ignore_index=True)
     n = len(plays)
@@ -286,6 +299,9 @@ def answer_day(ctx, world: AnsweringWorld, night: int) -> DayAnswer:  # type: ig
         "outlier_cluster_plays": int((of_outliers & ~personal).sum()),
         "outlier_cluster_like_rate": _rate(liked[of_outliers & ~personal]),
         "outlier_cluster_like_prob": _rate(p_like[of_outliers & ~personal]),
+        # The same outliers hearing, instead of each track written for them, a track of that cluster (drawn,
+        # never posted): the cluster's tracks alone, before the playlist picked the ones nearest them.
+        "outlier_cluster_alone_like_prob": _rate(alone_expected),
     }
     return DayAnswer(events=events, measures=measures)
 

@@ -25,7 +25,9 @@ PANELS: list[tuple[str, list[tuple[str, str]], str]] = [
      "relative error"),
     ("Steady listeners keeping their cluster id", [("cluster_kept", "kept")], "share"),
     ("Outliers: chance of a like per play (engagement model)",
-     [("outlier_personal_like_prob", "tracks written for them"), ("outlier_cluster_like_prob", "their cluster tracks")],
+     [("outlier_personal_like_prob", "tracks written for them"),
+      ("outlier_cluster_like_prob", "their playlist's cluster tracks"),
+      ("outlier_cluster_alone_like_prob", "a track of their cluster instead (not posted)")],
      "P(like) / play"),
     ("Share of playlist items new tonight", [("new_share", "new")], "share"),
     ("Storage", [("stored_mb", "MIDI + audio"), ("database_mb", "database")], "MB"),
@@ -84,8 +86,12 @@ def summary(nights: dict[int, dict[str, Any]]) -> dict[str, Any]:
     # Outliers hear few tracks of their own a night: pooled over every night, weighted by plays.
     pers = [r for r in rows if r.get("outlier_personal_plays")]
     if pers:
-        for kind, plays_key in (("personal", "outlier_personal_plays"), ("cluster", "outlier_cluster_plays")):
-            for measure in ("like_rate", "like_prob"):
+        for kind, plays_key, measures in (
+            ("personal", "outlier_personal_plays", ("like_rate", "like_prob")),
+            ("cluster", "outlier_cluster_plays", ("like_rate", "like_prob")),
+            ("cluster_alone", "outlier_personal_plays", ("like_prob",)),
+        ):
+            for measure in measures:
                 key = f"outlier_{kind}_{measure}"
                 pairs = [(r[key], r.get(plays_key) or 1) for r in pers if r.get(key) is not None]
                 if pairs:
