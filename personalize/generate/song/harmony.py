@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from personalize.generate.song.tokens import by_style
 from personalize.music.chords import (
     DIATONIC,
     DOMINANT,
@@ -57,18 +58,14 @@ class HarmonyModel:
         return self.styles.get(style or "", self)
 
     @classmethod
-    def fit(cls, pieces: Iterable[object], smoothing: float = 0.5, by_style: bool = True) -> HarmonyModel:
+    def fit(cls, pieces: Iterable[object], smoothing: float = 0.5, per_style: bool = True) -> HarmonyModel:
         """Count transitions in corpus pieces (``parts``, ``bar_ticks``, ``n_bars``, ``meter``,
         ``found_key_pc``, ``found_mode``); a chord held over spans counts as one move to itself each span.
-        With ``by_style``, each style's pieces are counted on their own too."""
-        from personalize.generate.song.prior import style_of
-
+        With ``per_style``, each style's pieces are counted on their own too."""
         pieces = list(pieces)
         pooled = cls._count(pieces, smoothing)
-        if by_style:
-            for style in sorted({style_of(p) for p in pieces if p.parts}):  # type: ignore[attr-defined]
-                chosen = [p for p in pieces if p.parts and style_of(p) == style]  # type: ignore[attr-defined]
-                pooled.styles[style] = cls._count(chosen, smoothing)
+        if per_style:
+            pooled.styles = {s: cls._count(group, smoothing) for s, group in by_style(pieces).items()}
         return pooled
 
     @classmethod

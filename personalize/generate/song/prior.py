@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from personalize.generate.song.tokens import by_style
 from personalize.music.chords import Chord, estimate_chords, spans_per_bar
 
 MAX_INTERVAL = 12
@@ -52,12 +53,6 @@ def _clip(interval: int) -> int:
     return int(np.clip(interval, -MAX_INTERVAL, MAX_INTERVAL)) + MAX_INTERVAL
 
 
-def style_of(piece: object) -> str:
-    """The song model's style of a corpus piece, as the tokenizer names it: ``chorale`` for part writing,
-    ``tune`` for a single line."""
-    return "chorale" if len(piece.parts) > 1 else "tune"  # type: ignore[attr-defined]
-
-
 @dataclass
 class MelodyPrior:
     interval: np.ndarray  # (25, 25): log P(next interval | previous interval), index = interval + 12
@@ -71,16 +66,14 @@ class MelodyPrior:
         return self.styles.get(style, self)
 
     @classmethod
-    def fit(cls, pieces: Iterable[object], smoothing: float = 1.0, by_style: bool = True) -> MelodyPrior:
+    def fit(cls, pieces: Iterable[object], smoothing: float = 1.0, per_style: bool = True) -> MelodyPrior:
         """Count the top line of corpus pieces (``parts``, ``bar_ticks``, ``n_bars``, ``meter``,
         ``found_key_pc``, ``found_mode``, 4 ticks a quarter) against chords estimated as the tokenizer does;
-        with ``by_style``, each style's pieces are counted on their own too."""
+        with ``per_style``, each style's pieces are counted on their own too."""
         pieces = list(pieces)
         pooled = cls._count(pieces, smoothing)
-        if by_style:
-            for style in sorted({style_of(p) for p in pieces if p.parts}):  # type: ignore[attr-defined]
-                chosen = [p for p in pieces if p.parts and style_of(p) == style]  # type: ignore[attr-defined]
-                pooled.styles[style] = cls._count(chosen, smoothing)
+        if per_style:
+            pooled.styles = {s: cls._count(group, smoothing) for s, group in by_style(pieces).items()}
         return pooled
 
     @classmethod

@@ -112,6 +112,21 @@ def bar_ticks_of(meter: str) -> int:
     return num * 4 * TICKS_PER_QUARTER // den
 
 
+def style_of(piece: object) -> str:
+    """A corpus piece's style as the song model reads it: ``chorale`` for part writing, ``tune`` for a
+    single line."""
+    return "chorale" if len(piece.parts) > 1 else "tune"  # type: ignore[attr-defined]
+
+
+def by_style(pieces: Sequence[object]) -> dict[str, list[object]]:
+    """Corpus pieces grouped by :func:`style_of`, styles in name order (pieces without parts left out)."""
+    groups: dict[str, list[object]] = {}
+    for piece in pieces:
+        if piece.parts:  # type: ignore[attr-defined]
+            groups.setdefault(style_of(piece), []).append(piece)
+    return dict(sorted(groups.items()))
+
+
 def prefix_tokens(mode: str, meter: str, density: int, style: str) -> list[int]:
     return [
         BOS,
@@ -193,9 +208,8 @@ def encode_piece(piece: object) -> list[int] | None:
     spans = spans_per_bar(meter)
     span_ticks = bar_ticks // spans
     chords = estimate_chords(piece.parts, key_pc, mode, span_ticks, n_bars * spans)  # type: ignore[attr-defined]
-    chorale = len(piece.parts) > 1  # type: ignore[attr-defined]
-    block = 4 if chorale else 8
-    style = "chorale" if chorale else "tune"
+    style = style_of(piece)
+    block = 4 if style == "chorale" else 8
     out = prefix_tokens(mode, meter, melody_density(line, bar_ticks, n_bars), style)
     for section in find_sections(line, bar_ticks, n_bars, block):
         out.append(section_token(section.letter))
