@@ -97,6 +97,18 @@ def test_a_through_composed_chorale_writes_every_phrase_new_and_closes_on_the_to
     assert [s.material for s in bar_form.sections][:2] == ["A", "A"]
 
 
+def test_the_tune_ends_on_the_nearest_tonic_its_instrument_can_play():
+    """An oboe tune in B minor whose last note is F#6: the nearest B is B6, a tone above the oboe's top
+    (A6), so it ends on B5 instead."""
+    from personalize.generate.song.writer import _end_on_tonic
+
+    controls = Controls(11, "minor", 118, "4/4", 1, [68, 71, 66], bars=16)
+    form = plan_form(controls)
+    last = _end_on_tonic([Note(0, 4, 86), Note(4, 8, 90)], controls, form, 64, program_range(68))[-1]
+    assert last.pitch == 83 and program_range(68)[0] <= last.pitch <= program_range(68)[1]
+    assert _end_on_tonic([Note(0, 4, 72)], controls, form, 64, program_range(68))[-1].pitch == 71
+
+
 def test_a_short_band_song_without_a_tag_still_ends_its_drums_on_one_hit():
     from personalize.generate.song.drums import CRASH, KICK, drum_part
 

@@ -400,7 +400,8 @@ class SongGenerator:
             markers.append((tick, f"section:{section.label}"))
             tick += section.bars * bar_ticks
         total = tick
-        melody = _end_on_tonic(melody, c, plan.form, bar_ticks, total)
+        melody_program = plan.controls.pitched_programs[plan.roles.index("melody")]
+        melody = _end_on_tonic(melody, c, plan.form, total, program_range(melody_program))
         parts = self._arrange(plan, melody, timeline, span_ticks, beat_ticks, compound, rng)
         parts = _final_chord(parts, c)
         if c.has_drums:
@@ -571,18 +572,21 @@ def melody_line(pm: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int]]:
     return out
 
 
-def _end_on_tonic(melody: list[Note], c: Controls, form: Form, bar_ticks: int, total: int) -> list[Note]:
+def _end_on_tonic(
+    melody: list[Note], c: Controls, form: Form, total: int, playable: tuple[int, int]
+) -> list[Note]:
     """The melody's last note on the tonic, held through the ending (a phrase that ends the song comes to
-    rest; the model usually does this itself, this makes sure)."""
+    rest; the model usually does this itself, this makes sure): the nearest tonic the instrument can play
+    (``playable``, its lowest and highest pitch), above or below."""
     if not melody:
         return melody
     last = melody[-1]
     pitch = last.pitch
+    lo, hi = playable
     if pitch % 12 != c.key_pc % 12:  # the tonic itself: the corpus's tunes and hymns end on it
-        pitch = min(
-            (p for p in range(pitch - 6, pitch + 7) if p % 12 == c.key_pc % 12),
-            key=lambda p: (abs(p - last.pitch), p),
-        )
+        tonics = [p for p in range(pitch - 11, pitch + 12) if p % 12 == c.key_pc % 12 and lo <= p <= hi]
+        if tonics:
+            pitch = min(tonics, key=lambda p: (abs(p - last.pitch), p))
     held_to = total if form.sections[-1].role == "outro" else last.start + last.duration
     melody[-1] = Note(last.start, max(last.duration, held_to - last.start), pitch)
     return melody
