@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from personalize.generate.song.tokens import by_style
+from personalize.generate.song.tokens import counted_by_style
 from personalize.music.chords import (
     DIATONIC,
     DOMINANT,
@@ -62,10 +62,8 @@ class HarmonyModel:
         """Count transitions in corpus pieces (``parts``, ``bar_ticks``, ``n_bars``, ``meter``,
         ``found_key_pc``, ``found_mode``); a chord held over spans counts as one move to itself each span.
         With ``per_style``, each style's pieces are counted on their own too."""
-        pieces = list(pieces)
-        pooled = cls._count(pieces, smoothing)
-        if per_style:
-            pooled.styles = {s: cls._count(group, smoothing) for s, group in by_style(pieces).items()}
+        pooled, styles = counted_by_style(lambda group: cls._count(group, smoothing), pieces, per_style)
+        pooled.styles = styles
         return pooled
 
     @classmethod

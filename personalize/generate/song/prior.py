@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from personalize.generate.song.tokens import by_style
+from personalize.generate.song.tokens import counted_by_style
 from personalize.music.chords import Chord, estimate_chords, spans_per_bar
 
 MAX_INTERVAL = 12
@@ -70,10 +70,8 @@ class MelodyPrior:
         """Count the top line of corpus pieces (``parts``, ``bar_ticks``, ``n_bars``, ``meter``,
         ``found_key_pc``, ``found_mode``, 4 ticks a quarter) against chords estimated as the tokenizer does;
         with ``per_style``, each style's pieces are counted on their own too."""
-        pieces = list(pieces)
-        pooled = cls._count(pieces, smoothing)
-        if per_style:
-            pooled.styles = {s: cls._count(group, smoothing) for s, group in by_style(pieces).items()}
+        pooled, styles = counted_by_style(lambda group: cls._count(group, smoothing), pieces, per_style)
+        pooled.styles = styles
         return pooled
 
     @classmethod

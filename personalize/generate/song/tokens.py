@@ -30,8 +30,9 @@ A sequence reads::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -45,6 +46,8 @@ MAX_SECTION_BARS = 16
 MAX_NOTES_TOKEN = 16  # NOTES_16 stands for 16 notes or more in a bar
 SECTION_LETTERS = ("A", "B", "C", "D")
 STYLES = ("tune", "chorale")
+
+T = TypeVar("T")
 
 
 def _build_vocab() -> list[str]:
@@ -125,6 +128,14 @@ def by_style(pieces: Sequence[object]) -> dict[str, list[object]]:
         if piece.parts:  # type: ignore[attr-defined]
             groups.setdefault(style_of(piece), []).append(piece)
     return dict(sorted(groups.items()))
+
+
+def counted_by_style(
+    count: Callable[[list[object]], T], pieces: Iterable[object], per_style: bool = True
+) -> tuple[T, dict[str, T]]:
+    """``count`` over all ``pieces``, and (with ``per_style``) over each style's pieces alone."""
+    pieces = list(pieces)
+    return count(pieces), ({s: count(g) for s, g in by_style(pieces).items()} if per_style else {})
 
 
 def prefix_tokens(mode: str, meter: str, density: int, style: str) -> list[int]:
