@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -41,6 +42,8 @@ from personalize.music.metrics import (
     voice_crossing_share,
 )
 from personalize.music.score import ACCOMPANIMENT_SUFFIX, MELODY_SUFFIX, score_from_midi
+
+S_SHIPPED = Path(__file__).resolve().parents[1] / "models" / "transformer"
 
 
 def test_forms_fit_the_length_and_bring_their_sections_back():
@@ -641,3 +644,92 @@ def test_tiny_song_model_trains_ships_its_tables_and_writes_verified_songs(tmp_p
         shutil.copy(tmp_path / "model" / name, gpu_model / name)
     (piece,) = generate_verified(load_generator(gpu_model), requests[:1], seed=2, max_attempts=1)
     assert piece.midi.get_end_time() > 20
+
+
+def _line_piece(line: list[tuple[int, int, int]], meter: str = "4/4", bar_ticks: int = 16) -> SimpleNamespace:
+    n_bars = max(o + d for o, d, _ in line) // bar_ticks
+    return SimpleNamespace(
+        parts=[line], meter=meter, bar_ticks=bar_ticks, n_bars=n_bars, found_key_pc=0, found_mode="major"
+    )
+
+
+def test_dotted_tunes_have_their_own_note_lengths_and_are_drawn_as_often_as_the_corpus_has_them(tmp_path):
+    """A hornpipe's dotted pairs and a reel's even eighths are counted apart: in the dotted table a note on
+    the beat is most likely three sixteenths long, in the even one two; a plan draws the dotted feel as
+    often as the corpus's pieces of that meter are dotted; a file saved before lengths existed steers none."""
+    from personalize.generate.song.prior import MelodyPrior
+
+    scale = (0, 2, 4, 5, 7, 9, 11, 12)
+    dotted = [(k * 4 + j * 3, 3 - 2 * j, 60 + scale[(2 * k + j) % 8]) for k in range(32) for j in (0, 1)]
+    even = [(k * 2, 2, 60 + scale[k % 8]) for k in range(64)]
+    pieces = [_line_piece(dotted)] * 6 + [_line_piece(even)] * 14
+    prior = MelodyPrior.fit(pieces).for_style("tune")
+    assert prior.dotted_share == {"4/4": 0.3}
+    on_beat = {feel: np.exp(prior.duration_log_probs("4/4", 4, feel)) for feel in (True, False)}
+    assert int(np.argmax(on_beat[True])) + 1 == 3 and on_beat[True][2] > 0.8
+    assert int(np.argmax(on_beat[False])) + 1 == 2 and on_beat[False][2] < 0.05
+    rng = np.random.default_rng(0)
+    assert 0.25 <= np.mean([prior.draw_dotted("4/4", rng) for _ in range(2000)]) <= 0.35
+    assert not any(prior.draw_dotted("6/8", rng) for _ in range(50))  # no dotted 6/8 pieces counted
+    path = tmp_path / "prior.json"
+    MelodyPrior.fit(pieces).save(path)
+    again = MelodyPrior.load(path).for_style("tune")
+    assert np.allclose(
+        again.duration_log_probs("4/4", 4, True), prior.duration_log_probs("4/4", 4, True), atol=1e-3
+    )
+    data = json.loads(path.read_text())
+    for tables in (data, *data["styles"].values()):
+        tables.pop("duration"), tables.pop("dotted_share")
+    path.write_text(json.dumps(data))
+    assert MelodyPrior.load(path).for_style("tune").duration_log_probs("4/4", 4) is None
+
+
+def test_bar_counts_keep_how_busy_each_piece_is_and_how_it_ends(tmp_path):
+    """Songs of one density bin are as different in pace as the corpus's pieces of that bin, and a tune's
+    last note is as long as the corpus's tunes' last notes; counts saved before either still load."""
+    slow = [(k * 4, 4, 60) for k in range(15)] + [(60, 4, 60)]  # four notes a bar, ends on a quarter
+    quick = [(k * 3, 3, 62) for k in range(20)] + [(60, 4, 60)]  # about five, ends on a quarter too
+    pieces = [_line_piece(slow)] * 5 + [_line_piece(quick)] * 5
+    counts = BarCounts.fit(pieces)
+    rng = np.random.default_rng(1)
+    bin_ = next(int(k.split("|")[2]) for k in counts.rates)
+    rates = [counts.draw_rate("tune", "4/4", bin_, rng) for _ in range(200)]
+    assert min(rates) == pytest.approx(4.0) and max(rates) == pytest.approx(21 / 4)
+    assert np.std(rates) > 0.3  # not the bin's mean every time
+    assert {counts.draw_last("tune", "4/4", bin_, rng) for _ in range(20)} == {4}
+    assert counts.draw_last("tune", "6/8", bin_, rng) is None
+    path = tmp_path / "bar_counts.json"
+    counts.save(path)
+    data = json.loads(path.read_text())
+    del data["rates"], data["last"]
+    path.write_text(json.dumps(data))
+    old = BarCounts.load(path)
+    assert old.draw_rate("tune", "4/4", bin_, rng) == pytest.approx(old.typical("tune", "4/4", bin_))
+
+
+@pytest.mark.skipif(
+    not (S_SHIPPED / "model.pt").is_file() or not (S_SHIPPED / "melody_prior.json").is_file(),
+    reason="no shipped model",
+)
+def test_shipped_dance_tunes_are_dotted_or_even_throughout_and_stop_on_their_last_note():
+    """Hornpipe-like tunes written with the shipped model move in dotted pairs, the others in even notes
+    (the corpus's 4/4 tunes are one or the other); and a tune stops on its last note: nothing sounds on."""
+    from personalize.generate import load_generator
+
+    generator = load_generator(S_SHIPPED)
+    requests = [Controls(k % 12, "major", 100, "4/4", 2, [73, 42], bars=16) for k in range(16)]
+    rngs = [np.random.default_rng([3, i]) for i in range(len(requests))]
+    feels = [generator.plan(c, rng).request.dotted for c, rng in zip(requests, rngs, strict=True)]
+    assert 0 < sum(feels) < len(feels)  # the shipped prior draws both feels in 4/4
+    songs = generator.generate(requests, seed=3)
+    shares: dict[bool, list[float]] = {True: [], False: []}
+    last_beats = []
+    for feel, pm in zip(feels, songs, strict=True):
+        melody = score_from_midi(pm).melody
+        shares[feel].append(np.mean([d == 3 for _, d, _ in melody]))
+        last = max(pm.instruments[0].notes, key=lambda n: n.start)
+        assert max(n.end for i in pm.instruments for n in i.notes) <= last.end + 0.05
+        last_beats.append(melody[-1][1] / 4)  # the score's sixteenths, as the evaluation reads it
+    assert np.median(shares[True]) >= 0.2 > 0.05 >= np.median(shares[False])
+    # Most end on a quarter, as the corpus's 4/4 tunes do (the landing note held to the bar line is longer).
+    assert np.median(last_beats) <= 1.0, last_beats

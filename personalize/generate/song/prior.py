@@ -6,7 +6,14 @@ where the prior is two small tables counted in the training melodies:
 - ``interval``: P(next melodic interval | previous interval), intervals clipped to +-12 semitones (how
   melodies move: mostly steps, a leap usually turns back);
 - ``chord_tone``: P(the note is a tone of the chord sounding under it | metric position: downbeat, other
-  beat, off the beat) (where melodies meet the harmony).
+  beat, off the beat) (where melodies meet the harmony);
+- ``duration``: P(note length | meter, onset's place in the bar, to the sixteenth) (how a meter's tunes
+  move: a reel's running eighths, a waltz's half notes), fused with the model's length choices in the same
+  way (``duration_weight``). Pieces in dotted rhythm (a hornpipe's or a strathspey's dotted pairs: at least
+  ``DOTTED_SHARE`` of their notes three sixteenths long) are counted apart, under ``"<meter> dotted"``, and
+  ``dotted_share`` says how many of a meter's pieces are: a song plan draws its feel with that chance
+  (in the corpus's 4/4 tunes three in ten are dotted, and a piece is one or the other throughout; a model
+  that mixes the two per note writes neither).
 
 Both tables are counted over all training melodies and again per style (``chorale``: the chorales'
 soprano lines; ``tune``: the fiddle tunes); a request is steered by its own style's tables
@@ -34,6 +41,12 @@ from personalize.music.chords import Chord, estimate_chords, spans_per_bar
 
 MAX_INTERVAL = 12
 STRENGTHS = ("downbeat", "beat", "offbeat")
+MAX_TICKS = 24  # the longest bar and note the song tokens carry, in sixteenths
+# A place in the bar with few notes borrows the meter's lengths overall, as this many notes' worth.
+DURATION_BACKOFF = 4.0
+DOTTED_SHARE = 0.15  # a piece with this share of dotted-eighth notes is in dotted rhythm
+DOTTED = " dotted"  # the key suffix of a meter's dotted-rhythm lengths
+MIN_DOTTED_PIECES = 5  # a meter needs this many dotted pieces before its plans may draw that feel
 
 
 def strength(pos: int, bar_ticks: int, beat_ticks: int) -> int:
@@ -57,6 +70,9 @@ def _clip(interval: int) -> int:
 class MelodyPrior:
     interval: np.ndarray  # (25, 25): log P(next interval | previous interval), index = interval + 12
     chord_tone: np.ndarray  # (3, 2): log P(not chord tone, chord tone | strength)
+    # meter -> (24, 24): log P(length of d + 1 sixteenths | onset at sixteenth p of the bar), row p, column d
+    duration: dict[str, np.ndarray] = field(default_factory=dict)
+    dotted_share: dict[str, float] = field(default_factory=dict)  # meter -> share of pieces in dotted rhythm
     # The same two tables counted in each style's melodies alone (a chorale's soprano moves by step seven
     # times in ten, a fiddle tune's under six): a request of that style is steered by its own.
     styles: dict[str, MelodyPrior] = field(default_factory=dict)
@@ -79,10 +95,22 @@ class MelodyPrior:
         n = 2 * MAX_INTERVAL + 1
         iv = np.full((n, n), smoothing)
         ct = np.full((len(STRENGTHS), 2), smoothing)
+        lengths: dict[str, np.ndarray] = {}
+        feels: dict[str, list[int]] = {}  # meter -> [pieces, dotted pieces]
         for piece in pieces:
             line = sorted(piece.parts[0]) if piece.parts else []  # type: ignore[attr-defined]
             if len(line) < 3:
                 continue
+            if piece.bar_ticks <= MAX_TICKS:  # type: ignore[attr-defined]
+                meter = piece.meter  # type: ignore[attr-defined]
+                dotted = float(np.mean([d == 3 for _, d, _ in line])) >= DOTTED_SHARE
+                tally = feels.setdefault(meter, [0, 0])
+                tally[0] += 1
+                tally[1] += dotted
+                key = meter + DOTTED if dotted else meter
+                table = lengths.setdefault(key, np.zeros((MAX_TICKS, MAX_TICKS)))
+                for onset, dur, _ in line:
+                    table[onset % piece.bar_ticks, int(np.clip(dur, 1, MAX_TICKS)) - 1] += 1  # type: ignore[attr-defined]
             spans = spans_per_bar(piece.meter)  # type: ignore[attr-defined]
             span_ticks = piece.bar_ticks // spans  # type: ignore[attr-defined]
             chords = estimate_chords(
@@ -103,12 +131,23 @@ class MelodyPrior:
                 tones = chords[s].pitch_classes(piece.found_key_pc)  # type: ignore[attr-defined]
                 pos = onset % piece.bar_ticks  # type: ignore[attr-defined]
                 ct[strength(pos, piece.bar_ticks, beat), int(pitch % 12 in tones)] += 1  # type: ignore[attr-defined]
-        return cls(np.log(iv / iv.sum(axis=1, keepdims=True)), np.log(ct / ct.sum(axis=1, keepdims=True)))
+        return cls(
+            np.log(iv / iv.sum(axis=1, keepdims=True)),
+            np.log(ct / ct.sum(axis=1, keepdims=True)),
+            {key: _length_table(table, smoothing) for key, table in sorted(lengths.items())},
+            {
+                meter: round(dotted / n, 4)
+                for meter, (n, dotted) in sorted(feels.items())
+                if dotted >= MIN_DOTTED_PIECES
+            },
+        )
 
     def _tables(self) -> dict[str, object]:
         return {
             "interval": np.round(self.interval, 5).tolist(),
             "chord_tone": np.round(self.chord_tone, 5).tolist(),
+            "duration": {m: np.round(t, 4).tolist() for m, t in self.duration.items()},
+            "dotted_share": self.dotted_share,
         }
 
     def save(self, path: Path) -> None:
@@ -121,11 +160,27 @@ class MelodyPrior:
     def load(cls, path: Path) -> MelodyPrior:
         """A saved prior; one saved before the styles were counted apart steers every style alike."""
         data = json.loads(Path(path).read_text())
-        styles = {
-            name: cls(np.asarray(t["interval"]), np.asarray(t["chord_tone"]))
-            for name, t in data.get("styles", {}).items()
-        }
-        return cls(np.asarray(data["interval"]), np.asarray(data["chord_tone"]), styles)
+
+        def tables(t: dict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+            lengths = {m: np.asarray(v) for m, v in t.get("duration", {}).items()}
+            return np.asarray(t["interval"]), np.asarray(t["chord_tone"]), lengths, t.get("dotted_share", {})
+
+        styles = {name: cls(*tables(t)) for name, t in data.get("styles", {}).items()}
+        return cls(*tables(data), styles)
+
+    def duration_log_probs(self, meter: str, pos: int, dotted: bool = False) -> np.ndarray | None:
+        """Log-probability of each note length 1..24 sixteenths for a note starting ``pos`` sixteenths into
+        a bar of ``meter`` (in dotted rhythm, with ``dotted``), or None where the prior did not count that
+        meter (an older file: no steer)."""
+        table = self.duration.get(meter + DOTTED) if dotted else None
+        if table is None:
+            table = self.duration.get(meter)
+        return None if table is None or pos >= len(table) else table[pos]
+
+    def draw_dotted(self, meter: str, rng: np.random.Generator) -> bool:
+        """Whether a piece in ``meter`` is in dotted rhythm, drawn with the corpus's share of such pieces."""
+        share = self.dotted_share.get(meter, 0.0)
+        return share > 0 and bool(rng.random() < share)
 
     def log_probs(
         self,
@@ -147,3 +202,12 @@ class MelodyPrior:
             tones = np.isin(candidates % 12, chord.pitch_classes(0))
             out += np.where(tones, self.chord_tone[metric, 1], self.chord_tone[metric, 0])
         return out
+
+
+def _length_table(counts: np.ndarray, smoothing: float) -> np.ndarray:
+    """Log P(length | place in the bar) from counts: each place backs off to the meter's lengths overall
+    (``DURATION_BACKOFF`` notes' worth), and those to a floor of ``smoothing`` spread over all lengths."""
+    overall = counts.sum(axis=0) + smoothing / MAX_TICKS
+    overall /= overall.sum()
+    table = counts + DURATION_BACKOFF * overall
+    return np.log(table / table.sum(axis=1, keepdims=True))

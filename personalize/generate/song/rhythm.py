@@ -10,6 +10,12 @@ rhythm (busy and held bars where the corpus has them) and has exactly the asked 
 
 Counts are kept for every (style, meter, density bin, bar of the phrase); a combination the corpus lacks
 falls back to the same style and meter with any bin, then to any piece, scaled to the aim.
+
+Each (style, meter, bin) also keeps the spread of its pieces' own rates (notes per bar, as quantiles), so a
+song can be as busy as one corpus piece of its bin drawn at random (:meth:`BarCounts.draw_rate`) rather than
+as the bin's average: one jig of the bin runs in sixteenths, another in plain eighths. And it keeps how
+long its pieces' last notes are (:meth:`BarCounts.draw_last`): a reel stops on a quarter, a 2/4 reel in
+sixteenths on an eighth.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from personalize.generate.song import tokens as S
 from personalize.music.controls import density_bin
 
 PHRASE = 4  # bars of a phrase: counts are kept by the bar's place in it
+RATE_QUANTILES = 21  # quantiles kept of the pieces' rates per (style, meter, bin)
+MIN_RATE_PIECES = 8  # a bin needs this many pieces before its spread is used
 
 
 def _key(style: str, meter: str, bin_: int | str) -> str:
@@ -36,6 +44,10 @@ class BarCounts:
     """Histograms of notes per bar: ``table[key][place]`` counts bars with 0..16 notes (16: 16 or more)."""
 
     table: dict[str, list[list[float]]] = field(default_factory=dict)
+    rates: dict[str, list[float]] = field(default_factory=dict)  # key -> quantiles of pieces' notes per bar
+    last: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # key -> pieces whose last note lasts 1..24 ticks
 
     @classmethod
     def fit(cls, pieces: Iterable[object]) -> BarCounts:
@@ -43,6 +55,8 @@ class BarCounts:
         under its style (a single line is a tune, several parts a chorale) and its own density bin."""
         n = S.MAX_NOTES_TOKEN + 1
         table: dict[str, np.ndarray] = {}
+        rates: dict[str, list[float]] = {}
+        last: dict[str, np.ndarray] = {}
         for piece in pieces:
             parts = piece.parts  # type: ignore[attr-defined]
             if not parts or not parts[0]:
@@ -52,19 +66,48 @@ class BarCounts:
             quarters = n_bars * bar_ticks / S.TICKS_PER_QUARTER
             bin_ = density_bin(len(line) / max(quarters, 1e-9))
             per_bar = np.bincount([min(o // bar_ticks, n_bars - 1) for o, _, _ in line], minlength=n_bars)
+            rates.setdefault(_key(style, piece.meter, bin_), []).append(len(line) / max(n_bars, 1))  # type: ignore[attr-defined]
+            final = int(np.clip(max(line)[1], 1, S.MAX_BAR_TICKS))
+            last.setdefault(_key(style, piece.meter, bin_), np.zeros(S.MAX_BAR_TICKS, dtype=int))[
+                final - 1
+            ] += 1  # type: ignore[attr-defined]
             for key in (_key(style, piece.meter, bin_), _key(style, piece.meter, "any"), "any"):  # type: ignore[attr-defined]
                 hist = table.setdefault(key, np.zeros((PHRASE, n)))
                 for b, count in enumerate(per_bar):
                     hist[b % PHRASE, min(int(count), n - 1)] += 1
-        return cls({k: v.tolist() for k, v in table.items()})
+        spread = {
+            k: np.round(np.quantile(v, np.linspace(0.0, 1.0, RATE_QUANTILES)), 4).tolist()
+            for k, v in sorted(rates.items())
+            if len(v) >= MIN_RATE_PIECES
+        }
+        endings = {k: v.tolist() for k, v in sorted(last.items()) if v.sum() >= MIN_RATE_PIECES}
+        return cls({k: v.tolist() for k, v in table.items()}, spread, endings)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps({"phrase": PHRASE, "table": self.table}))
+        data = {"phrase": PHRASE, "table": self.table, "rates": self.rates, "last": self.last}
+        Path(path).write_text(json.dumps(data))
 
     @classmethod
     def load(cls, path: Path) -> BarCounts:
+        """Saved counts; a file saved before the rates' spread was kept draws every song at its bin's mean."""
         data = json.loads(Path(path).read_text())
-        return cls({k: v for k, v in data["table"].items()})
+        return cls({k: v for k, v in data["table"].items()}, data.get("rates", {}), data.get("last", {}))
+
+    def draw_last(self, style: str, meter: str, bin_: int, rng: np.random.Generator) -> int | None:
+        """The length in ticks of a piece's last note, drawn from the corpus's pieces of this style, meter
+        and bin; None where too few were counted."""
+        counts = np.asarray(self.last.get(_key(style, meter, bin_), ()), dtype=float)
+        if not counts.sum():
+            return None
+        return int(rng.choice(len(counts), p=counts / counts.sum())) + 1
+
+    def draw_rate(self, style: str, meter: str, bin_: int, rng: np.random.Generator) -> float | None:
+        """Notes per bar of one corpus piece of this style, meter and bin drawn at random (interpolated
+        between the kept quantiles); the bin's mean (:meth:`typical`) where its spread was not kept."""
+        quantiles = self.rates.get(_key(style, meter, bin_))
+        if not quantiles:
+            return self.typical(style, meter, bin_)
+        return float(np.interp(rng.random(), np.linspace(0.0, 1.0, len(quantiles)), quantiles))
 
     def _histogram(self, style: str, meter: str, bin_: int) -> np.ndarray:
         for key in (_key(style, meter, bin_), _key(style, meter, "any"), "any"):

@@ -43,6 +43,10 @@ MAX_NOTES_PER_BAR = 24
 DENSITY_TARGETS = (0.7, 1.12, 1.57, 2.2)
 DENSITY_GAIN = 40.0
 PHRASE_BARS = 4  # a phrase lands on its last bar (see MelodyWriter: phrase ends)
+# Styles whose note lengths the prior steers: a fiddle tune is dotted or even throughout, and the model left
+# to itself mixes the two and writes neither; the chorales' quarters it writes as the corpus does (steering
+# them too left band songs' rhythm further from the corpus: duration-histogram AUC 0.78 against 0.70).
+LENGTH_STEERED_STYLES = ("tune",)
 
 
 @dataclass
@@ -106,6 +110,7 @@ class MelodyRequest:
         True  # phrase ends land on a held chord tone (songs and chorales; dance tunes run on)
     )
     closing: str | None = None  # the material the song ends with: its last bar lands in every style
+    dotted: bool = False  # in dotted rhythm (a hornpipe's pairs): the prior's dotted lengths steer
 
 
 @dataclass
@@ -160,6 +165,7 @@ class MelodyWriter:
         prior: MelodyPrior | None = None,
         prior_weight: float = 1.0,
         density_gain: float = DENSITY_GAIN,
+        duration_weight: float | None = None,
         no_syncopation: bool = True,
         phrase_ends: bool = True,
         exact_counts: bool = True,
@@ -169,6 +175,8 @@ class MelodyWriter:
         self.top_p = top_p
         self.prior = prior
         self.prior_weight = prior_weight
+        # The prior's note lengths are fused as its pitches are (by default with the same weight).
+        self.duration_weight = prior_weight if duration_weight is None else duration_weight
         self.density_gain = density_gain
         self.no_syncopation = no_syncopation
         self.phrase_ends = phrase_ends
@@ -350,7 +358,8 @@ class MelodyWriter:
         fusion = np.zeros((b, v), dtype=np.float32)
         use_prior = self.prior is not None and self.prior_weight > 0
         priors = [self.prior.for_style(r.style) if self.prior is not None else None for r in requests]
-        steer = use_prior or self.density_gain > 0
+        use_lengths = self.prior is not None and self.duration_weight > 0
+        steer = use_prior or use_lengths or self.density_gain > 0
         candidates = np.arange(S.REL_LO, S.REL_HI + 1)
         beats = [beat_ticks_of(r.meter) for r in requests]
         while not all(r.done for r in rows):
@@ -431,6 +440,13 @@ class MelodyWriter:
                             mask[i] &= room
                     if self.density_gain > 0:
                         fusion[i, S.DUR1 : S.DUR1 + S.MAX_BAR_TICKS] = self._density_bias(row, bar_ticks[i])
+                    lengths = (
+                        priors[i].duration_log_probs(row.request.meter, row.pos, row.request.dotted)
+                        if use_lengths and row.request.style in LENGTH_STEERED_STYLES
+                        else None
+                    )
+                    if lengths is not None:
+                        fusion[i, S.DUR1 : S.DUR1 + S.MAX_BAR_TICKS] += self.duration_weight * lengths
                 elif in_pickup:
                     # Landed a beat early: the pickup starts on the last beat, then the bar is done.
                     if row.tick == bt:
