@@ -573,7 +573,7 @@ def _bars_of(stream: list[int]) -> list[list[int]]:
 
 def test_tiny_song_model_trains_ships_its_tables_and_writes_verified_songs(tmp_path):
     """The shipped recipe end to end on a tiny config: corpus -> song model + harmony + melody prior +
-    originality index -> load_generator -> generate_verified with the writer's own review."""
+    originality index -> load_generator -> generate_verified with the writer's own review -> calibrate."""
     import json
     from pathlib import Path
 
@@ -614,6 +614,21 @@ def test_tiny_song_model_trains_ships_its_tables_and_writes_verified_songs(tmp_p
         assert m["programs_ok"] and m["tempo_ok"] and m["meter_ok"] and m["in_range_share"] == 1.0
         assert "original_ok" in m and "shared_bars" in m  # the originality review ran
         assert piece.midi.get_end_time() > 20
+
+    # After training, the calibration is fitted on the same training pieces and saved beside the prior.
+    from typer.testing import CliRunner
+
+    from personalize.cli import app
+
+    args = ["calibrate", "--model-dir", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus")]
+    result = CliRunner().invoke(app, [*args, "--requests", "4", "--rounds", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "model" / "calibration.json").read_text())
+    assert set(report) == {"tune", "chorale"} and len(report["tune"]["rounds"]) == 2
+    saved = json.loads((tmp_path / "model" / "melody_prior.json").read_text())
+    assert all("calibration" in saved["styles"][style] for style in ("tune", "chorale"))
+    result = CliRunner().invoke(app, ["calibrate", "--model-dir", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "missing" in result.output
 
     # The GPU path: the same training data exported as one file, trained by fit.py run as a script (what a
     # GPU machine runs, with torch alone), resumed where it stopped, and loaded with the shipped side files.
@@ -733,3 +748,43 @@ def test_shipped_dance_tunes_are_dotted_or_even_throughout_and_stop_on_their_las
     assert np.median(shares[True]) >= 0.2 > 0.05 >= np.median(shares[False])
     # Most end on a quarter, as the corpus's 4/4 tunes do (the landing note held to the bar line is longer).
     assert np.median(last_beats) <= 1.0, last_beats
+
+
+def test_calibration_brings_written_melodies_to_the_corpus_intervals_and_degrees(
+    untrained_song_generator, tmp_path
+):
+    """Fitted on tunes that move by step and start every bar on the tonic, the calibration takes an untrained model's
+    melodies most of the way to the corpus's interval and degree shares; it saves and loads with the prior,
+    a prior saved before it loads without it, and a model without a prior is refused."""
+    from personalize.generate.song import calibrate as C
+    from personalize.generate.song.prior import MelodyPrior
+
+    bar = (0, 2, 4, 5, 7, 5, 4, 2)  # every bar climbs from the tonic on its downbeat and steps back
+    pieces = [_line_piece([(k * 2, 2, 60 + bar[k % 8]) for k in range(64)]) for _ in range(4)]
+    for piece in pieces:
+        piece.piece_id = "x"
+    prior = MelodyPrior.fit(pieces)
+    writer = MelodyWriter(untrained_song_generator.melody.model, prior=prior, prior_weight=0.5)
+    generator = SongGenerator(writer, untrained_song_generator.harmony, untrained_song_generator.rhythm)
+    report = C.calibrate(generator, pieces, styles=("tune",), n_requests=12, rounds=3)
+    rows = report["tune"]["rounds"]
+    assert len(rows) == 4 and rows[0]["interval_l1"] > 0.3  # far off before: the model is untrained
+    assert rows[-1]["interval_l1"] <= 0.5 * rows[0]["interval_l1"]
+    assert rows[-1]["degree_l1"] <= 0.7 * rows[0]["degree_l1"]
+    assert rows[-1]["tonic_on_downbeats"] >= rows[0]["tonic_on_downbeats"] + 0.25
+    tune = prior.for_style("tune")
+    assert tune.interval_bias is not None and tune.degree_bias is not None
+    path = tmp_path / "melody_prior.json"
+    prior.save(path)
+    again = MelodyPrior.load(path).for_style("tune")
+    assert np.allclose(again.interval_bias, tune.interval_bias, atol=1e-3)
+    candidates = np.arange(-5, 8)
+    assert np.allclose(
+        again.log_probs(candidates, 0, 2, None, 0), tune.log_probs(candidates, 0, 2, None, 0), atol=1e-2
+    )
+    data = json.loads(path.read_text())
+    del data["styles"]["tune"]["calibration"]
+    path.write_text(json.dumps(data))
+    assert MelodyPrior.load(path).for_style("tune").interval_bias is None
+    with pytest.raises(ValueError, match="without a melody prior"):
+        C.calibrate(untrained_song_generator, pieces, styles=("tune",), n_requests=4, rounds=1)

@@ -173,8 +173,51 @@ def generate(
         raise typer.Exit(1)
 
 
+def calibrate(
+    model_dir: Path = typer.Option(
+        None, "--model-dir", help="Folder of the song model (default models/transformer)."
+    ),
+    corpus_dir: Path = typer.Option(None, "--corpus", help="Corpus folder (default <data dir>/corpus)."),
+    requests: int = typer.Option(96, help="Songs written per style and round."),
+    rounds: int = typer.Option(4, help="Rounds of fitting (each writes the songs again)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Fit the melody prior's calibration (personalize.generate.song.calibrate) on the training pieces the
+    model was trained on, and save it into the model's melody_prior.json."""
+    from personalize.config import get_settings
+    from personalize.corpus import load_pieces
+    from personalize.generate.song import calibrate as C
+    from personalize.generate.song.writer import SongGenerator
+
+    folder = Path(model_dir) if model_dir else get_settings().model_dir / "transformer"
+    try:
+        generator = SongGenerator.load(folder, threads=1)
+        pieces = load_pieces(corpus_dir, "train")
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    listed = folder / "training_pieces.txt"
+    if listed.is_file():  # exactly the pieces the model was trained on
+        ids = set(listed.read_text().split())
+        pieces = [p for p in pieces if p.piece_id in ids]
+    if not pieces:
+        console.print("[red]no training pieces found[/]: build the corpus with `personalize corpus build`")
+        raise typer.Exit(2)
+    try:
+        report = C.calibrate(
+            generator, pieces, n_requests=requests, rounds=rounds, seed=seed, progress=console.print
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    generator.melody.prior.save(folder / "melody_prior.json")
+    (folder / "calibration.json").write_text(json.dumps(report, indent=1))
+    console.print_json(json.dumps(report))
+
+
 def register(app: typer.Typer) -> None:
-    """Attach ``corpus``, ``train`` and ``generate`` to the main CLI."""
+    """Attach ``corpus``, ``train``, ``calibrate`` and ``generate`` to the main CLI."""
     app.add_typer(corpus_app, name="corpus")
     app.command("train")(train)
+    app.command("calibrate")(calibrate)
     app.command("generate")(generate)

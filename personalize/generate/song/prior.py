@@ -15,7 +15,12 @@ where the prior is two small tables counted in the training melodies:
   (in the corpus's 4/4 tunes three in ten are dotted, and a piece is one or the other throughout; a model
   that mixes the two per note writes neither).
 
-Both tables are counted over all training melodies and again per style (``chorale``: the chorales'
+A fitted **calibration** can ride on top (:mod:`personalize.generate.song.calibrate`): per style, a bias
+over the next interval and over the scale degree by metric position, fitted so that the melodies the
+model and prior write together have the corpus's interval and degree shares (the two steers each lean
+their own way: the model climbs by step and falls by leap where the corpus's tunes do the opposite).
+
+The tables are counted over all training melodies and again per style (``chorale``: the chorales'
 soprano lines; ``tune``: the fiddle tunes); a request is steered by its own style's tables
 (:meth:`MelodyPrior.for_style`), so a hymn-like song melody moves by step as the chorales do.
 
@@ -73,6 +78,10 @@ class MelodyPrior:
     # meter -> (24, 24): log P(length of d + 1 sixteenths | onset at sixteenth p of the bar), row p, column d
     duration: dict[str, np.ndarray] = field(default_factory=dict)
     dotted_share: dict[str, float] = field(default_factory=dict)  # meter -> share of pieces in dotted rhythm
+    # The calibration (None until fitted): log-scale biases added to the prior's pitch scores, over the next
+    # interval (25, index = interval + 12) and over the degree above the tonic by strength (3, 12).
+    interval_bias: np.ndarray | None = None
+    degree_bias: np.ndarray | None = None
     # The same two tables counted in each style's melodies alone (a chorale's soprano moves by step seven
     # times in ten, a fiddle tune's under six): a request of that style is steered by its own.
     styles: dict[str, MelodyPrior] = field(default_factory=dict)
@@ -148,6 +157,16 @@ class MelodyPrior:
             "chord_tone": np.round(self.chord_tone, 5).tolist(),
             "duration": {m: np.round(t, 4).tolist() for m, t in self.duration.items()},
             "dotted_share": self.dotted_share,
+            **(
+                {
+                    "calibration": {
+                        "interval": np.round(self.interval_bias, 4).tolist(),
+                        "degree": np.round(self.degree_bias, 4).tolist(),
+                    }
+                }
+                if self.interval_bias is not None and self.degree_bias is not None
+                else {}
+            ),
         }
 
     def save(self, path: Path) -> None:
@@ -161,12 +180,20 @@ class MelodyPrior:
         """A saved prior; one saved before the styles were counted apart steers every style alike."""
         data = json.loads(Path(path).read_text())
 
-        def tables(t: dict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+        def read(t: dict, styles: dict[str, MelodyPrior] | None = None) -> MelodyPrior:
             lengths = {m: np.asarray(v) for m, v in t.get("duration", {}).items()}
-            return np.asarray(t["interval"]), np.asarray(t["chord_tone"]), lengths, t.get("dotted_share", {})
+            calibration = t.get("calibration") or {}
+            return cls(
+                np.asarray(t["interval"]),
+                np.asarray(t["chord_tone"]),
+                duration=lengths,
+                dotted_share=t.get("dotted_share", {}),
+                interval_bias=np.asarray(calibration["interval"]) if calibration else None,
+                degree_bias=np.asarray(calibration["degree"]) if calibration else None,
+                styles=styles or {},
+            )
 
-        styles = {name: cls(*tables(t)) for name, t in data.get("styles", {}).items()}
-        return cls(*tables(data), styles)
+        return read(data, {name: read(t) for name, t in data.get("styles", {}).items()})
 
     def duration_log_probs(self, meter: str, pos: int, dotted: bool = False) -> np.ndarray | None:
         """Log-probability of each note length 1..24 sixteenths for a note starting ``pos`` sixteenths into
@@ -201,6 +228,12 @@ class MelodyPrior:
         if chord is not None:
             tones = np.isin(candidates % 12, chord.pitch_classes(0))
             out += np.where(tones, self.chord_tone[metric, 1], self.chord_tone[metric, 0])
+        if self.interval_bias is not None and previous is not None:
+            out += self.interval_bias[
+                np.clip(candidates - previous, -MAX_INTERVAL, MAX_INTERVAL) + MAX_INTERVAL
+            ]
+        if self.degree_bias is not None:
+            out += self.degree_bias[metric, candidates % 12]
         return out
 
 
