@@ -788,3 +788,21 @@ def test_calibration_brings_written_melodies_to_the_corpus_intervals_and_degrees
     assert MelodyPrior.load(path).for_style("tune").interval_bias is None
     with pytest.raises(ValueError, match="without a melody prior"):
         C.calibrate(untrained_song_generator, pieces, styles=("tune",), n_requests=4, rounds=1)
+
+
+def test_a_dance_tune_strain_may_repeat_as_written_and_then_closes_both_times(untrained_song_generator):
+    """A plain repeat plays a strain twice note for note (no second ending), so it closes on the tonic both
+    times; the writer plans one for about half of the strains, as a quarter of the corpus's tunes repeat
+    both of theirs exactly."""
+    controls = Controls(2, "major", 110, "2/2", 2, [73], bars=32)
+    plain = plan_form(controls, plain_repeats=frozenset({"A"}))
+    assert plain.materials() == ["A", "B", "B'"]
+    strains = [s for s in plain.sections if s.material]
+    assert [s.material for s in strains[:4]] == ["A", "A", "B", "B'"]
+    assert strains[0].cadence == strains[1].cadence == "authentic" and strains[2].cadence == "half"
+    assert plan_form(controls).materials() == ["A", "A'", "B", "B'"]
+    chorale = Controls(2, "major", 80, "4/4", 1, [40, 41, 42, 43], bars=32)
+    assert plan_form(chorale, plain_repeats=frozenset({"A"})).materials() == plan_form(chorale).materials()
+    plans = [untrained_song_generator.plan(controls, np.random.default_rng(k)) for k in range(200)]
+    assert 0.4 <= np.mean(["A'" not in p.form.materials() for p in plans]) <= 0.6
+    assert 0.4 <= np.mean(["B'" not in p.form.materials() for p in plans]) <= 0.6

