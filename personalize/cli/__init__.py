@@ -8,7 +8,7 @@ library (heavy imports stay inside the commands, so ``personalize --help`` is qu
 | simulate    | simulate (the demo world)                                       |
 | loop        | loop (the closed loop over nights on the demo world)            |
 | taste       | profile, cluster, taste-plots, eval taste                       |
-| generate    | corpus build, train, generate                                   |
+| generate    | corpus build, train, calibrate, generate                        |
 | render      | render                                                          |
 | run         | run, run-release, report, eval playlists                        |
 | serve       | serve, apikey                                                   |
