@@ -161,33 +161,3 @@ def test_taste_plots_are_written_for_a_date(ctx, tmp_path):
     }
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5_000 for p in paths)
     assert taste_map_png(ctx, DAY1)[:4] == b"\x89PNG"
-
-
-def _three_pairs(gap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Three tastes far apart, each of two nearby sub-tastes ``2 * gap`` apart: 3 or 6 clusters fit."""
-    rng = np.random.default_rng(0)
-    centers = np.array([[0, 0], [10, 0], [0, 10]], float)
-    subs = np.array([c + o for c in centers for o in ([-gap, 0], [gap, 0])])
-    X = np.vstack([s + rng.normal(0, 0.45, size=(60, 2)) for s in subs])
-    return X, centers, subs
-
-
-def test_yesterdays_number_of_clusters_stays_unless_another_is_clearly_better():
-    """Where 3 and 6 clusters fit almost equally well, the night keeps yesterday's number (no flapping
-    between them, which renumbers listeners whose taste has not moved); where one is clearly better, it wins
-    whatever yesterday had; yesterday's partition is found again from its centroids."""
-    from personalize.cluster.fit import KEEP_MARGIN, fit_clusters
-
-    fit = lambda X, previous=None: fit_clusters(X, 2, 8, 1000, 1000, 0, np.ones(2), previous=previous)  # noqa: E731
-    X, threes, sixes = _three_pairs(1.8)
-    alone = fit(X)
-    assert abs(alone.scores[3] - alone.scores[6]) <= KEEP_MARGIN  # a close call
-    assert fit(X, previous=threes).k == 3
-    kept = fit(X, previous=sixes)
-    assert kept.k == 6
-    truth = np.repeat(np.arange(6), 60)
-    assert adjusted_rand_score(truth, kept.labels) > 0.95
-    X, threes, sixes = _three_pairs(1.2)  # the pairs merge: 3 is clearly better
-    assert fit(X, previous=sixes).k == 3
-    X, threes, sixes = _three_pairs(2.6)  # the pairs split: 6 is clearly better
-    assert fit(X, previous=threes).k == 6

@@ -2,11 +2,7 @@
 
 k is chosen over ``[cluster_k_min, cluster_k_max]`` by the mean silhouette of a fit on a sample of
 listeners (silhouette itself on a smaller sample, as it costs n^2): the k whose clusters are most
-compact and best apart wins; ties go to the smaller k. Night after night, yesterday's clusters count: their
-k is also fitted from yesterday's centroids (a warm start, beside the random restarts), and it stays unless
-another k scores better by more than ``KEEP_MARGIN``. Without that, one unlucky restart of yesterday's k
-(a silhouette of 0.49 where the nights around it scored 0.62) gave a 30-night run a seventh cluster for a
-night, and 6 % of listeners whose taste had not moved a new cluster id twice.
+compact and best apart wins; ties go to the smaller k.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 CRITERION = "silhouette"
-KEEP_MARGIN = 0.02  # silhouette by which another k must beat yesterday's to replace it
 
 
 def _apply_weights(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -59,26 +54,12 @@ def fit_clusters(
     silhouette_sample: int,
     seed: int,
     weights: np.ndarray,
-    previous: np.ndarray | None = None,
-    keep_margin: float = KEEP_MARGIN,
 ) -> ClusterFit:
-    """Choose k on a sample, then fit the pipeline on all of ``X`` (rows: listeners, raw vectors);
-    ``previous`` holds yesterday's centroids (raw vectors), whose k is kept unless another beats it by more
-    than ``keep_margin`` (module docstring)."""
+    """Choose k on a sample, then fit the pipeline on all of ``X`` (rows: listeners, raw vectors)."""
     # One BLAS/OpenMP thread: on a small shared machine, k-means' spinning worker threads made the fit
     # 30x slower (22 s instead of 0.7 s for 2,000 listeners and 11 values of k) whenever other work ran.
     with threadpool_limits(limits=1):
-        return _fit_clusters(
-            X, k_min, k_max, fit_sample, silhouette_sample, seed, weights, previous, keep_margin
-        )
-
-
-def _warm_pipeline(X: np.ndarray, previous: np.ndarray, weights: np.ndarray, seed: int) -> Pipeline:
-    """The pipeline with k-means started from ``previous`` centroids (in the space scaled on ``X``)."""
-    pipe = make_pipeline(len(previous), weights, seed, n_init=1)
-    start = pipe[:-1].fit(X).transform(previous)
-    pipe.steps[-1] = ("kmeans", KMeans(n_clusters=len(previous), init=start, n_init=1, random_state=seed))
-    return pipe
+        return _fit_clusters(X, k_min, k_max, fit_sample, silhouette_sample, seed, weights)
 
 
 def _fit_clusters(
@@ -89,12 +70,8 @@ def _fit_clusters(
     silhouette_sample: int,
     seed: int,
     weights: np.ndarray,
-    previous: np.ndarray | None = None,
-    keep_margin: float = KEEP_MARGIN,
 ) -> ClusterFit:
     n = len(X)
-    if previous is not None and (len(previous) < 2 or previous.shape[1:] != X.shape[1:]):
-        previous = None  # nothing to start from (a first night, one cluster, or another feature space)
     if n == 0:
         raise ValueError("no profiled listeners to cluster")
     rng = np.random.default_rng(seed)
@@ -108,32 +85,18 @@ def _fit_clusters(
         k_best = 1
     else:
         for k in range(max(2, k_lo), k_hi + 1):
-            # Two restarts suffice to rank the values of k; the final fit below gets four. Yesterday's k
-            # is also fitted from yesterday's centroids, and scores the better of the two.
-            pipes = [make_pipeline(k, weights, seed, n_init=2)]
-            if previous is not None and k == len(previous):
-                pipes.append(_warm_pipeline(sample, previous, weights, seed))
-            for pipe in pipes:
-                labels = pipe.fit_predict(sample)
-                if len(np.unique(labels)) < 2:
-                    continue
-                Z = pipe[:-1].transform(sample)
-                score = silhouette_score(
-                    Z, labels, sample_size=min(len(Z), silhouette_sample), random_state=seed
-                )
-                scores[k] = max(scores.get(k, -1.0), float(score))
+            # Two restarts suffice to rank the values of k; the final fit below gets four.
+            pipe = make_pipeline(k, weights, seed, n_init=2)
+            labels = pipe.fit_predict(sample)
+            if len(np.unique(labels)) < 2:
+                continue
+            Z = pipe[:-1].transform(sample)
+            scores[k] = float(
+                silhouette_score(Z, labels, sample_size=min(len(Z), silhouette_sample), random_state=seed)
+            )
         k_best = max(scores, key=lambda k: (round(scores[k], 4), -k)) if scores else 1
-        kept = len(previous) if previous is not None else None
-        if kept in scores and scores[k_best] - scores[kept] <= keep_margin:
-            k_best = kept
     pipe = make_pipeline(k_best, weights, seed)
     labels = pipe.fit_predict(X)
-    if previous is not None and k_best == len(previous):
-        # Yesterday's centroids as a start too: the fit with the lower k-means objective is kept.
-        warm = _warm_pipeline(X, previous, weights, seed)
-        warm_labels = warm.fit_predict(X)
-        if warm[-1].inertia_ < pipe[-1].inertia_ and len(np.unique(warm_labels)) == k_best:
-            pipe, labels = warm, warm_labels
     sil_by_label: dict[int, float] = {}
     if k_best >= 2:
         idx = rng.choice(n, size=min(n, silhouette_sample), replace=False)

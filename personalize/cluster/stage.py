@@ -164,7 +164,6 @@ def run(ctx: Context, run_date: dt.date, progress: Callable[[str], None] | None 
         }
     t_load = time.perf_counter() - t0
     weights = np.asarray(FEATURE_WEIGHTS, dtype=float)
-    prev_date, prev_ids, prev_centroids, next_id = _previous(ctx, run_date)
     fit = fit_clusters(
         X,
         s.cluster_k_min,
@@ -173,7 +172,6 @@ def run(ctx: Context, run_date: dt.date, progress: Callable[[str], None] | None 
         s.cluster_silhouette_sample,
         s.cluster_seed,
         weights,
-        previous=prev_centroids if len(prev_ids) else None,
     )
     t_fit = time.perf_counter() - t0 - t_load
     say(
@@ -194,6 +192,7 @@ def run(ctx: Context, run_date: dt.date, progress: Callable[[str], None] | None 
     labels[vec_rows] = vec_labels
     centroids_raw = np.array([X[fit.labels == c].mean(axis=0) for c in range(k)])
 
+    prev_date, prev_ids, prev_centroids, next_id = _previous(ctx, run_date)
     match = match_ids(
         prev_ids,
         space.transform(prev_centroids) if len(prev_ids) else prev_centroids,
