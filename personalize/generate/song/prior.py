@@ -41,12 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
-from personalize.generate.song.tokens import counted_by_style
+from personalize.generate.song.tokens import MAX_BAR_TICKS, counted_by_style
 from personalize.music.chords import Chord, estimate_chords, spans_per_bar
 
 MAX_INTERVAL = 12
 STRENGTHS = ("downbeat", "beat", "offbeat")
-MAX_TICKS = 24  # the longest bar and note the song tokens carry, in sixteenths
+MAX_TICKS = MAX_BAR_TICKS  # the longest bar and note the song tokens carry, in sixteenths
 # A place in the bar with few notes borrows the meter's lengths overall, as this many notes' worth.
 DURATION_BACKOFF = 4.0
 DOTTED_SHARE = 0.15  # a piece with this share of dotted-eighth notes is in dotted rhythm
