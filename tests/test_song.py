@@ -806,3 +806,121 @@ def test_a_dance_tune_strain_may_repeat_as_written_and_then_closes_both_times(un
     plans = [untrained_song_generator.plan(controls, np.random.default_rng(k)) for k in range(200)]
     assert 0.4 <= np.mean(["A'" not in p.form.materials() for p in plans]) <= 0.6
     assert 0.4 <= np.mean(["B'" not in p.form.materials() for p in plans]) <= 0.6
+
+
+def test_plain_pieces_are_counted_drawn_as_often_as_the_corpus_has_them_and_written_without_sixteenths(
+    tmp_path, untrained_song_generator
+):
+    """Most hymn tunes never use a sixteenth note, and a piece is plain or not throughout: the prior counts,
+    per meter and density bin, how many even-rhythm pieces use sixteenths; a plan draws that feel with that
+    chance, and a plain request is written in eighths and longer only. A prior saved before the count
+    existed lets every piece use them."""
+    from personalize.generate.song.prior import MelodyPrior
+
+    scale = (0, 2, 4, 5, 7, 9, 11, 12)
+    plain = [(k * 4, 4, 60 + scale[k % 8]) for k in range(64)]
+    ornamented = [(k * 4, 4, 60 + scale[k % 8]) for k in range(63)] + [
+        (252, 1, 62),
+        (253, 1, 64),
+        (254, 2, 65),
+    ]
+    prior = MelodyPrior.fit([_line_piece(plain)] * 12 + [_line_piece(ornamented)] * 8).for_style("tune")
+    assert prior.sixteenth_share == {"4/4": 0.4, "4/4 1": 0.4}
+    rng = np.random.default_rng(0)
+    assert 0.35 <= np.mean([prior.draw_sixteenths("4/4", 1, rng) for _ in range(2000)]) <= 0.45
+    assert 0.35 <= np.mean([prior.draw_sixteenths("4/4", 3, rng) for _ in range(2000)]) <= 0.45  # the meter's
+    assert all(prior.draw_sixteenths("6/8", 1, rng) for _ in range(50))  # a meter not counted: free
+    path = tmp_path / "prior.json"
+    MelodyPrior.fit([_line_piece(plain)] * 12 + [_line_piece(ornamented)] * 8).save(path)
+    data = json.loads(path.read_text())
+    assert MelodyPrior.load(path).for_style("tune").sixteenth_share == prior.sixteenth_share
+    for tables in (data, *data["styles"].values()):
+        tables.pop("sixteenth_share")
+    path.write_text(json.dumps(data))
+    assert MelodyPrior.load(path).for_style("tune").draw_sixteenths("4/4", 1, rng)
+
+    gen = untrained_song_generator  # random notes: left alone, a third of its lengths are odd
+    controls = Controls(2, "major", 90, "4/4", 2, [40, 41, 42, 43], bars=16)
+    plans = [gen.plan(controls, np.random.default_rng(seed)) for seed in range(3)]
+    odd = {}
+    for feel in (True, False):
+        for plan in plans:
+            plan.request.sixteenths = feel
+        streams = gen.melody.write([p.request for p in plans], seed=5)
+        lengths = [d for stream in streams for bar in _bars_of(stream) for _, _, d in _notes_of(bar)]
+        odd[feel] = np.mean([d % 2 == 1 for d in lengths])
+    assert odd[True] > 0.1 and odd[False] == 0.0
+
+
+def test_a_sung_melody_rests_only_for_a_beat_and_holds_its_notes_as_the_corpus_would():
+    """A stray rest in a song's melody is filled by holding the note before it, as far as a length the
+    corpus holds at that place in the bar; a one-beat breath on the beat stays; an off-beat note is not held
+    over the next beat."""
+    from personalize.generate.song.arrange import Note
+    from personalize.generate.song.writer import legato
+
+    melody = [
+        Note(0, 3, 60),
+        Note(4, 4, 62),
+        Note(8, 4, 64),
+        Note(16, 4, 65),
+        Note(22, 1, 67),
+        Note(28, 4, 69),
+    ]
+    out = legato(melody, 16, 4)
+    assert [(n.start, n.duration) for n in out] == [(0, 4), (4, 4), (8, 4), (16, 6), (22, 2), (28, 4)]
+    # The one-beat rest after beat three stays (a breath); the note off the beat ends with its beat; with
+    # no corpus to ask, a note is held for any length a hymnal writes.
+    assert [(n.start, n.duration) for n in legato([Note(4, 4, 60), Note(16, 4, 62)], 16, 4)] == [
+        (4, 12),
+        (16, 4),
+    ]
+
+    def usual(pos: int, length: int) -> bool:  # a corpus that never holds a note past beat three
+        return length <= 4 or (pos == 0 and length == 8)
+
+    assert [(n.start, n.duration) for n in legato([Note(4, 4, 60), Note(16, 4, 62)], 16, 4, usual)] == [
+        (4, 4),
+        (16, 4),
+    ]
+    assert [(n.start, n.duration) for n in legato([Note(0, 4, 60), Note(12, 4, 62)], 16, 4, usual)] == [
+        (0, 8),
+        (12, 4),
+    ]
+
+
+def test_a_detached_instrument_lets_go_early_but_its_notes_read_back_at_their_written_length():
+    """A guitar or piano plays a little short of each note, as players do, but never by as much as a
+    written value: a performed half note still reads (and sounds) as a half note, not seven sixteenths."""
+    from personalize.generate.song.arrange import Note
+    from personalize.generate.song.perform import Part, Span, perform
+
+    notes = [Note(0, 8, 64), Note(8, 8, 67), Note(16, 4, 69), Note(20, 12, 67)]
+    for program in (24, 0, 40):
+        pm = perform(
+            [Part(program, "melody", notes, name="x" + MELODY_SUFFIX)],
+            [Span("verse", 0, 32, 0)],
+            60.0,
+            "4/4",
+            4,
+            8,
+            np.random.default_rng(0),
+            ritardando_bars=0,
+        )
+        assert [(o, d) for o, d, _ in score_from_midi(pm).melody] == [(0, 8), (8, 8), (16, 4), (20, 12)]
+        played = sorted(pm.instruments[0].notes, key=lambda n: n.start)
+        assert played[0].end < played[1].start or program == 40  # detached: a gap before the next note
+
+
+def test_an_opening_upbeat_is_not_counted_as_a_bar_a_song_would_ask_for():
+    """A corpus piece that opens on an upbeat begins with a bar holding one note after three beats' rest;
+    a song's bars are whole, so that bar is left out of the counts (asked of a song's section, it opened
+    with a long rest right after the phrase before had led in with its own pickup)."""
+    scale = (0, 2, 4, 5, 7, 9, 11, 12)
+    upbeat = [(12, 4, 60)] + [(16 + k * 4, 4, 60 + scale[k % 8]) for k in range(60)]
+    counts = BarCounts.fit([_line_piece(upbeat)] * 4)
+    key = next(k for k in counts.table if k.startswith("tune|4/4|") and not k.endswith("any"))
+    first_place = np.asarray(counts.table[key][0])
+    assert first_place[1] == 0 and first_place[4] > 0  # bars 4, 8, 12 of four quarters; bar 0 left out
+    whole = [(k * 4, 4, 60 + scale[k % 8]) for k in range(64)]
+    assert BarCounts.fit([_line_piece(whole)] * 4).table[key][0][4] == 4 * 4  # bars 0, 4, 8, 12 counted

@@ -39,6 +39,7 @@ SECTION_LEVEL = {
 ROLE_OFFSET = {"melody": 6, "counter": -6, "bass": -2, "chords": -10, "pad": -14, "alto": -4, "tenor": -4}
 LEGATO = {"strings", "ensemble", "brass", "reed", "pipe", "synth_lead", "synth_pad", "organ", "bass"}
 SHORT = {"chromatic_percussion", "percussive"}
+RELEASE_MAX = 0.4  # the most a sustained note is let go early, in sixteenths of its own
 
 
 @dataclass
@@ -152,12 +153,16 @@ def perform(
                 velocity = _level(spans, note.start) + offset + accent + rng.normal(0, 2.5)
                 velocity += 2 if note.duration > beat_ticks else 0
                 length = end - start
+                # A player lets go a little early, the more so on a detached instrument, but never by as
+                # much as a written value is worth: the release is at most RELEASE_MAX of a sixteenth
+                # (a guitar's half note cut by a tenth read back, and sounded, as seven sixteenths).
+                release = RELEASE_MAX * length / max(1, note.duration)
                 if family in LEGATO:
-                    length *= 0.98
+                    length -= min(0.02 * length, release)
                 elif family == "piano":
-                    length *= 0.92
+                    length -= min(0.08 * length, release)
                 elif family == "guitar":
-                    length *= 0.9
+                    length -= min(0.1 * length, release)
                 elif family in SHORT:
                     length = min(length, 0.6 * length + 0.05)
                 start += rng.normal(0, 0.006)

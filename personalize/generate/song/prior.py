@@ -13,7 +13,9 @@ where the prior is two small tables counted in the training melodies:
   ``DOTTED_SHARE`` of their notes three sixteenths long) are counted apart, under ``"<meter> dotted"``, and
   ``dotted_share`` says how many of a meter's pieces are: a song plan draws its feel with that chance
   (in the corpus's 4/4 tunes three in ten are dotted, and a piece is one or the other throughout; a model
-  that mixes the two per note writes neither).
+  that mixes the two per note writes neither). Likewise ``sixteenth_share``: of a meter's pieces in even
+  rhythm, how many use sixteenths at all, per melody density bin (``"<meter> <bin>"``): four hymn tunes in
+  five never do, and a plain piece is written without them.
 
 A fitted **calibration** can ride on top (:mod:`personalize.generate.song.calibrate`): per style, a bias
 over the next interval and over the scale degree by metric position, fitted so that the melodies the
@@ -43,6 +45,7 @@ import numpy as np
 
 from personalize.generate.song.tokens import MAX_BAR_TICKS, counted_by_style
 from personalize.music.chords import Chord, estimate_chords, spans_per_bar
+from personalize.music.controls import density_bin
 
 MAX_INTERVAL = 12
 STRENGTHS = ("downbeat", "beat", "offbeat")
@@ -52,6 +55,7 @@ DURATION_BACKOFF = 4.0
 DOTTED_SHARE = 0.15  # a piece with this share of dotted-eighth notes is in dotted rhythm
 DOTTED = " dotted"  # the key suffix of a meter's dotted-rhythm lengths
 MIN_DOTTED_PIECES = 5  # a meter needs this many dotted pieces before its plans may draw that feel
+MIN_FEEL_PIECES = 10  # pieces of a meter and density bin needed for their own share of sixteenths
 
 
 def strength(pos: int, bar_ticks: int, beat_ticks: int) -> int:
@@ -78,6 +82,8 @@ class MelodyPrior:
     # meter -> (24, 24): log P(length of d + 1 sixteenths | onset at sixteenth p of the bar), row p, column d
     duration: dict[str, np.ndarray] = field(default_factory=dict)
     dotted_share: dict[str, float] = field(default_factory=dict)  # meter -> share of pieces in dotted rhythm
+    # "<meter>" and "<meter> <density bin>" -> share of the pieces in even rhythm with any sixteenth note
+    sixteenth_share: dict[str, float] = field(default_factory=dict)
     # The calibration (None until fitted): log-scale biases added to the prior's pitch scores, over the next
     # interval (25, index = interval + 12) and over the degree above the tonic by strength (3, 12).
     interval_bias: np.ndarray | None = None
@@ -106,6 +112,7 @@ class MelodyPrior:
         ct = np.full((len(STRENGTHS), 2), smoothing)
         lengths: dict[str, np.ndarray] = {}
         feels: dict[str, list[int]] = {}  # meter -> [pieces, dotted pieces]
+        sixteenths: dict[str, list[int]] = {}  # meter, and meter + bin -> [even pieces, with sixteenths]
         for piece in pieces:
             line = sorted(piece.parts[0]) if piece.parts else []  # type: ignore[attr-defined]
             if len(line) < 3:
@@ -116,6 +123,13 @@ class MelodyPrior:
                 tally = feels.setdefault(meter, [0, 0])
                 tally[0] += 1
                 tally[1] += dotted
+                if not dotted:
+                    quarters = piece.n_bars * piece.bar_ticks / 4  # type: ignore[attr-defined]
+                    has = any(d == 1 for _, d, _ in line)
+                    for k in (meter, f"{meter} {density_bin(len(line) / max(quarters, 1e-9))}"):
+                        tally16 = sixteenths.setdefault(k, [0, 0])
+                        tally16[0] += 1
+                        tally16[1] += has
                 key = meter + DOTTED if dotted else meter
                 table = lengths.setdefault(key, np.zeros((MAX_TICKS, MAX_TICKS)))
                 for onset, dur, _ in line:
@@ -149,6 +163,7 @@ class MelodyPrior:
                 for meter, (n, dotted) in sorted(feels.items())
                 if dotted >= MIN_DOTTED_PIECES
             },
+            {k: round(has / n, 4) for k, (n, has) in sorted(sixteenths.items()) if n >= MIN_FEEL_PIECES},
         )
 
     def _tables(self) -> dict[str, object]:
@@ -157,6 +172,7 @@ class MelodyPrior:
             "chord_tone": np.round(self.chord_tone, 5).tolist(),
             "duration": {m: np.round(t, 4).tolist() for m, t in self.duration.items()},
             "dotted_share": self.dotted_share,
+            "sixteenth_share": self.sixteenth_share,
             **(
                 {
                     "calibration": {
@@ -188,6 +204,7 @@ class MelodyPrior:
                 np.asarray(t["chord_tone"]),
                 duration=lengths,
                 dotted_share=t.get("dotted_share", {}),
+                sixteenth_share=t.get("sixteenth_share", {}),
                 interval_bias=np.asarray(calibration["interval"]) if calibration else None,
                 degree_bias=np.asarray(calibration["degree"]) if calibration else None,
                 styles=styles or {},
@@ -208,6 +225,13 @@ class MelodyPrior:
         """Whether a piece in ``meter`` is in dotted rhythm, drawn with the corpus's share of such pieces."""
         share = self.dotted_share.get(meter, 0.0)
         return share > 0 and bool(rng.random() < share)
+
+    def draw_sixteenths(self, meter: str, density: int, rng: np.random.Generator) -> bool:
+        """Whether a piece in even rhythm, in ``meter`` and melody density bin ``density``, uses sixteenth
+        notes, drawn with the corpus's share of such pieces (the meter's own where the bin had too few pieces);
+        True where the prior did not count the meter (an older file: lengths as the model writes them)."""
+        share = self.sixteenth_share.get(f"{meter} {density}", self.sixteenth_share.get(meter))
+        return share is None or bool(rng.random() < share)
 
     def log_probs(
         self,

@@ -111,6 +111,7 @@ class MelodyRequest:
     )
     closing: str | None = None  # the material the song ends with: its last bar lands in every style
     dotted: bool = False  # in dotted rhythm (a hornpipe's pairs): the prior's dotted lengths steer
+    sixteenths: bool = True  # False: a plain piece, every note a whole number of eighths long
 
 
 @dataclass
@@ -362,6 +363,8 @@ class MelodyWriter:
         steer = use_prior or use_lengths or self.density_gain > 0
         candidates = np.arange(S.REL_LO, S.REL_HI + 1)
         beats = [beat_ticks_of(r.meter) for r in requests]
+        even_lengths = np.zeros(v, dtype=bool)
+        even_lengths[S.DUR1 + 1 : S.DUR1 + S.MAX_BAR_TICKS : 2] = True  # 2, 4, 6, ... sixteenths
         while not all(r.done for r in rows):
             mask[:] = False
             forced[:] = -1
@@ -435,9 +438,15 @@ class MelodyWriter:
                     if still > 0:
                         # Leave a tick for each of them before the bar's last onset.
                         last_onset = bt - beats[i] if landing else bar_ticks[i] - 1
-                        room = dur_upto[max(0, min(S.MAX_BAR_TICKS, last_onset - row.pos - still + 1))]
+                        if row.request.sixteenths:
+                            most = last_onset - row.pos - still + 1
+                        else:  # two ticks each, from an eighth's onset
+                            most = last_onset - last_onset % 2 - row.pos - 2 * still + 2
+                        room = dur_upto[max(0, min(S.MAX_BAR_TICKS, most))]
                         if (mask[i] & room).any():
                             mask[i] &= room
+                    if not row.request.sixteenths and (mask[i] & even_lengths).any():
+                        mask[i] &= even_lengths  # a plain piece: eighths and longer
                     if self.density_gain > 0:
                         fusion[i, S.DUR1 : S.DUR1 + S.MAX_BAR_TICKS] = self._density_bias(row, bar_ticks[i])
                     lengths = (
@@ -469,8 +478,12 @@ class MelodyWriter:
                         mask[i, end] = True
                     elif still > 0 and mask[i, S.POS0 : S.POS0 + bt].any():
                         mask[i, end] = False  # notes still asked for, and room to start them
-                        # The next onset leaves a tick for each note after it before the last onset.
-                        latest = last_onset - still + 1
+                        # The next onset leaves a tick for each note after it before the last onset (a
+                        # plain piece: an eighth).
+                        if row.request.sixteenths:
+                            latest = last_onset - still + 1
+                        else:
+                            latest = (last_onset - 1) - (last_onset - 1) % 2 - 2 * (still - 1) + 1
                         if latest > row.tick:
                             mask[i, S.POS0 + latest : S.POS0 + bar_ticks[i]] = False
                         if landing and still == 1:
@@ -479,6 +492,12 @@ class MelodyWriter:
                             on_beat[np.arange(bt) % beats[i] != 0] = False
                             if on_beat.any():
                                 mask[i, S.POS0 : S.POS0 + bt] = on_beat
+                    if not row.request.sixteenths:
+                        # A plain piece starts its notes on eighths only (where that leaves a choice).
+                        odd = mask[i, S.POS0 + 1 : S.POS0 + bar_ticks[i] : 2].copy()
+                        mask[i, S.POS0 + 1 : S.POS0 + bar_ticks[i] : 2] = False
+                        if not mask[i].any():
+                            mask[i, S.POS0 + 1 : S.POS0 + bar_ticks[i] : 2] = odd
                     if self.density_gain > 0 and row.tick < bar_ticks[i]:
                         # A rest before the next note, or ending the bar early, thins the melody out.
                         error = self._density_error(row, bar_ticks[i])

@@ -15,6 +15,7 @@ The MIDI carries its structure as text events (``section:<label>`` at each secti
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,7 @@ THROUGH_COMPOSED_SHARE = 0.3  # chorales without the Stollen repeat (held-out co
 # Dance-tune strains played twice as written, without a second ending: a quarter of the held-out tunes
 # repeat their bars (near) exactly (bar self-similarity 0.98 and above), which takes both strains plain.
 PLAIN_REPEAT_SHARE = 0.5
+PLAIN_MAX_RATE = 1.96  # notes per quarter a plain piece (eighths and longer) is asked for at most
 CHORD_CEILING_MIN = 60  # the top of an accompaniment's chords may always reach middle C
 
 
@@ -294,6 +296,17 @@ class SongGenerator:
         # The density asked for is measured over the whole song, the intro (no melody) included; the outro's
         # tag replays written bars, so it is melody.
         melodic_bars = sum(sec.bars for sec in form.sections if sec.material or sec.role == "outro")
+        # The piece's feel: dotted (a hornpipe's pairs), or even and then plain (no sixteenths) as often as
+        # the corpus's pieces of its style, meter and density are: most hymn tunes and a third of the jigs
+        # (the model alone put a few sixteenths into nearly every song).
+        prior = self.melody.prior
+        own = prior.for_style(style) if prior is not None else None
+        dotted = own is not None and own.draw_dotted(controls.meter, rng)
+        plain = (
+            own is not None
+            and not dotted
+            and not own.draw_sixteenths(controls.meter, controls.density_bin, rng)
+        )
         # The density aimed at is the one a corpus melody of this style and meter in the asked bin has (a
         # reel's even eighths, a chorale's quarters; one such piece's, drawn at random, so songs of one bin
         # differ as the corpus's do), kept inside the bin, not the bin's middle: a middle above a style's
@@ -309,6 +322,8 @@ class SongGenerator:
             aim = float(
                 np.clip(typical * TPQ / bar_ticks, low * (1 + DENSITY_MARGIN), high * (1 - DENSITY_MARGIN))
             )
+        if plain:
+            aim = min(aim, PLAIN_MAX_RATE)  # eighths at most: a plain reel of the densest bin runs in them
         target = aim * form.bars / max(1, melodic_bars)
         # Each bar's note count, drawn from the corpus's bars of this style, meter and bin and scaled to
         # the target; a copied bar keeps its source's count (the model reads these as NOTES tokens).
@@ -318,7 +333,7 @@ class SongGenerator:
         for mat in materials if self.rhythm is not None and self.melody.counts else ():
             source = planned.get(mat.copy_from or "", [])
             fixed = [source[b] if mat.copies(b) and b < len(source) else None for b in range(mat.n_bars)]
-            most = min(MAX_NOTES_PER_BAR, bar_ticks)
+            most = min(MAX_NOTES_PER_BAR, bar_ticks // 2 if plain else bar_ticks)
             draw = self.rhythm.draw
             mat.counts = draw(
                 style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng, most, fixed
@@ -362,10 +377,10 @@ class SongGenerator:
         )
         swings = form.texture in ("band", "tune") and controls.density_bin <= 2 and controls.tempo_bpm < 150
         swing = 0.6 if swings and meter_grid(controls.meter, TPQ)[1] == TPQ and rng.random() < 0.35 else 0.5
-        prior = self.melody.prior
-        if prior is not None and prior.for_style(style).draw_dotted(controls.meter, rng):
+        if dotted:
             # A hornpipe-like piece: its rhythm is dotted as written, so it is not swung on top.
             request.dotted, swing = True, 0.5
+        request.sixteenths = not plain
         return SongPlan(controls, form, roles, chords, octave, request, swing)
 
     # --- generation -----------------------------------------------------------------------------------
@@ -426,6 +441,8 @@ class SongGenerator:
             tick += section.bars * bar_ticks
         total = tick
         melody_program = plan.controls.pitched_programs[plan.roles.index("melody")]
+        if plan.form.texture != "tune":
+            melody = legato(melody, bar_ticks, beat_ticks, self._usual_length(plan.request.style, c.meter))
         melody = _end_on_tonic(melody, c, plan.form, total, program_range(melody_program))
         parts = self._arrange(plan, melody, timeline, span_ticks, beat_ticks, compound, rng)
         if plan.form.texture == "tune" and melody:
@@ -571,6 +588,22 @@ class SongGenerator:
             self._keep_order(parts)
         return parts
 
+    def _usual_length(self, style: str, meter: str) -> Callable[[int, int], bool] | None:
+        """Whether the corpus's melodies of ``style`` in ``meter`` hold a note for a length at a place in
+        the bar (:data:`USUAL_LENGTH` of the notes starting there or more), or None without a prior."""
+        prior = self.melody.prior
+        if prior is None or prior.for_style(style).duration_log_probs(meter, 0) is None:
+            return None
+        own = prior.for_style(style)
+
+        def usual(pos: int, length: int) -> bool:
+            table = own.duration_log_probs(meter, pos)
+            return (
+                table is not None and 1 <= length <= len(table) and table[length - 1] >= np.log(USUAL_LENGTH)
+            )
+
+        return usual
+
     @staticmethod
     def _keep_order(parts: list[Part]) -> None:
         """Chords, pads and counter-lines under the melody; the bass under the melody (a rest where it
@@ -618,9 +651,54 @@ def _end_on_tonic(
         tonics = [p for p in range(pitch - 11, pitch + 12) if p % 12 == c.key_pc % 12 and lo <= p <= hi]
         if tonics:
             pitch = min(tonics, key=lambda p: (abs(p - last.pitch), p))
-    held_to = total if form.sections[-1].role == "outro" else last.start + last.duration
+    # A song's or chorale's last note is held to the end (a fermata; the corpus's hymns never stop short of
+    # their last bar line); a dance tune's is cut later, to the length its corpus tunes end on.
+    held_to = (
+        total if form.sections[-1].role == "outro" or form.texture != "tune" else last.start + last.duration
+    )
     melody[-1] = Note(last.start, max(last.duration, held_to - last.start), pitch)
     return melody
+
+
+# Note lengths a sung line holds a note for, in sixteenths, where no prior says which are usual.
+SUNG_LENGTHS = frozenset({1, 2, 3, 4, 6, 8, 9, 12, 16, 18, 24})
+USUAL_LENGTH = 0.01  # a length is usual at a place in the bar where the corpus gives it this share of notes
+
+
+def legato(
+    melody: list[Note],
+    bar_ticks: int,
+    beat_ticks: int,
+    usual: Callable[[int, int], bool] | None = None,
+) -> list[Note]:
+    """A sung melody without the model's stray rests: a note stops short of the next only for a rest of one
+    beat that starts on a beat (the only rest the corpus's hymn tunes take, a breath between phrases).
+
+    Any other rest is filled by holding the note before it on, to the next note or else to the latest beat
+    before it, as far as ``usual(onset in the bar, length)`` allows (the prior's lengths at that place in
+    the bar: a quarter on the second beat of 4/4 is not held as a half). Without ``usual``, a hymnal's
+    lengths (:data:`SUNG_LENGTHS`) are allowed, and a note off the beat ends by the next beat. What cannot
+    be filled stays a rest. Held-out chorales rest after 1 % of their melody notes, every time for one beat;
+    the model's songs rested after 2.5 %, for anything from a sixteenth to a whole bar.
+    """
+    out = list(melody)
+    for k in range(len(out) - 1):
+        note, nxt = out[k], out[k + 1]
+        end = note.start + note.duration
+        gap = nxt.start - end
+        if gap <= 0 or (gap == beat_ticks and end % beat_ticks == 0):
+            continue
+        limit = nxt.start
+        if usual is None and note.start % beat_ticks:
+            limit = min(limit, note.start - note.start % beat_ticks + beat_ticks)
+        ends = [limit] + [t for t in range(limit - limit % beat_ticks, end, -beat_ticks) if t < limit]
+        for new_end in ends:
+            length = new_end - note.start
+            ok = usual(note.start % bar_ticks, length) if usual else length in SUNG_LENGTHS
+            if new_end > end and ok:
+                out[k] = Note(note.start, length, note.pitch)
+                break
+    return out
 
 
 def _end_together(parts: list[Part], end: int) -> list[Part]:
