@@ -924,3 +924,21 @@ def test_an_opening_upbeat_is_not_counted_as_a_bar_a_song_would_ask_for():
     assert first_place[1] == 0 and first_place[4] > 0  # bars 4, 8, 12 of four quarters; bar 0 left out
     whole = [(k * 4, 4, 60 + scale[k % 8]) for k in range(64)]
     assert BarCounts.fit([_line_piece(whole)] * 4).table[key][0][4] == 4 * 4  # bars 0, 4, 8, 12 counted
+
+
+def test_a_short_dance_tune_plays_its_eight_bar_strains_once_and_a_long_one_repeats_them():
+    """Tunes of 16 to 31 bars in the corpus are written once through in 8-bar strains (A B, A B A); a tune
+    of 32 bars or more plays each strain twice (A A' B B' or plain repeats)."""
+    flute = [73]
+    shapes = {
+        bars: [
+            (s.material, s.bars)
+            for s in plan_form(Controls(0, "major", 110, "2/2", 2, flute, bars=bars)).sections
+        ]
+        for bars in (16, 24, 32)
+    }
+    assert shapes[16] == [("A", 8), ("B", 8)]
+    assert shapes[24] == [("A", 8), ("B", 8), ("A", 8)]
+    assert shapes[32] == [("A", 8), ("A'", 8), ("B", 8), ("B'", 8)]
+    form = plan_form(Controls(0, "major", 110, "2/2", 2, flute, bars=16))
+    assert form.sections[-1].cadence == "authentic" and form.sections[0].cadence == "half"
