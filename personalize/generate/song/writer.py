@@ -88,7 +88,6 @@ THROUGH_COMPOSED_SHARE = 0.3  # chorales without the Stollen repeat (held-out co
 # Dance-tune strains played twice as written, without a second ending: a quarter of the held-out tunes
 # repeat their bars (near) exactly (bar self-similarity 0.98 and above), which takes both strains plain.
 PLAIN_REPEAT_SHARE = 0.5
-PLAIN_MAX_RATE = 1.96  # notes per quarter a plain piece (eighths and longer) is asked for at most
 CHORD_CEILING_MIN = 60  # the top of an accompaniment's chords may always reach middle C
 
 
@@ -302,9 +301,12 @@ class SongGenerator:
         prior = self.melody.prior
         own = prior.for_style(style) if prior is not None else None
         dotted = own is not None and own.draw_dotted(controls.meter, rng)
+        # The densest bin is left free: running eighths alone, less its held phrase ends, fell short of it
+        # (the verifier then rewrote a tenth of those songs).
         plain = (
             own is not None
             and not dotted
+            and controls.density_bin < len(DENSITY_TARGETS) - 1
             and not own.draw_sixteenths(controls.meter, controls.density_bin, rng)
         )
         # The density aimed at is the one a corpus melody of this style and meter in the asked bin has (a
@@ -322,8 +324,6 @@ class SongGenerator:
             aim = float(
                 np.clip(typical * TPQ / bar_ticks, low * (1 + DENSITY_MARGIN), high * (1 - DENSITY_MARGIN))
             )
-        if plain:
-            aim = min(aim, PLAIN_MAX_RATE)  # eighths at most: a plain reel of the densest bin runs in them
         target = aim * form.bars / max(1, melodic_bars)
         # Each bar's note count, drawn from the corpus's bars of this style, meter and bin and scaled to
         # the target; a copied bar keeps its source's count (the model reads these as NOTES tokens).
