@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from personalize.generate.song.tokens import MAX_BAR_TICKS, counted_by_style
+from personalize.generate.song.tokens import MAX_BAR_TICKS, TICKS_PER_QUARTER, counted_by_style
 from personalize.music.chords import Chord, estimate_chords, spans_per_bar
 from personalize.music.controls import density_bin
 
@@ -124,7 +124,7 @@ class MelodyPrior:
                 tally[0] += 1
                 tally[1] += dotted
                 if not dotted:
-                    quarters = piece.n_bars * piece.bar_ticks / 4  # type: ignore[attr-defined]
+                    quarters = piece.n_bars * piece.bar_ticks / TICKS_PER_QUARTER  # type: ignore[attr-defined]
                     has = any(d == 1 for _, d, _ in line)
                     for k in (meter, f"{meter} {density_bin(len(line) / max(quarters, 1e-9))}"):
                         tally16 = sixteenths.setdefault(k, [0, 0])
