@@ -5,8 +5,8 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
 - ``tune`` (one or two instruments): a dance-tune form, strains of 8 bars played twice, the first time
   ending open (half cadence), the second time closed (``A A' B B'``), or played twice as written, closed
   both times (``A A``: a plain repeat), the whole repeated to length, with a short intro when something
-  can accompany and a four-bar tag to end on (see below). A short tune (16 to 31 bars) plays its 8-bar
-  strains once each (``A B``, ``A B A``), as the corpus's tunes of that length are written: a 16-bar
+  can accompany and a four-bar tag to end on (see below). A short tune (under 32 bars) plays its strains
+  once each (``A B``, ``A B A``; 8-bar strains from 16 bars up), as the corpus's short tunes are written: a 16-bar
   corpus tune repeats a 2-bar unit in 64 % of cases and its bars at a median of 0.63 self-similarity, where
   ``A A B B`` in 4-bar strains sat at 0.95.
 - ``band`` (drums, or three or more parts with a bass or a chordal instrument): verse / chorus song form,
@@ -236,12 +236,11 @@ def plan_form(
     # dance tune of 16 bars or more keeps its 8-bar strains and plays each once, as the corpus's tunes of
     # that length are written: A B, then A again.)
     short = int(controls.bars) < 32
-    short_tune = texture == "tune" and short
-    long_bars = seconds_per_bar * 8 > 30
-    if texture == "chorale" or long_bars or (short and not (short_tune and int(controls.bars) >= 16)):
-        section_bars = 4
-    else:
-        section_bars = 8
+    once = texture == "tune" and short  # a short dance tune plays each strain once
+    eight = (
+        texture != "chorale" and seconds_per_bar * 8 <= 30 and (not short or (once and controls.bars >= 16))
+    )
+    section_bars = 8 if eight else 4
     target = max(int(controls.bars), section_bars * 2)
     if texture == "band":
         sections = _band(section_bars, target)
@@ -252,7 +251,7 @@ def plan_form(
             accompanied = len(controls.pitched_programs) > 1 or any(
                 family_of(p) in CHORDAL_FAMILIES or p == 46 for p in controls.pitched_programs
             )
-        sections = _tune(section_bars, target, accompanied, frozenset(plain_repeats), once=short_tune)
+        sections = _tune(section_bars, target, accompanied, frozenset(plain_repeats), once=once)
     melodic = [s for s in sections if s.material]
     melodic[-1].final = True
     melodic[-1].cadence = "authentic"

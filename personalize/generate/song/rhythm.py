@@ -72,8 +72,8 @@ class BarCounts:
                 final - 1
             ] += 1  # type: ignore[attr-defined]
             # A piece that opens on an upbeat starts with a bar of a note or two after a rest. A song's bars
-            # are whole, so that bar is not counted: in the chorales' 4/4 pieces it was two thirds of the
-            # one-note bars, and asked of a song's section it opened with three beats' rest and an upbeat,
+            # are whole, so that bar is not counted: in the chorales' 4/4 pieces it was half of the one-note
+            # bars, and asked of a song's section it opened with three beats' rest and an upbeat,
             # right after the phrase before had led in with a pickup of its own.
             upbeat = min(o for o, _, _ in line) > 0
             for key in (_key(style, piece.meter, bin_), _key(style, piece.meter, "any"), "any"):  # type: ignore[attr-defined]
