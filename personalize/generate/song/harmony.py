@@ -36,6 +36,7 @@ from personalize.music.chords import (
 )
 
 MODES = ("major", "minor")
+MIN_PHRASE_ENDS = 20  # phrase closes a mode needs before their chords are drawn from
 
 
 @dataclass
@@ -48,6 +49,9 @@ class HarmonyModel:
     # model saved before they were counted apart (every move then reads ``transitions``).
     metric: dict[str, np.ndarray] = field(default_factory=dict)
     styles: dict[str, HarmonyModel] = field(default_factory=dict)
+    # mode -> share of each chord under the corpus's phrase ends other than a piece's last (a fermata's
+    # chord, in the chorales); empty where none were counted (a model saved before, or the dance tunes).
+    phrase_ends: dict[str, np.ndarray] = field(default_factory=dict)
 
     @staticmethod
     def chords(mode: str) -> tuple[Chord, ...]:
@@ -70,6 +74,7 @@ class HarmonyModel:
     def _count(cls, pieces: Iterable[object], smoothing: float) -> HarmonyModel:
         counts = {m: np.full((len(DIATONIC[m]) + 1, len(DIATONIC[m])), smoothing) for m in MODES}
         metric = {m: np.full((2, len(DIATONIC[m]), len(DIATONIC[m])), smoothing) for m in MODES}
+        ends = {m: np.zeros(len(DIATONIC[m])) for m in MODES}
         n = 0
         for piece in pieces:
             mode = piece.found_mode  # type: ignore[attr-defined]
@@ -91,10 +96,25 @@ class HarmonyModel:
             for s in range(1, len(seq)):  # the same moves, by where in the bar they land
                 if seq[s - 1] in index and seq[s] in index:
                     metric[mode][int(s % spans != 0), index[seq[s - 1]], index[seq[s]]] += 1
+            # The chord under each phrase's close: the span that holds its fermata (the phrase's last tick).
+            span = piece.bar_ticks // spans  # type: ignore[attr-defined]
+            for phrase in getattr(piece, "phrases", [])[:-1]:
+                s = (phrase.end_tick - 1) // span
+                if "fermata" in phrase.cues and 0 <= s < len(seq) and seq[s] in index:
+                    ends[mode][index[seq[s]]] += 1
             n += 1
         probs = {m: c / c.sum(axis=1, keepdims=True) for m, c in counts.items()}
         by_place = {m: c / c.sum(axis=2, keepdims=True) for m, c in metric.items()}
-        return cls(probs, n, by_place)
+        shares = {m: e / e.sum() for m, e in ends.items() if e.sum() >= MIN_PHRASE_ENDS}
+        return cls(probs, n, by_place, phrase_ends=shares)
+
+    def draw_phrase_end(self, mode: str, rng: np.random.Generator) -> Chord | None:
+        """A chord for a phrase to close on, drawn as the corpus's phrase ends fall; None where none were
+        counted."""
+        shares = self.phrase_ends.get(mode)
+        if shares is None:
+            return None
+        return DIATONIC[mode][int(rng.choice(len(shares), p=shares / shares.sum()))]
 
     def _tables(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -104,6 +124,8 @@ class HarmonyModel:
         }
         if self.metric:
             data["metric"] = {m: np.round(t, 5).tolist() for m, t in self.metric.items()}
+        if self.phrase_ends:
+            data["phrase_ends"] = {m: np.round(t, 5).tolist() for m, t in self.phrase_ends.items()}
         return data
 
     def save(self, path: Path) -> None:
@@ -120,7 +142,11 @@ class HarmonyModel:
             k = len(DIATONIC[m])
             if trans[m].shape != (k + 1, k) or (metric and metric[m].shape != (2, k, k)):
                 raise ValueError(f"{path}: {m} transitions have shape {trans[m].shape}; refit the harmony")
-        return cls(trans, int(data.get("pieces", 0)), metric)
+        ends = {m: np.asarray(t, dtype=float) for m, t in data.get("phrase_ends", {}).items()}
+        for m, t in ends.items():
+            if m not in DIATONIC or t.shape != (len(DIATONIC[m]),):
+                raise ValueError(f"{path}: {m} phrase ends have shape {t.shape}; refit the harmony")
+        return cls(trans, int(data.get("pieces", 0)), metric, phrase_ends=ends)
 
     @classmethod
     def load(cls, path: Path) -> HarmonyModel:
@@ -136,14 +162,14 @@ class HarmonyModel:
         mode: str,
         n_bars: int,
         spans: int,
-        cadence: str | None,
+        cadence: str | Chord | None,
         start_on_tonic: bool,
         rng: np.random.Generator,
         temperature: float = 1.0,
         style: str | None = None,
     ) -> list[list[Chord]]:
         """Chords per bar (``spans`` a bar) for a section of ``n_bars``, ending as ``cadence`` asks
-        (``"authentic"``, ``"half"`` or None) and starting on the tonic if ``start_on_tonic``; drawn from
+        (``"authentic"``, ``"half"``, a chord of the mode to close on, or None) and starting on the tonic if ``start_on_tonic``; drawn from
         ``style``'s harmony where it was counted."""
         own = self.for_style(style)
         chords = DIATONIC[mode]
@@ -169,6 +195,10 @@ class HarmonyModel:
         elif cadence == "half" and n >= 1:
             allowed[n - 1] = False
             allowed[n - 1, dom] = True
+        elif isinstance(cadence, Chord) and cadence in chords and n >= 1:
+            for s in range(max(0, n - spans), n):  # the whole last bar holds the chord it closes on
+                allowed[s] = False
+                allowed[s, chords.index(cadence)] = True
 
         # Backward messages: beta[s, c] = P(the rest of the constraints hold | chord c at span s).
         def trans(s: int) -> np.ndarray:  # the moves into span s

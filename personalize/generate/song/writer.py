@@ -35,6 +35,7 @@ from personalize.generate.song.arrange import (
     counter_line,
     keep_under,
     melody_octave,
+    passing_tones,
     timpani_part,
     voice_chorale,
 )
@@ -88,6 +89,10 @@ THROUGH_COMPOSED_SHARE = 0.3  # chorales without the Stollen repeat (held-out co
 # Dance-tune strains played twice as written, without a second ending: a quarter of the held-out tunes
 # repeat their bars (near) exactly (bar self-similarity 0.98 and above), which takes both strains plain.
 PLAIN_REPEAT_SHARE = 0.5
+# What a chorale's lower voice earns in the voicing search for moving inside a held chord (arrange.py).
+CHORALE_MOVING = 2.0
+# Share of a chorale's lower voices' leaps of a third filled with a passing tone (arrange.passing_tones).
+CHORALE_PASSING = 0.7
 CHORD_CEILING_MIN = 60  # the top of an accompaniment's chords may always reach middle C
 
 
@@ -234,8 +239,16 @@ class SongGenerator:
             closing = first.cadence == "authentic" or any(
                 s.final for s in form.sections if s.material == material
             )
-            cadence = "authentic" if closing else "half"
+            cadence: str | Chord = "authentic" if closing else "half"
             base = base_of(material)
+            if form.texture == "chorale" and not closing and (through or base != "A"):
+                # A chorale's inner phrases close where the corpus's do: on the tonic or the dominant two
+                # times in three, else on another degree (vi, iii, IV, ii; III and VII in minor), where
+                # Bach's phrases visit the related keys. The Stollen keeps its half close, which leads back.
+                drawn = self.harmony.for_style(style).draw_phrase_end(controls.mode, rng)
+                if drawn is not None:
+                    tonic_chord = TONIC[controls.mode]
+                    cadence = "authentic" if drawn == tonic_chord else "half" if drawn.root == 7 else drawn
             if material.endswith(VARIED) and base in chords:
                 chords[material] = chords[base]  # a varied return: its bars are rewritten, not its harmony
             elif material.endswith("'") and base in chords:
@@ -381,6 +394,10 @@ class SongGenerator:
             # A hornpipe-like piece: its rhythm is dotted as written, so it is not swung on top.
             request.dotted, swing = True, 0.5
         request.sixteenths = not plain
+        # Of the even pieces with sixteenths, some have a dotted eighth now and then, as the corpus's do.
+        request.figures = (
+            own is not None and not dotted and not plain and own.draw_figures(controls.meter, rng)
+        )
         return SongPlan(controls, form, roles, chords, octave, request, swing)
 
     # --- generation -----------------------------------------------------------------------------------
@@ -503,7 +520,13 @@ class SongGenerator:
             lower = [i for i, r in enumerate(plan.roles) if r != "melody"]
             lower.sort(key=lambda i: ("alto", "tenor", "bass").index(plan.roles[i]))
             voices = voice_chorale(
-                melody, timeline, c.key_pc, span_ticks, [pitched[i] for i in lower], beat_ticks=beat_ticks
+                melody,
+                timeline,
+                c.key_pc,
+                span_ticks,
+                [pitched[i] for i in lower],
+                beat_ticks=beat_ticks,
+                moving=CHORALE_MOVING,
             )
             # The bass moves under the tune's passing tones (the voicing holds each chord for its span).
             voices[-1] = consonant_bass(
@@ -516,6 +539,8 @@ class SongGenerator:
                 pitched[lower[-1]],
                 voices[:-1],
             )
+            sub = beat_ticks // 3 if compound else beat_ticks // 2
+            voices = passing_tones(voices, melody, c.key_pc, c.mode, beat_ticks, sub, CHORALE_PASSING, rng)
             by_index = dict(zip(lower, voices, strict=True))
         for i, (program, role) in enumerate(zip(pitched, plan.roles, strict=True)):
             name = pretty_midi.program_to_instrument_name(program)
