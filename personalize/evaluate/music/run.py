@@ -187,15 +187,23 @@ def _histograms(sets: dict[str, list[Measured]]) -> dict[str, dict]:
 
 
 def _voice_leading_rates(measured: list[Measured]) -> dict[str, float | None]:
-    """Pooled parallels per 100 chord changes (all pieces' counts together)."""
+    """Pooled parallels per 100 chord changes and share of beat slices with a crossing (all pieces' counts
+    together)."""
     vls = [M.voice_leading(x.score) for x in measured]
     vls = [v for v in vls if v is not None]
     changes = sum(v.chord_changes for v in vls)
+    slices = sum(v.slices for v in vls)
+    crossing = sum(v.crossings for v in vls) / slices if slices else None
     if not changes:
-        return {"parallel_fifths_per_100_changes": None, "parallel_octaves_per_100_changes": None}
+        return {
+            "parallel_fifths_per_100_changes": None,
+            "parallel_octaves_per_100_changes": None,
+            "voice_crossing_share": crossing,
+        }
     return {
         "parallel_fifths_per_100_changes": 100 * sum(v.parallel_fifths for v in vls) / changes,
         "parallel_octaves_per_100_changes": 100 * sum(v.parallel_octaves for v in vls) / changes,
+        "voice_crossing_share": crossing,
     }
 
 
@@ -269,6 +277,9 @@ def _headline(by_texture: dict[str, dict[str, list[Measured]]]) -> dict[str, dic
         "4-part: parallel 8ves per 100 chord changes": lambda s: _voice_leading_rates(chorale(s))[
             "parallel_octaves_per_100_changes"
         ],
+        "4-part: voice crossing (share of beats)": lambda s: _voice_leading_rates(chorale(s))[
+            "voice_crossing_share"
+        ],
         "4-part: ends on the tonic chord": chorale_share("ends_on_tonic"),
         "4-part: dissonant beat slices (share)": chorale_share("dissonant_slice_share"),
         "6/8 tracks that move in compound time": compound,
@@ -325,6 +336,14 @@ def _targets(report: dict[str, object]) -> dict[str, dict[str, object]]:
         share_target(row)
     at_most_target("4-part: parallel 5ths per 100 chord changes", 1.0)
     at_most_target("4-part: parallel 8ves per 100 chord changes", 1.0)
+    row = "4-part: voice crossing (share of beats)"
+    gen = head[row]["generated"]
+    out[row] = {
+        "generated": gen,
+        "corpus": head[row]["corpus"],
+        "target": "<= 0.02 of the beats",
+        "met": gen is not None and gen <= 0.02,
+    }
     auc = report["auc"]["all"]["generated"]["auc"]
     out["two-sample AUC, generated vs corpus"] = {
         "generated": auc,

@@ -214,8 +214,8 @@ class MelodyWriter:
     def _landing_bar(row: _Row) -> bool:
         """Whether the bar being written ends a phrase: the last of every four bars of a material, and its
         last bar, unless the plan leaves it open (``Material.open_ends``). There the melody lands: its last
-        note starts by the last beat, is a tone of the chord under it (of the tonic or the dominant triad
-        where no chords were planned), and lasts to the bar line (the corpus's phrases close on a held chord tone, the
+        note starts by the last beat, is a tone of the chord under it and of the chord the bar arrives on
+        (of the tonic or the dominant triad where no chords were planned), and lasts to the bar line (the corpus's phrases close on a held chord tone, the
         chorales' under a fermata). The song's last bar always lands, whatever the style."""
         item = row.script[row.item]
         if not (isinstance(item, tuple) and item[0] == "free"):
@@ -238,7 +238,9 @@ class MelodyWriter:
         chord = row.bar_chords[min(spans - 1, pos * spans // bar_ticks)]
         # Any tone of the chord: at a close on vi, IV or iii the corpus's chorales hold its fifth, third and
         # root about equally often (57, 45 and 34 of their phrase ends on vi).
-        return set(chord.pitch_classes())
+        # The note is held to the bar line: it belongs to the chord the bar arrives on, too.
+        tones, arrival = set(chord.pitch_classes()), set(row.bar_chords[-1].pitch_classes())
+        return (tones & arrival) or arrival
 
     def _resolve(self, row: _Row) -> None:
         """Move past finished runs; turn a copy item into the forced run of the copied bar."""
