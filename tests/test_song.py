@@ -697,6 +697,24 @@ def test_a_band_songs_second_verse_returns_varied_its_bar_before_each_landing_wr
     assert set(renewed) <= {b for b in range(first.n_bars) if b % 4 == 2} and renewed  # random notes differ
 
 
+def test_a_verses_second_line_starts_as_its_first_and_the_chorus_keeps_its_hook(untrained_song_generator):
+    """In a band song's verse the second line (``A'``) keeps the first line's first bar and is written anew
+    after it over the same chords, then closes its own way; the chorus's second line (``B'``) repeats two
+    bars of the first, its hook, as before."""
+    gen = untrained_song_generator
+    controls = Controls(2, "major", 120, "4/4", 2, [73, 0, 33, DRUMS], bars=16)
+    plan = gen.plan(controls, np.random.default_rng(2))
+    assert [s.material for s in plan.form.sections] == ["A", "A'", "B", "B'"]
+    by_name = {m.name: m for m in plan.request.materials}
+    assert [by_name["A'"].copies(b) for b in range(4)] == [True, False, False, False]
+    assert [by_name["B'"].copies(b) for b in range(4)] == [True, True, False, False]
+    assert by_name["A'"].chords[:2] == by_name["A"].chords[:2]
+    (stream,) = gen.melody.write([plan.request], seed=2)
+    bars = [[t for t in bar if S.is_pos(t) or S.is_pitch(t) or S.is_dur(t)] for bar in _bars_of(stream)]
+    assert bars[4] == bars[0] and bars[5] != bars[1]  # A' bar 0 = A bar 0; then its own (random notes)
+    assert bars[12:14] == bars[8:10]  # the chorus's hook
+
+
 def _bars_of(stream: list[int]) -> list[list[int]]:
     """The tokens after each bar's NOTES_<n>, bar by bar."""
     out: list[list[int]] = []

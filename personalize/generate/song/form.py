@@ -19,7 +19,9 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
 
 Material is written once per distinct letter and reused: ``A'`` keeps all but the last two bars of ``A``
 (an eight-bar strain of a dance tune all but its last bar: its second ending) and writes a new ending (that is where the cadence
-changes), so a section returns at least four bars after it was first heard. In band songs the second verse and the later choruses are varied returns (``A~``,
+changes), so a section returns at least four bars after it was first heard; a band song's verse line ``A'``
+keeps half of those (a four-bar line its first bar: it starts as the first line did and goes elsewhere),
+while its chorus keeps its hook. In band songs the second verse and the later choruses are varied returns (``A~``,
 ``B~``): the same chords, the same phrase openings and landings, and the bar before each landing written
 anew in context (as a singer's second verse goes, the words changing the line). Tunes and chorales repeat
 their strains and stanzas as written, as fiddlers and hymnals do.

@@ -304,6 +304,13 @@ class SongGenerator:
             base = base_of(material)
             copy = material != base and base in written[:k]
             mask = infill_mask(material, len(chords[material])) if copy else None
+            if copy and mask is None and form.texture == "band" and base == "A":
+                # A verse's second line starts as its first did and goes elsewhere: it keeps half the bars
+                # a repeat would (a 4-bar phrase, its first bar), the rest written anew over the same chords.
+                # The chorus keeps its hook. Band songs had repeated 0.33 of their bars (median), the
+                # chorales they are held to 0.22.
+                kept = (L - form.ending_bars) // 2
+                mask = tuple(b < kept for b in range(len(chords[material])))
             materials.append(
                 Material(
                     name=material,
