@@ -438,13 +438,6 @@ _PASSING_SCALES = {
 }
 
 
-def _pitch_at(line: Sequence[Note], tick: int) -> int | None:
-    for n in line:
-        if n.start <= tick < n.start + n.duration:
-            return n.pitch
-    return None
-
-
 def passing_tones(
     lines: Sequence[Sequence[Note]], soprano: Sequence[Note], key_pc: int, mode: str, beat_ticks: int,
     sub_ticks: int, share: float, rng: np.random.Generator,
@@ -482,8 +475,8 @@ def passing_tones(
             ]
             above = soprano if v == 0 else out[v - 1]
             below = out[v + 1] if v + 1 < len(out) else None
-            hi = _pitch_at(above, t)
-            lo = _pitch_at(below, t) if below is not None else None
+            hi = _sounding_at(above, t)
+            lo = _sounding_at(below, t) if below is not None else None
             fits = [
                 p
                 for p in options
@@ -503,7 +496,7 @@ def passing_tones(
 def _moves_parallel(p0: int, p1: int, t: int, sub_ticks: int, others: Sequence[Sequence[Note]]) -> bool:
     """Whether a voice going p0 -> p1 at ``t`` moves in parallel fifths or octaves with one of ``others``."""
     for line in others:
-        a0, a1 = _pitch_at(line, t - sub_ticks), _pitch_at(line, t)
+        a0, a1 = _sounding_at(line, t - sub_ticks), _sounding_at(line, t)
         if a0 is None or a1 is None or a0 == a1 or (a1 > a0) != (p1 > p0):
             continue
         if (a1 - p1) % 12 in _PERFECT and (a0 - p0) % 12 == (a1 - p1) % 12:
