@@ -556,7 +556,7 @@ class SongGenerator:
                 moving=CHORALE_MOVING,
                 crossing=CHORALE_CROSSING,
             )
-            # The bass moves under the tune's passing tones (the voicing holds each chord for its span).
+            # The bass moves under the tune's passing tones (the voicing sees the tune only on the beats).
             voices[-1] = consonant_bass(
                 voices[-1],
                 melody,
