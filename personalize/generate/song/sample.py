@@ -139,6 +139,7 @@ class _Row:
     bar_chords: list[Chord] = field(default_factory=list)  # the chords of the bar being written
     pitches: list[int] = field(default_factory=list)  # melody pitches so far, relative to the tonic
     notes: int = 0  # notes written so far, and the bars they took: the running density
+    dotted: int = 0  # of them, dotted eighths
     bars: int = 0
     asked: int | None = None  # the notes the bar is asked for (its NOTES_<n>; beyond 16, the plan's count)
     planned: int | None = None  # the count of the bar whose NOTES token comes next
@@ -325,6 +326,7 @@ class MelodyWriter:
             row.tick, row.phase = row.pos + tok - S.DUR1 + 1, "free"
             row.notes_in_bar += 1
             row.notes += 1
+            row.dotted += tok == S.DUR1 + 2
         if isinstance(item, tuple) and item[0] == "free":
             if S.is_pos(tok) or S.is_pitch(tok) or S.is_dur(tok):
                 mat = row.request.materials[item[1]]
@@ -472,7 +474,7 @@ class MelodyWriter:
                         if (
                             row.request.figures
                             and np.exp(lengths[2]) >= FIGURE_MIN_PROB
-                            and row.stream.count(S.DUR1 + 2) < FIGURE_SHARE * max(1, row.notes)
+                            and row.dotted < FIGURE_SHARE * max(1, row.notes)
                             and coin.random() < FIGURE_CHANCE
                         ):
                             # The product with the model sharpens the prior: a length the corpus's even
