@@ -372,6 +372,33 @@ def test_a_chorales_inner_phrases_close_on_the_chords_the_corpus_closes_on(tmp_p
         assert 0.55 <= primary <= 0.8, (mode, primary)
 
 
+@pytest.mark.skipif(not (S_SHIPPED / "model.pt").is_file(), reason="no shipped model")
+def test_a_shipped_chorales_inner_phrases_close_on_related_chords_its_stollen_on_v_its_last_on_i():
+    """Planned with the shipped tables, a chorale's inner phrases (every one but the Stollen and the last)
+    close on I or V about two times in three and on another degree otherwise, whichever close the form's
+    alternation had given them; the Stollen closes on V, the last phrase on I."""
+    from personalize.generate import load_generator
+
+    generator = load_generator(S_SHIPPED)
+    inner: dict[str, list[bool]] = {}
+    for seed in range(120):
+        controls = Controls(seed % 12, "major", 90, "4/4", 1, [40, 41, 42, 43], bars=32)
+        plan = generator.plan(controls, np.random.default_rng(seed))
+        closes = {m: plan.chords[m][-1][-1] for m in plan.form.materials()}
+        last = plan.form.materials()[-1]
+        assert closes[last] == TONIC["major"]
+        for material, chord in closes.items():
+            if material == last:
+                continue
+            if material == "A" and [s.material for s in plan.form.sections][:2] == ["A", "A"]:
+                assert chord == DOMINANT  # the Stollen's half close
+                continue
+            inner.setdefault(material, []).append(chord not in (TONIC["major"], DOMINANT, DOMINANT7))
+    others = [x for v in inner.values() for x in v]
+    assert 0.2 <= np.mean(others) <= 0.5, np.mean(others)
+    assert np.mean(inner["B"]) > 0.1 and np.mean(inner["C"]) > 0.1  # a half close and a full one, drawn alike
+
+
 def test_a_chorales_lower_voices_move_on_the_beat_and_fill_their_thirds_with_passing_tones():
     """Bach's alto, tenor and bass move on six beats in ten and fill a quarter of them with passing tones.
     Searched by the beat with a reward for moving inside a held chord, the lower voices move on more beats

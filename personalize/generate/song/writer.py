@@ -239,23 +239,25 @@ class SongGenerator:
         inner: dict[str, dict[int, int]] = {}
         for material in form.materials():
             first = next(s for s in form.sections if s.material == material)
-            closing = first.cadence == "authentic" or any(
-                s.final for s in form.sections if s.material == material
-            )
+            final_close = any(s.final for s in form.sections if s.material == material)
+            closing = first.cadence == "authentic" or final_close
             cadence: str | Chord = "authentic" if closing else "half"
             base = base_of(material)
-            stollen = form.texture == "chorale" and not through and base == "A"
-            if style == "chorale" and not closing and not stollen:
-                # A chorale's (and a song's) inner phrases close where the corpus's do: on the tonic or the
-                # dominant two times in three, else on another degree (vi, iii, IV, ii; III and VII in
-                # minor), where Bach's phrases visit the related keys. The Stollen keeps its half close,
-                # which leads back to its repeat.
+            # A chorale's inner phrases (all but the Stollen and the last) close where the corpus's do: on
+            # the tonic or the dominant two times in three, else on another degree (vi, iii, IV, ii; III and
+            # VII in minor), where Bach's phrases visit the related keys; the Stollen keeps its half close,
+            # which leads back to its repeat. A song's open lines (a verse's or chorus's first) do the
+            # same; its closing lines keep their full close.
+            if form.texture == "chorale":
+                drawn_close = not final_close and (through or base != "A")
+            else:
+                drawn_close = style == "chorale" and not closing
+            if drawn_close:
                 drawn = self.harmony.for_style(style).draw_phrase_end(controls.mode, rng)
                 if drawn is not None:
                     tonic_chord = TONIC[controls.mode]
                     cadence = "authentic" if drawn == tonic_chord else "half" if drawn.root == 7 else drawn
             # An inner full close arrives on the third beat, the song's last one on the downbeat.
-            final_close = any(s.final for s in form.sections if s.material == material)
             late = style == "chorale" and not final_close
             if material.endswith(VARIED) and base in chords:
                 chords[material] = chords[base]  # a varied return: its bars are rewritten, not its harmony
