@@ -227,13 +227,7 @@ def consonant_bass(
         """Whether the bass moving b0 -> b1 on beat ``t`` makes a parallel fifth or octave with a line."""
         if b0 is None or b1 is None or b0 == b1 or t < beat_ticks:
             return False
-        for line in lines:
-            a0, a1 = _top_at(line, t - beat_ticks), _top_at(line, t)
-            if a0 is None or a1 is None or a0 == a1 or (a1 > a0) != (b1 > b0):
-                continue
-            if (a1 - b1) % 12 in (0, 7) and (a0 - b0) % 12 == (a1 - b1) % 12:
-                return True
-        return False
+        return _moves_parallel(b0, b1, t, beat_ticks, lines)
 
     out: list[Note] = []
     ordered = sorted(bass, key=lambda n: n.start)
@@ -263,6 +257,18 @@ def consonant_bass(
             else:
                 out.append(Note(a, b - a, pitch))
     return out
+
+
+def _moves_parallel(p0: int, p1: int, t: int, step: int, others: Sequence[Sequence[Note]]) -> bool:
+    """Whether a voice going p0 -> p1 at ``t`` moves in parallel fifths or octaves with one of ``others``
+    (each read as its top note ``step`` ticks before ``t`` and at ``t``)."""
+    for line in others:
+        a0, a1 = _top_at(line, t - step), _top_at(line, t)
+        if a0 is None or a1 is None or a0 == a1 or (a1 > a0) != (p1 > p0):
+            continue
+        if (a1 - p1) % 12 in (0, 7) and (a0 - p0) % 12 == (a1 - p1) % 12:
+            return True
+    return False
 
 
 def _top_at(notes: Sequence[Note], tick: int) -> int | None:
@@ -444,7 +450,8 @@ def passing_tones(
 ) -> list[list[Note]]:  # fmt: skip
     """Chorale lower voices (high to low) with their leaps of a third between beats filled by the scale
     tone between, on the beat's last ``sub_ticks`` (an eighth in 4/4), ``share`` of those leaps. In Bach's
-    chorales the alto, tenor and bass move inside a beat on about a quarter of the beats, passing tones seven times in ten.
+    chorales the alto, tenor and bass move inside a beat on about a quarter of the beats, passing tones seven
+    times in ten.
 
     A passing tone is not written where it would reach or cross the voice above or below it, or move in
     parallel fifths or octaves with a voice that moves at the same moment.
@@ -491,17 +498,6 @@ def passing_tones(
             new.append(Note(t, sub_ticks, fits[0]))
         out[v] = new
     return out
-
-
-def _moves_parallel(p0: int, p1: int, t: int, sub_ticks: int, others: Sequence[Sequence[Note]]) -> bool:
-    """Whether a voice going p0 -> p1 at ``t`` moves in parallel fifths or octaves with one of ``others``."""
-    for line in others:
-        a0, a1 = _sounding_at(line, t - sub_ticks), _sounding_at(line, t)
-        if a0 is None or a1 is None or a0 == a1 or (a1 > a0) != (p1 > p0):
-            continue
-        if (a1 - p1) % 12 in _PERFECT and (a0 - p0) % 12 == (a1 - p1) % 12:
-            return True
-    return False
 
 
 def voice_chorale(

@@ -171,8 +171,8 @@ class HarmonyModel:
         after: Chord | None = None,
     ) -> list[list[Chord]]:
         """Chords per bar (``spans`` a bar) for a section of ``n_bars``, ending as ``cadence`` asks
-        (``"authentic"``, ``"half"``, a chord of the mode to close on, or None) and starting on the tonic if ``start_on_tonic``; drawn from
-        ``style``'s harmony where it was counted. With ``arrive_late`` (and two spans a bar or more), an
+        (``"authentic"``, ``"half"``, a chord of the mode to close on for its whole last bar, or None) and
+        starting on the tonic if ``start_on_tonic``; drawn from ``style``'s harmony where it was counted. With ``arrive_late`` (and two spans a bar or more), an
         authentic close reaches the tonic on the last span, after the dominant on the one before. ``after``
         (the chord the music comes from) starts the section as the corpus moves on from it, not as its pieces
         begin (on the tonic half the time: every phrase drawn so heard the tonic on 48 % of its downbeats,

@@ -216,8 +216,9 @@ class MelodyWriter:
         """Whether the bar being written ends a phrase: the last of every four bars of a material, and its
         last bar, unless the plan leaves it open (``Material.open_ends``). There the melody lands: its last
         note starts by the last beat, is a tone of the chord under it and of the chord the bar arrives on
-        (of the tonic or the dominant triad where no chords were planned), and lasts to the bar line (the corpus's phrases close on a held chord tone, the
-        chorales' under a fermata). The song's last bar always lands, whatever the style."""
+        (of the tonic or the dominant triad where no chords were planned), and lasts to the bar line (the
+        corpus's phrases close on a held chord tone, the chorales' under a fermata). The song's last bar
+        always lands, whatever the style."""
         item = row.script[row.item]
         if not (isinstance(item, tuple) and item[0] == "free"):
             return False
