@@ -45,6 +45,11 @@ CHORDAL_FAMILIES = ("piano", "guitar", "organ", "chromatic_percussion", "synth_p
 ENDING_BARS = 2  # bars a varied repeat writes anew
 TUNE_ENDING_BARS = 1  # a dance tune's second ending: the strain's last bar (held-out reels and jigs repeat
 # their strains all but a bar or so; two new bars of eight left their tracks repeating less than the corpus)
+# The second ending of a dance tune's eight-bar strain is its first ending up to the bar's last eighth (2/4 and
+# compound meters) or last quarter (the others), then new: in the training tunes 84-90 % of first and second
+# endings part there (the first leads back with a pickup, the second rests or leads on). Both end the strain
+# on the tonic.
+TUNE_ENDING_TAIL_TICKS = {"2/4": 2, "6/8": 2, "9/8": 2, "12/8": 2}
 TAG_BARS = 4  # the outro of a tune or a band song: the closing section's last phrase again
 PHRASE_BARS = 4  # a melody phrase: it lands (a long chord tone) on its last bar
 
@@ -89,6 +94,12 @@ class Form:
         return sum(s.bars for s in self.sections)
 
     @property
+    def second_endings(self) -> bool:
+        """Whether a repeat's new ending keeps the first ending's notes up to the bar's last eighth or quarter
+        (``TUNE_ENDING_TAIL_TICKS``): a dance tune's eight-bar strains."""
+        return self.texture == "tune" and self.section_bars >= 8
+
+    @property
     def ending_bars(self) -> int:
         """Bars a repeat with a new ending (``A'``) writes anew: an eight-bar strain's second ending is one
         bar (a short tune's four-bar strains, like the corpus's short tunes, change two)."""
@@ -131,19 +142,22 @@ def _tune(
             ("strain", m) for letter in "AB" for m in (letter, letter if letter in plain else letter + "'")
         ]
 
+    eight = section_bars >= 8 and not once
+
     def body(room: int) -> list[FormSection]:
         cycle_bars = len(cycle) * section_bars
         full, rest = divmod(max(0, room), cycle_bars)
         if rest >= 0.75 * cycle_bars:
             full, rest = full + 1, 0
         out = [
-            FormSection(role, material, section_bars, _cadence(material, material in plain))
+            # An eight-bar strain closes on the tonic both times; its endings differ only at the bar's end.
+            FormSection(role, material, section_bars, _cadence(material, material in plain or eight))
             for _ in range(max(1, full))
             for role, material in cycle
         ]
         if full >= 1 and rest >= 0.75 * cycle_bars / 2:  # half a cycle more: the first strain once again
             half = cycle[: len(cycle) // 2]
-            out += [FormSection(r, m, section_bars, _cadence(m, m in plain)) for r, m in half]
+            out += [FormSection(r, m, section_bars, _cadence(m, m in plain or eight)) for r, m in half]
         return out
 
     intro = [FormSection("intro", "", 2, "half")] if accompanied else []

@@ -33,6 +33,7 @@ import torch
 from personalize.generate.model import MusicTransformer
 from personalize.generate.sample import _top_p_filter
 from personalize.generate.song import tokens as S
+from personalize.generate.song.form import TUNE_ENDING_TAIL_TICKS
 from personalize.generate.song.prior import MelodyPrior, beat_ticks_of, strength
 from personalize.music.chords import DOMINANT, N_CHORDS, TONIC, Chord
 
@@ -75,9 +76,13 @@ class Material:
     # Phrase-end bars where the melody may run on instead of landing (a chorale's phrase that flows into
     # the next, as about one phrase end in five of the corpus's does); the song's last bar always lands.
     open_ends: frozenset[int] = frozenset()
-    # Bars that repeat an earlier bar of this same material (bar -> the earlier bar): a reel's strain whose
-    # second phrase starts as its first did.
-    inner: dict[int, int] = field(default_factory=dict)
+    # Bars that repeat a bar written earlier (bar -> (material, bar)): a reel's strain whose second phrase
+    # starts as its first did (this same material), or a second strain that closes as the first one's
+    # second ending did (another).
+    inner: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # Bars that repeat a bar written earlier up to its last eighth or quarter and end anew (bar -> (material,
+    # bar)): a dance tune's second ending (``form.TUNE_ENDING_TAIL_TICKS``).
+    heads: dict[int, tuple[str, int]] = field(default_factory=dict)
     # Landing bars where the phrase lands a beat early and the bar's last beat is a pickup into the next
     # phrase (the chorales' fermata on the third beat, then the upbeat): one note, its pitch the model's.
     pickups: frozenset[int] = frozenset()
@@ -99,7 +104,7 @@ class Material:
         if self.copy_from is not None and self.copies(bar):
             return self.copy_from, bar
         if bar in self.inner:
-            return self.name, self.inner[bar]
+            return self.inner[bar]
         return None
 
 
@@ -160,6 +165,8 @@ def _script(req: MelodyRequest, counts: bool = True) -> list[object]:
             source = mat.source(b)
             if counts:
                 script.append(("count", m, b))
+            if source is None and b in mat.heads:
+                script.append(("head", *mat.heads[b], mat.name, b))
             script.append(("copy", *source, mat.name, b) if source else ("free", m, b))
     script.append([S.EOS])
     return script
@@ -256,6 +263,21 @@ class MelodyWriter:
             if item[0] == "copy":
                 # The copy is written down as this bar's too, so that a later copy of this bar finds it.
                 notes = list(row.written.get((item[1], item[2]), []))
+                row.written[(item[3], item[4])] = list(notes)
+                row.script[row.item] = notes
+                continue
+            if item[0] == "head":
+                # The copied bar's notes that end by its last eighth or quarter; the rest is written anew.
+                upto = S.bar_ticks_of(row.request.meter) - TUNE_ENDING_TAIL_TICKS.get(
+                    row.request.meter, S.TICKS_PER_QUARTER
+                )
+                source = row.written.get((item[1], item[2]), [])
+                notes = [
+                    tok
+                    for k in range(0, len(source) - 2, 3)
+                    if source[k] - S.POS0 + source[k + 2] - S.DUR1 + 1 <= upto
+                    for tok in source[k : k + 3]
+                ]
                 row.written[(item[3], item[4])] = list(notes)
                 row.script[row.item] = notes
                 continue

@@ -82,8 +82,16 @@ OPEN_PHRASE_END_SHARE = 0.2
 # Landed phrase ends followed by a one-beat pickup into the next phrase (held-out chorales: 57 % of phrases
 # start a quarter before the bar line, 26 % on it).
 PICKUP_SHARE = 0.6
-INNER_REPEAT_SHARE = 0.6  # tune strains whose second phrase opens as the first did
-INNER_REPEAT_BARS = 2
+# Tune strains whose second phrase opens as the first did, and for how many bars (training tunes' eight-bar
+# strains: 60 % do; of those, 30 % for one bar, 42 % for two, 28 % for three or four).
+INNER_REPEAT_SHARE = 0.6
+INNER_REPEAT_BARS = {1: 0.30, 2: 0.42, 3: 0.28}
+THIRD_BAR_REPEAT_SHARE = 0.15  # strains whose third bar is their first again (training tunes: 11-23 %)
+# A dance tune's second strain often closes as the first strain's second ending did: in half the training
+# tunes of 32 bars the B strain's last bars are the A strain's last bars again (one bar in 25 %, two in 13 %,
+# three or more in 11 %), a rhyme the ear waits for; the piece's last bar is its own.
+RHYME_SHARE = 0.5
+RHYME_BARS = {1: 0.51, 2: 0.27, 3: 0.11, 4: 0.11}
 DENSITY_MARGIN = 0.08  # the density aimed at stays this share inside its bin's edges
 THROUGH_COMPOSED_SHARE = 0.3  # chorales without the Stollen repeat (held-out corpus chorales: 29 %)
 # Dance-tune strains played twice as written, without a second ending: a quarter of the held-out tunes
@@ -236,7 +244,9 @@ class SongGenerator:
         spans = spans_per_bar(controls.meter)
         L = form.section_bars
         chords: dict[str, list[list[Chord]]] = {}
-        inner: dict[str, dict[int, int]] = {}
+        inner: dict[str, dict[int, tuple[str, int]]] = {}
+        heads: dict[str, dict[int, tuple[str, int]]] = {}
+        last_written = form.materials()[-1]
         for material in form.materials():
             first = next(s for s in form.sections if s.material == material)
             final_close = any(s.final for s in form.sections if s.material == material)
@@ -261,6 +271,10 @@ class SongGenerator:
             late = style == "chorale" and not final_close
             if material.endswith(VARIED) and base in chords:
                 chords[material] = chords[base]  # a varied return: its bars are rewritten, not its harmony
+            elif material.endswith("'") and base in chords and form.second_endings and not final_close:
+                # A dance tune's second ending: the strain again, over its chords, the last bar's end new.
+                chords[material] = [list(c) for c in chords[base]]
+                heads[material] = {L - 1: (base, L - 1)}
             elif material.endswith("'") and base in chords:
                 keep = chords[base][: L - form.ending_bars]
                 ending = self.harmony.progression(
@@ -287,9 +301,33 @@ class SongGenerator:
                 # A dance tune's eight-bar strain often starts its second phrase as it started its first
                 # (a b a c): those bars repeat, over the same chords.
                 if form.texture == "tune" and L == 2 * PHRASE_BARS and rng.random() < INNER_REPEAT_SHARE:
-                    inner[material] = {PHRASE_BARS + b: b for b in range(INNER_REPEAT_BARS)}
-                    for b, src in inner[material].items():
-                        chords[material][b] = list(chords[material][src])
+                    k = int(rng.choice(list(INNER_REPEAT_BARS), p=list(INNER_REPEAT_BARS.values())))
+                    inner[material] = {PHRASE_BARS + b: (material, b) for b in range(k)}
+                # ... and its third bar may be its first again (a b a c).
+                if form.texture == "tune" and L == 2 * PHRASE_BARS and rng.random() < THIRD_BAR_REPEAT_SHARE:
+                    inner.setdefault(material, {})[2] = (material, 0)
+                # A later strain may close as an earlier strain's full close did (its second ending, or a
+                # strain played twice as written): those last bars, over the same chords. Not the song's
+                # last strain, whose last bar lands on its own.
+                rhyme = [
+                    m
+                    for m in chords
+                    if base_of(m) != base
+                    and any(s.material == m and s.cadence == "authentic" for s in form.sections)
+                ]
+                if (
+                    form.texture == "tune"
+                    and L == 2 * PHRASE_BARS
+                    and rhyme
+                    and material != last_written
+                    and rng.random() < RHYME_SHARE
+                ):
+                    r = int(rng.choice(list(RHYME_BARS), p=list(RHYME_BARS.values())))
+                    own = inner.setdefault(material, {})
+                    for b in range(L - r, L):
+                        own[b] = (rhyme[-1], b)
+                for b, (src, sb) in sorted(inner.get(material, {}).items()):  # a copy of a copy after it
+                    chords[material][b] = list(chords[src][sb])
         intro = next((s for s in form.sections if s.role == "intro"), None)
         if intro is not None:
             chords["intro"] = self.harmony.progression(
@@ -323,6 +361,7 @@ class SongGenerator:
                     copy_bars=L - form.ending_bars if copy and mask is None else 0,
                     copy_mask=mask,
                     inner=inner.get(material, {}),
+                    heads=heads.get(material, {}),
                     # Some phrases run on into the next instead of closing (never the song's last bar).
                     open_ends=frozenset(
                         b
@@ -375,14 +414,19 @@ class SongGenerator:
         for mat in materials if self.rhythm is not None and self.melody.counts else ():
             source = planned.get(mat.copy_from or "", [])
             fixed = [source[b] if mat.copies(b) and b < len(source) else None for b in range(mat.n_bars)]
+            for b, (src, sb) in mat.heads.items():  # a second ending has as many notes as the first
+                fixed[b] = planned[src][sb] if sb < len(planned.get(src, [])) else None
             most = min(MAX_NOTES_PER_BAR, bar_ticks // 2 if plain else bar_ticks)
             draw = self.rhythm.draw
             mat.counts = draw(
                 style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng, most, fixed
             )
             if mat.inner:  # a bar that repeats an earlier one asks for its count; the others make up the aim
-                for b, src in mat.inner.items():
-                    fixed[b] = fixed[src] = mat.counts[src]
+                for b, (src, sb) in mat.inner.items():
+                    if src == mat.name:
+                        fixed[b] = fixed[sb] = mat.counts[sb]
+                    else:
+                        fixed[b] = planned[src][sb] if sb < len(planned.get(src, [])) else mat.counts[b]
                 mat.counts = draw(
                     style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng, most, fixed
                 )
