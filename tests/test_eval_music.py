@@ -218,6 +218,29 @@ def test_the_two_sample_test_ignores_what_the_corpus_cannot_have() -> None:
     assert two_sample_auc(unlike, corpus)["auc"] > 0.95
 
 
+def test_a_pooled_test_is_not_fooled_by_the_mix_of_textures() -> None:
+    """Pooled over textures, the two sides hold them in different numbers (80 generated tracks of each
+    against 300 held-out tunes and 35 chorales). When the music of each texture is the corpus's, weighing
+    each texture's two sides alike leaves nothing to tell; unweighted, the texture alone tells them apart.
+    A real difference inside one texture still shows."""
+    from personalize.evaluate.music.discriminate import two_sample_auc
+
+    rng = np.random.default_rng(1)
+
+    def pieces(texture: str, n: int, shift: float = 0.0) -> list[np.ndarray]:
+        centre = {"tune": 0.0, "chorale": 4.0}[texture]
+        flag = [1.0, 0.0] if texture == "tune" else [0.0, 1.0]
+        return [np.r_[rng.normal(centre + shift, 1, 3), flag] for _ in range(n)]
+
+    system = pieces("tune", 80) + pieces("chorale", 80)
+    corpus = pieces("tune", 300) + pieces("chorale", 35)
+    strata = ["tune"] * 80 + ["chorale"] * 80 + ["tune"] * 300 + ["chorale"] * 35
+    assert two_sample_auc(system, corpus)["auc"] > 0.65  # the mix alone
+    assert two_sample_auc(system, corpus, strata=strata)["auc"] < 0.6
+    shifted = pieces("tune", 80) + pieces("chorale", 80, shift=2.0)
+    assert two_sample_auc(shifted, corpus, strata=strata)["auc"] > 0.75
+
+
 def test_a_detached_note_is_read_at_its_written_value() -> None:
     """A performance that plays a half note a little short (a pianist's detached touch) is still a half note
     to the metrics; a note played at half its length before a rest is read as what it sounds."""

@@ -361,6 +361,28 @@ def test_bar_counts_follow_the_corpus_and_hit_the_asked_density():
     assert [t - S.NOTES0 for t in stream if S.is_notes(t)] == [8, 8, 8, 1] * 2
 
 
+def test_a_songs_bars_keep_to_its_own_pace_not_to_the_whole_bins_mix(monkeypatch):
+    """The bars counted hold plain pieces (four notes a bar) and busy ones (eight): a song drawn at four a
+    bar keeps its bars near four, as one such piece does, instead of mixing the two kinds' bars."""
+    from personalize.generate.song import rhythm
+
+    def piece(per_bar: int) -> SimpleNamespace:
+        step = 16 // per_bar
+        line = [(bar * 16 + step * k, step, 60 + k) for bar in range(8) for k in range(per_bar)]
+        return SimpleNamespace(
+            parts=[line], meter="4/4", bar_ticks=16, n_bars=8, found_key_pc=0, found_mode="major"
+        )
+
+    counts = BarCounts.fit([piece(4)] * 4 + [piece(8)] * 4)
+
+    def spread(width: float) -> float:
+        monkeypatch.setitem(rhythm.COUNT_SPREAD, "tune", width)
+        rng = np.random.default_rng(1)
+        return float(np.mean([np.std(counts.draw("tune", "4/4", 2, 16, 4.0, rng)) for _ in range(40)]))
+
+    assert spread(1.0) < 0.3 and spread(0.0) > 1.0
+
+
 def test_chord_estimation_reads_a_cadence():
     one, IV, V7, vi = Chord(0, "maj"), Chord(5, "maj"), Chord(7, "dom7"), Chord(9, "min")
     seq = [one, vi, IV, V7, one, one]

@@ -53,6 +53,7 @@ def two_sample_auc(
     corpus_groups: Sequence[str] | None = None,
     system_groups: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
+    strata: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """Cross-validated ROC AUC of a classifier telling ``system`` feature vectors from ``corpus`` ones.
 
@@ -61,6 +62,12 @@ def two_sample_auc(
     recognise the other. Returns the mean AUC over folds, its spread, the folds used and the sample sizes;
     AUC is None when either side has fewer pieces than folds. ``names`` (one per feature column) turns
     on the ``tells``.
+
+    ``strata`` (one label per vector, system's then corpus's: the texture) pools several textures into one
+    test where each texture's two sides weigh the same: every piece is weighted by one over its side's count
+    in its stratum, in the fit and in the AUC. Unweighted, a pool whose sides mix the textures differently
+    (80 generated tracks per texture against 300 held-out tunes and 35 chorales) is told apart by the
+    texture alone (AUC 0.72), whatever the music.
     """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.impute import SimpleImputer
@@ -82,6 +89,16 @@ def two_sample_auc(
     # voice-leading of an accompanied generated tune has nothing to be compared with, and would only tell the
     # classifier that a track is accompanied. A feature the corpus has and only some pieces lack is imputed,
     # and its missing-value flag kept, since "does not apply" there can itself be a tell.
+    weights = np.ones(len(y))
+    if strata is not None:
+        labels = np.asarray(list(strata))
+        if len(labels) != len(y):
+            raise ValueError(f"strata: {len(labels)} labels for {len(y)} feature vectors")
+        for label in np.unique(labels):
+            for side in (0, 1):
+                here = (labels == label) & (y == side)
+                weights[here] = 1.0 / here.sum()
+        weights *= len(y) / weights.sum()
     corpus_has = np.isfinite(x[n_sys:]).mean(axis=0)
     x = x[:, corpus_has >= 0.1]
     names = [n for n, keep in zip(names or [], corpus_has >= 0.1, strict=False) if keep]
@@ -99,15 +116,15 @@ def two_sample_auc(
     for train, test in splits:
         if len(set(y[test])) < 2:
             continue
-        model.fit(x[train], y[train])
+        model.fit(x[train], y[train], randomforestclassifier__sample_weight=weights[train])
         proba = model.predict_proba(x[test])[:, 1]
         out_of_fold[test] = proba
-        aucs.append(roc_auc_score(y[test], proba))
+        aucs.append(roc_auc_score(y[test], proba, sample_weight=weights[test]))
     if not aucs:
         return {"auc": None, "auc_std": None, "folds": 0, "n_system": n_sys, "n_corpus": n_corp}
     tells: list[dict[str, object]] = []
     if names and len(names) == x.shape[1]:
-        model.fit(x, y)
+        model.fit(x, y, randomforestclassifier__sample_weight=weights)
         forest = model[-1]
         importance = forest.feature_importances_[: len(names)]  # the imputer's flags come after
         for k in np.argsort(importance)[::-1][:TELLS]:

@@ -413,6 +413,7 @@ class SongGenerator:
         per_bar = target * bar_ticks / TPQ
         closing = [s.material for s in form.sections if s.material][-1]
         planned: dict[str, list[int]] = {}
+        by_name = {mat.name: mat for mat in materials}
         for mat in materials if self.rhythm is not None and self.melody.counts else ():
             source = planned.get(mat.copy_from or "", [])
             fixed = [source[b] if mat.copies(b) and b < len(source) else None for b in range(mat.n_bars)]
@@ -439,14 +440,17 @@ class SongGenerator:
             if land and meter_grid(controls.meter, TPQ)[1] == TPQ:
                 # In simple meters most of the chorales' phrases after the first start on an upbeat: the
                 # phrase before lands on its last bar's second-last beat and the last beat leads on.
+                # A second ending lands as its first ending did: it repeats that bar up to its last beat.
                 mat.pickups = frozenset(
                     b
                     for b in range(PHRASE_BARS - 1, mat.n_bars, PHRASE_BARS)
                     if b not in mat.open_ends
                     and not (mat.name == closing and b == mat.n_bars - 1)
-                    and mat.source(b) is None
-                    and mat.counts[b] >= 2
-                    and rng.random() < PICKUP_SHARE
+                    and (
+                        b in by_name[mat.heads[b][0]].pickups
+                        if b in mat.heads
+                        else mat.source(b) is None and mat.counts[b] >= 2 and rng.random() < PICKUP_SHARE
+                    )
                 )
         request = MelodyRequest(
             controls.mode,
