@@ -270,6 +270,34 @@ def test_song_phrases_land_a_beat_early_and_lead_into_the_next_with_a_pickup(unt
     assert not any(m.pickups for m in compound.request.materials)
 
 
+def test_some_upbeats_are_two_eighths(untrained_song_generator, monkeypatch):
+    """A pickup may be two eighths instead of a quarter, as one in ten of the chorales' upbeats is: the bar
+    lands on its third beat and the last beat holds two eighth notes, at the count the bar asks for."""
+    from personalize.generate.song import writer
+
+    monkeypatch.setattr(writer, "EIGHTH_PICKUP_SHARE", 1.0)
+    gen = untrained_song_generator
+    controls = Controls(2, "major", 90, "4/4", 1, [40, 41, 42, 43], bars=32)
+    plans = [gen.plan(controls, np.random.default_rng(seed)) for seed in range(6)]
+    plans = [p for p in plans if any(m.eighth_pickups for m in p.request.materials)]
+    assert plans and all(m.eighth_pickups <= m.pickups for p in plans for m in p.request.materials)
+    checked = 0
+    for plan in plans[:3]:
+        (stream,) = gen.melody.write([plan.request], seed=6)
+        bars = _bars_of(stream)
+        k = 0
+        for m in plan.request.materials:
+            for b in range(m.n_bars):
+                if b in m.eighth_pickups and m.source(b) is None:
+                    notes = _notes_of(bars[k])
+                    assert [(n[0], n[2]) for n in notes[-2:]] == [(12, 2), (14, 2)]
+                    assert notes[-3][0] + notes[-3][2] == 12  # the landing holds to the upbeat
+                    assert len(notes) == m.counts[b]
+                    checked += 1
+                k += 1
+    assert checked >= 2
+
+
 def test_each_style_is_steered_by_its_own_melody_prior(tmp_path):
     """The prior is counted per style as well as pooled: a chorale request is steered by the chorales'
     stepwise soprano lines, a tune by the tunes' leaps; a prior saved before styles existed still loads."""

@@ -90,6 +90,8 @@ class Material:
     # Landing bars where the phrase lands a beat early and the bar's last beat is a pickup into the next
     # phrase (the chorales' fermata on the third beat, then the upbeat): one note, its pitch the model's.
     pickups: frozenset[int] = frozenset()
+    # Of those, the bars whose pickup is two eighths (one in ten of the chorales' upbeats) instead of a quarter.
+    eighth_pickups: frozenset[int] = frozenset()
 
     @property
     def n_bars(self) -> int:
@@ -328,6 +330,12 @@ class MelodyWriter:
         return item[2] in material.pickups
 
     @staticmethod
+    def _pickup_notes(row: _Row) -> int:
+        """Notes of the pickup bar's last beat: two eighths (``Material.eighth_pickups``) or one quarter."""
+        item = row.script[row.item]
+        return 2 if item[2] in row.request.materials[item[1]].eighth_pickups else 1
+
+    @staticmethod
     def _next_pitch(row: _Row) -> int | None:
         """The first pitch (relative to the tonic) of the next bar when its notes are already written (a copy
         of an earlier bar, or the kept head of one), else None."""
@@ -440,7 +448,8 @@ class MelodyWriter:
                 pickup = landing and self._pickup_bar(row)
                 bt = bar_ticks[i] - beats[i] if pickup else bar_ticks[i]
                 in_pickup = pickup and (row.tick >= bt if row.phase == "free" else row.pos >= bt)
-                reserve = int(pickup and not in_pickup)
+                upbeat = self._pickup_notes(row) if pickup else 0
+                reserve = upbeat if pickup and not in_pickup else 0
                 if row.phase == "pitch":
                     mask[i] = pitch_masks[i]
                     last_asked = self._still_asked(row, reserve) == 1  # the bar's last note: where it lands
@@ -478,7 +487,12 @@ class MelodyWriter:
                             beyond = np.maximum(0, np.abs(candidates - nxt) - 2)
                             fusion[i, S.PITCH0 : S.PITCH0 + len(candidates)] -= self.lead_in * beyond
                 elif row.phase == "dur" and in_pickup:
-                    mask[i, S.DUR1 + bar_ticks[i] - row.pos - 1] = True  # the pickup lasts to the bar line
+                    if upbeat == 2 and row.pos == bt:
+                        mask[i, S.DUR1 + beats[i] // 2 - 1] = True  # the first of two eighths
+                    else:
+                        mask[i, S.DUR1 + bar_ticks[i] - row.pos - 1] = (
+                            True  # the pickup lasts to the bar line
+                        )
                 elif row.phase == "dur":
                     limit = bt - row.pos
                     if self.no_syncopation and row.pos % beats[i]:
@@ -533,9 +547,10 @@ class MelodyWriter:
                             # share (at every place, the first came on the first note in most pieces).
                             fusion[i, S.DUR1 + 2] += FIGURE_BOOST
                 elif in_pickup:
-                    # Landed a beat early: the pickup starts on the last beat, then the bar is done.
-                    if row.tick == bt:
-                        mask[i, S.POS0 + bt] = True
+                    # Landed a beat early: the pickup starts on the last beat (two eighths: the second on
+                    # its half), then the bar is done.
+                    if row.tick == bt or (upbeat == 2 and row.tick == bt + beats[i] // 2):
+                        mask[i, S.POS0 + row.tick] = True
                     else:
                         mask[i, self._next_structural(row)] = True
                 else:
