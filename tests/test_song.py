@@ -144,6 +144,9 @@ def test_a_reel_strain_opens_its_second_phrase_like_its_first_and_changes_one_ba
         1 <= n <= 3 and second == {4 + b: ("A", b) for b in range(n)} and a.chords[4 : 4 + n] == a.chords[:n]
     )
     assert by_name["A'"].copy_from == "A" and by_name["A'"].copy_bars == 7
+    for seed in range(80):  # a repeated bar is asked for as many notes as its source, a copy of a copy too
+        m = gen.plan(controls, np.random.default_rng(seed)).request.materials[0]
+        assert all(m.counts[b] == m.counts[sb] for b, (src, sb) in m.inner.items() if src == m.name)
     (stream,) = gen.melody.write([plan.request], seed=2)
     bars = [[t for t in bar if S.is_pos(t) or S.is_pitch(t) or S.is_dur(t)] for bar in _bars_of(stream)]
     start = {}

@@ -275,7 +275,8 @@ class SongGenerator:
             if material.endswith(VARIED) and base in chords:
                 chords[material] = chords[base]  # a varied return: its bars are rewritten, not its harmony
             elif material.endswith("'") and base in chords and form.second_endings and not final_close:
-                # A dance tune's second ending: the strain again, over its chords, the last bar's end new.
+                # A second ending (a dance tune's strain, a chorale's Stollen): the section again over its
+                # chords, the end of its last bar new (``Form.second_endings``).
                 chords[material] = [list(c) for c in chords[base]]
                 heads[material] = {L - 1: (base, L - 1)}
             elif material.endswith("'") and base in chords:
@@ -428,9 +429,9 @@ class SongGenerator:
                 style, controls.meter, controls.density_bin, mat.n_bars, per_bar, rng, most, fixed
             )
             if mat.inner:  # a bar that repeats an earlier one asks for its count; the others make up the aim
-                for b, (src, sb) in mat.inner.items():
+                for b, (src, sb) in sorted(mat.inner.items()):  # a copy of a copy after its source
                     if src == mat.name:
-                        fixed[b] = fixed[sb] = mat.counts[sb]
+                        fixed[b] = fixed[sb] = mat.counts[sb] if fixed[sb] is None else fixed[sb]
                     else:
                         fixed[b] = planned[src][sb] if sb < len(planned.get(src, [])) else mat.counts[b]
                 mat.counts = draw(
