@@ -247,23 +247,18 @@ def test_song_phrases_land_a_beat_early_and_lead_into_the_next_with_a_pickup(unt
     plans = [gen.plan(controls, np.random.default_rng(seed)) for seed in range(6)]
     with_pickups = [p for p in plans if any(m.pickups for m in p.request.materials)]
     assert with_pickups
-    checked = 0
-    for plan in with_pickups[:3]:
-        (stream,) = gen.melody.write([plan.request], seed=4)
-        bars = _bars_of(stream)
-        k = 0
+    for plan in with_pickups:
         for m in plan.request.materials:
             assert not (m.name == plan.request.closing and m.n_bars - 1 in m.pickups)
-            for b in range(m.n_bars):
-                if b in m.pickups:
-                    notes = _notes_of(bars[k])
-                    *body, last = notes
-                    assert (last[0], last[2]) == (12, 4)  # one quarter on the last beat
-                    landing = body[-1]
-                    assert landing[0] + landing[2] == 12  # the landing note holds to the pickup
-                    assert landing[1] % 12 in {0, 4, 7, 11, 2}  # a tone of I or V
-                    checked += 1
-                k += 1
+    checked = 0
+    for m, b, notes in _written_bars(gen, with_pickups[:3], seed=4):
+        if b in m.pickups and b not in m.eighth_pickups:
+            *body, last = notes
+            assert (last[0], last[2]) == (12, 4)  # one quarter on the last beat
+            landing = body[-1]
+            assert landing[0] + landing[2] == 12  # the landing note holds to the pickup
+            assert landing[1] % 12 in {0, 4, 7, 11, 2}  # a tone of I or V
+            checked += 1
     assert checked >= 2
     tune = gen.plan(Controls(7, "major", 112, "4/4", 2, [73], bars=32), np.random.default_rng(0))
     assert not any(m.pickups for m in tune.request.materials)
@@ -285,20 +280,23 @@ def test_some_upbeats_are_two_eighths(untrained_song_generator, monkeypatch):
     plans = [p for p in plans if any(m.eighth_pickups for m in p.request.materials)]
     assert plans and all(m.eighth_pickups <= m.pickups for p in plans for m in p.request.materials)
     checked = 0
-    for plan in plans[:3]:
-        (stream,) = gen.melody.write([plan.request], seed=6)
-        bars = _bars_of(stream)
-        k = 0
+    for m, b, notes in _written_bars(gen, plans[:3], seed=6):
+        if b in m.eighth_pickups and m.source(b) is None:
+            assert [(n[0], n[2]) for n in notes[-2:]] == [(12, 2), (14, 2)]
+            assert notes[-3][0] + notes[-3][2] == 12  # the landing holds to the upbeat
+            assert len(notes) == m.counts[b]
+            checked += 1
+    assert checked >= 2
+
+
+def _written_bars(gen: SongGenerator, plans: list, seed: int):
+    """``(material, bar, notes)`` of every bar the melody writer wrote for ``plans``, in order."""
+    for plan in plans:
+        (stream,) = gen.melody.write([plan.request], seed=seed)
+        bars = iter(_bars_of(stream))
         for m in plan.request.materials:
             for b in range(m.n_bars):
-                if b in m.eighth_pickups and m.source(b) is None:
-                    notes = _notes_of(bars[k])
-                    assert [(n[0], n[2]) for n in notes[-2:]] == [(12, 2), (14, 2)]
-                    assert notes[-3][0] + notes[-3][2] == 12  # the landing holds to the upbeat
-                    assert len(notes) == m.counts[b]
-                    checked += 1
-                k += 1
-    assert checked >= 2
+                yield m, b, _notes_of(next(bars))
 
 
 def test_each_style_is_steered_by_its_own_melody_prior(tmp_path):
