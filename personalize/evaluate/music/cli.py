@@ -87,7 +87,11 @@ def report_table(report: dict[str, object]) -> object:
     for row, values in report["headline"].items():
         table.add_row(row, *(_fmt(values.get(s)) for s in systems))
     auc = report["auc"]["all"]
-    table.add_row("two-sample AUC vs corpus (0.5 = alike)", "", *(_fmt(auc[s]["auc"]) for s in systems[1:]))
+    table.add_row(
+        "two-sample AUC vs corpus, textures pooled and balanced (0.5 = alike)",
+        "",
+        *(_fmt(auc[s]["auc"]) for s in systems[1:]),
+    )
     rates = report["gate"]["pass_rate"]["all"]
     table.add_row("music gate pass rate", *(_fmt(rates.get(s)) for s in systems))
     return table
