@@ -48,8 +48,8 @@ TUNE_ENDING_BARS = 1  # a dance tune's second ending: the strain's last bar (hel
 # The second ending of a dance tune's eight-bar strain is its first ending up to the bar's last eighth (2/4 and
 # compound meters) or last quarter (the others), then new: in the training tunes 84-90 % of first and second
 # endings part there (the first leads back with a pickup, the second rests or leads on). Both end the strain
-# on the tonic.
-TUNE_ENDING_TAIL_TICKS = {"2/4": 2, "6/8": 2, "9/8": 2, "12/8": 2}
+# on the tonic. A chorale's Stollen parts on its last beat the same way (``Form.second_endings``).
+SECOND_ENDING_TAIL_TICKS = {"2/4": 2, "6/8": 2, "9/8": 2, "12/8": 2}
 TAG_BARS = 4  # the outro of a tune or a band song: the closing section's last phrase again
 PHRASE_BARS = 4  # a melody phrase: it lands (a long chord tone) on its last bar
 
@@ -96,7 +96,7 @@ class Form:
     @property
     def second_endings(self) -> bool:
         """Whether a repeat's new ending keeps the first ending's notes up to the bar's last eighth or quarter
-        (``TUNE_ENDING_TAIL_TICKS``): a dance tune's eight-bar strains, and a chorale's Stollen (in the
+        (``SECOND_ENDING_TAIL_TICKS``): a dance tune's eight-bar strains, and a chorale's Stollen (in the
         training chorales the longest exact repeat is 3 bars and the last beat of the next bar in 68 of 200,
         a whole 4-bar phrase in 37)."""
         return (self.texture == "tune" and self.section_bars >= 8) or self.texture == "chorale"

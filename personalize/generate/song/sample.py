@@ -5,7 +5,8 @@ by bar, ``BAR_i``, the section's chords and the bar's note count ``NOTES_n`` (al
 copied bar is what the copied bar holds; a model trained before the counts existed is given none),
 followed either by notes the model writes (it
 decides each onset, pitch and length, and when the bar is done by emitting the next bar's token) or by
-the notes of a bar written earlier (a varied repeat copies all but its new ending). Rows of a batch run
+the notes of a bar written earlier (a varied repeat copies all but its new ending; a second ending
+copies the first up to its last eighth or quarter and writes the rest). Rows of a batch run
 their own scripts in lock step through one KV cache, so a whole song's melody is one pass.
 
 The decoding rules are what makes a stream well formed (onsets move forward inside the bar, a note ends
@@ -33,7 +34,7 @@ import torch
 from personalize.generate.model import MusicTransformer
 from personalize.generate.sample import _top_p_filter
 from personalize.generate.song import tokens as S
-from personalize.generate.song.form import TUNE_ENDING_TAIL_TICKS
+from personalize.generate.song.form import SECOND_ENDING_TAIL_TICKS
 from personalize.generate.song.prior import MelodyPrior, beat_ticks_of, strength
 from personalize.music.chords import DOMINANT, N_CHORDS, TONIC, Chord
 
@@ -85,7 +86,7 @@ class Material:
     # second ending did (another).
     inner: dict[int, tuple[str, int]] = field(default_factory=dict)
     # Bars that repeat a bar written earlier up to its last eighth or quarter and end anew (bar -> (material,
-    # bar)): a dance tune's second ending (``form.TUNE_ENDING_TAIL_TICKS``).
+    # bar)): a second ending, a dance tune's or a chorale Stollen's (``form.SECOND_ENDING_TAIL_TICKS``).
     heads: dict[int, tuple[str, int]] = field(default_factory=dict)
     # Landing bars where the phrase lands a beat early and the bar's last beat is a pickup into the next
     # phrase (the chorales' fermata on the third beat, then the upbeat): one note, its pitch the model's.
@@ -276,7 +277,7 @@ class MelodyWriter:
                 continue
             if item[0] == "head":
                 # The copied bar's notes that end by its last eighth or quarter; the rest is written anew.
-                upto = S.bar_ticks_of(row.request.meter) - TUNE_ENDING_TAIL_TICKS.get(
+                upto = S.bar_ticks_of(row.request.meter) - SECOND_ENDING_TAIL_TICKS.get(
                     row.request.meter, S.TICKS_PER_QUARTER
                 )
                 source = row.written.get((item[1], item[2]), [])
@@ -487,12 +488,9 @@ class MelodyWriter:
                             beyond = np.maximum(0, np.abs(candidates - nxt) - 2)
                             fusion[i, S.PITCH0 : S.PITCH0 + len(candidates)] -= self.lead_in * beyond
                 elif row.phase == "dur" and in_pickup:
-                    if upbeat == 2 and row.pos == bt:
-                        mask[i, S.DUR1 + beats[i] // 2 - 1] = True  # the first of two eighths
-                    else:
-                        mask[i, S.DUR1 + bar_ticks[i] - row.pos - 1] = (
-                            True  # the pickup lasts to the bar line
-                        )
+                    # The pickup lasts to the bar line; of two eighths, the first lasts half the beat.
+                    two = upbeat == 2 and row.pos == bt
+                    mask[i, S.DUR1 + (beats[i] // 2 if two else bar_ticks[i] - row.pos) - 1] = True
                 elif row.phase == "dur":
                     limit = bt - row.pos
                     if self.no_syncopation and row.pos % beats[i]:
