@@ -4,27 +4,28 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
 
 - ``tune`` (one or two instruments): a dance-tune form, strains of 8 bars played twice, closing on the
   tonic both times: with first and second endings that part at the last eighth or quarter of the strain's
-  last bar (``A A' B B'``), or as written (``A A``: a plain repeat), the whole repeated to length, with a short intro when something
-  can accompany and a four-bar tag to end on (see below). A short tune (under 32 bars) plays its strains
-  once each (``A B``, ``A B A``; 8-bar strains from 16 bars up), as the corpus's short tunes are written: a 16-bar
-  corpus tune repeats a 2-bar unit in 64 % of cases and its bars at a median of 0.63 self-similarity, where
-  ``A A B B`` in 4-bar strains sat at 0.95.
+  last bar (``A A' B B'``), or as written (``A A``: a plain repeat), the whole repeated to length, with a
+  short intro when something can accompany and a four-bar tag to end on (see below). A short tune (under
+  32 bars) plays its strains once each (``A B``, ``A B A``; 8-bar strains from 16 bars up), as the corpus's
+  short tunes are written: a 16-bar corpus tune repeats a 2-bar unit in 64 % of cases and its bars at a
+  median of 0.63 self-similarity, where ``A A B B`` in 4-bar strains sat at 0.95.
 - ``band`` (drums, or three or more parts with a bass or a chordal instrument): verse / chorus song form,
   ``intro A A' B B' A A' B B' C B B' outro`` cut to length (A = verse, B = chorus, C = bridge).
 - ``chorale`` (three or four melodic instruments, no drums, no bass or chordal instrument): a hymn in the
   chorale's bar form, 4-bar phrases ``A A' B C ...``: the first phrase sung twice (the *Stollen*; the
-  second time differs on its last beat, where it leads on), then new phrases to the stanza's end (the *Abgesang*, up to eight phrases in all), stanzas
-  repeated to length; or, as about three hymns in ten of the corpus go, through-composed
-  (``A B C D ...``, every phrase new).
+  second time differs on its last beat, where it leads on), then new phrases to the stanza's end (the
+  *Abgesang*, up to eight phrases in all), stanzas repeated to length; or, as about three hymns in ten of
+  the corpus go, through-composed (``A B C D ...``, every phrase new).
 
 Material is written once per distinct letter and reused: ``A'`` keeps all but the last two bars of ``A``
 and writes a new ending (that is where the cadence changes), so a section returns at least four bars after
 it was first heard (a dance tune's strain and a chorale's Stollen keep all but the end of the last bar); a
 band song's verse line ``A'`` keeps none to all of those bars (drawn per song: it starts as the first line
-did and goes elsewhere), while its chorus keeps its hook, half of them or more. In band songs the second verse and the later choruses are varied returns (``A~``,
-``B~``): the same chords, the same phrase openings and landings, and the bar before each landing written
-anew in context (as a singer's second verse goes, the words changing the line). Tunes and chorales repeat
-their strains and stanzas as written, as fiddlers and hymnals do.
+did and goes elsewhere), while its chorus keeps its hook, half of them or more. In band songs the second
+verse and the later choruses are varied returns (``A~``, ``B~``): the same chords, the same phrase openings
+and landings, and the bar before each landing written anew in context (as a singer's second verse goes, the
+words changing the line). Tunes and chorales repeat their strains and stanzas as fiddlers and hymnals do:
+note for note, or up to a second ending.
 
 Tunes and band songs end with a **tag**: the outro plays the last four bars of the closing section once
 more (its final cadence heard twice, as bands end songs), the drums closing on a final hit. A short piece
@@ -45,10 +46,10 @@ CHORDAL_FAMILIES = ("piano", "guitar", "organ", "chromatic_percussion", "synth_p
 ENDING_BARS = 2  # bars a varied repeat writes anew
 TUNE_ENDING_BARS = 1  # a dance tune's second ending: the strain's last bar (held-out reels and jigs repeat
 # their strains all but a bar or so; two new bars of eight left their tracks repeating less than the corpus)
-# The second ending of a dance tune's eight-bar strain is its first ending up to the bar's last eighth (2/4 and
-# compound meters) or last quarter (the others), then new: in the training tunes 84-90 % of first and second
-# endings part there (the first leads back with a pickup, the second rests or leads on). Both end the strain
-# on the tonic. A chorale's Stollen parts on its last beat the same way (``Form.second_endings``).
+# The second ending of a dance tune's eight-bar strain is its first ending up to the bar's last eighth (2/4
+# and compound meters) or last quarter (the others), then new: in the training tunes 84-90 % of first and
+# second endings part there (the first leads back with a pickup, the second rests or leads on). Both end the
+# strain on the tonic. A chorale's Stollen parts on its last beat the same way (``Form.second_endings``).
 SECOND_ENDING_TAIL_TICKS = {"2/4": 2, "6/8": 2, "9/8": 2, "12/8": 2}
 TAG_BARS = 4  # the outro of a tune or a band song: the closing section's last phrase again
 PHRASE_BARS = 4  # a melody phrase: it lands (a long chord tone) on its last bar
@@ -225,8 +226,9 @@ def _chorale(section_bars: int, target: int, through_composed: bool = False) -> 
         stanzas = max(1, round(phrases / per_stanza))
         return [FormSection(r, m, section_bars, c) for _ in range(stanzas) for r, m, c in stanza]
     # The Stollen twice (it closes on the dominant, and the repeat leads back to its start), then the
-    # Abgesang's new phrases, half and full closes alternating, the last one full. The Stollen's second time
-    # differs from its first only on its last beat, where it leads on instead of back (``Form.second_endings``).
+    # Abgesang's new phrases, half and full closes alternating, the last one full. The Stollen's second
+    # time differs from its first only on its last beat, where it leads on instead of back
+    # (``Form.second_endings``).
     later = [chr(ord("B") + k) for k in range(per_stanza - 2)]
     cadences = ["half" if (per_stanza - 2 - k) % 2 == 0 else "authentic" for k in range(len(later))]
     stanza = [
