@@ -534,6 +534,70 @@ def test_a_shipped_chorales_inner_phrases_close_on_related_chords_its_stollen_on
     assert np.mean(inner["B"]) > 0.1 and np.mean(inner["C"]) > 0.1  # a half close and a full one, drawn alike
 
 
+def test_a_chorales_phrases_are_two_bars_and_each_closes_and_lands(monkeypatch):
+    """Bach's chorale phrases are mostly two bars long. A shipped chorale's written sections hold two phrases
+    each: the first closes on a chord the corpus's phrases close on (drawn, so not always the same one) and
+    its melody lands there, as the section's last bar does; band songs keep four-bar phrases. A landing note
+    repeats the note before it less often than the decoder alone would have it."""
+    from personalize.generate import load_generator
+    from personalize.generate.song import sample as song_sample
+
+    generator = load_generator(S_SHIPPED)
+    controls = [
+        Controls(k, "major" if k % 2 else "minor", 84, "4/4", 1, [40, 41, 42, 43], bars=16) for k in range(12)
+    ]
+    shares = generator.harmony.for_style("chorale").phrase_ends
+    first_closes = set()
+    for k, c in enumerate(controls):
+        plan = generator.plan(c, np.random.default_rng(k))
+        assert plan.form.phrase_bars == 2 and plan.request.phrase_bars == 2
+        corpus_closes = {ch for ch, w in zip(DIATONIC[c.mode], shares[c.mode], strict=False) if w > 0}
+        for m in plan.request.materials:
+            if m.copy_from is None and not m.heads:
+                close = plan.chords[m.name][1][-1]  # the first phrase's close, on its second bar
+                assert close in corpus_closes, (m.name, close)
+                first_closes.add(close)
+    assert len(first_closes) >= 3  # drawn, not always a half close
+    band = generator.plan(
+        Controls(0, "major", 100, "4/4", 1, [0, 33, 40, DRUMS], bars=32), np.random.default_rng(0)
+    )
+    assert band.form.phrase_bars == 4
+
+    landed: list[int] = []
+    landing_bar = song_sample.MelodyWriter._landing_bar
+
+    def recorded(row) -> bool:  # type: ignore[no-untyped-def]
+        lands = landing_bar(row)
+        item = row.script[row.item]
+        if lands and item[2] not in landed:
+            landed.append(item[2])
+        return lands
+
+    def landing_repeats(penalty: float) -> float:
+        """Share of phrase ends whose landing note (on the third beat or later, a beat or longer; before
+        the pickup where there is one) repeats the note before it."""
+        monkeypatch.setattr(song_sample, "LANDING_REPEAT_PENALTY", penalty)
+        ends = repeated = 0
+        for pm in generator.generate(controls, seed=3):
+            melody = sorted(score_from_midi(pm).melody)
+            for bar in range(1, 16, 2):  # the last bar of every two-bar phrase
+                inside = [n for n in melody if bar * 16 <= n[0] < (bar + 1) * 16]
+                if len(inside) >= 2 and inside[-1][0] == bar * 16 + 12 and inside[-2][0] <= bar * 16 + 8:
+                    inside = inside[:-1]  # a pickup into the next phrase
+                last = inside[-1] if inside else None
+                if last is None or last[0] < bar * 16 + 8 or last[1] < 4:
+                    continue
+                ends += 1
+                before = [n for n in melody if n[0] < last[0]]
+                repeated += before[-1][2] == last[2]
+        return repeated / max(ends, 1)
+
+    monkeypatch.setattr(song_sample.MelodyWriter, "_landing_bar", staticmethod(recorded))
+    repeats = landing_repeats(song_sample.LANDING_REPEAT_PENALTY)
+    assert {1, 3} <= set(landed), landed  # both phrases of a four-bar section land
+    assert repeats < landing_repeats(0.0), repeats
+
+
 def test_a_chorales_lower_voices_move_on_the_beat_and_fill_their_thirds_with_passing_tones():
     """Bach's alto, tenor and bass move on six beats in ten and fill a quarter of them with passing tones.
     Searched by the beat with a reward for moving inside a held chord, the lower voices move on more beats

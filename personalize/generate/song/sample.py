@@ -56,6 +56,11 @@ FIGURE_CHANCE = 0.25
 # per semitone of the step into that bar's first note beyond a whole step. Written blind, band songs' phrase
 # joins leapt a fourth or more 19 % of the time (the chorales' phrase joins: 10 %, inside phrases 7 %).
 LEAD_IN_WEIGHT = 1.0
+# Logits a sung line's landing note loses for repeating the note before it. A landing must be a chord tone,
+# and the note before it often already is one: 29 % of the written chorales' held notes on a phrase's third
+# beat repeated the note before (12 % at a penalty of 5). At 3 the melodies' repeated notes came to 15.7 %
+# of their intervals, from 16.7 % (the training chorales: 15.0 %).
+LANDING_REPEAT_PENALTY = 3.0
 PHRASE_BARS = 4  # a phrase lands on its last bar (see MelodyWriter: phrase ends)
 # Styles whose note lengths the prior steers: a fiddle tune is dotted or even throughout, and the model left
 # to itself mixes the two and writes neither; the chorales' quarters it writes as the corpus does (steering
@@ -130,6 +135,7 @@ class MelodyRequest:
         True  # phrase ends land on a held chord tone (songs and chorales; dance tunes run on)
     )
     closing: str | None = None  # the material the song ends with: its last bar lands in every style
+    phrase_bars: int = PHRASE_BARS  # a phrase lands on every this many bars of a material (a chorale's: 2)
     dotted: bool = False  # in dotted rhythm (a hornpipe's pairs): the prior's dotted lengths steer
     sixteenths: bool = True  # False: a plain piece, every note a whole number of eighths long
     figures: bool = False  # an even piece with a dotted figure now and then (a dotted eighth and sixteenth)
@@ -229,7 +235,7 @@ class MelodyWriter:
 
     @staticmethod
     def _landing_bar(row: _Row) -> bool:
-        """Whether the bar being written ends a phrase: the last of every four bars of a material, and its
+        """Whether the bar being written ends a phrase: the last bar of every phrase of a material, and its
         last bar, unless the plan leaves it open (``Material.open_ends``). There the melody lands: its last
         note starts by the last beat, is a tone of the chord under it and of the chord the bar arrives on
         (of the tonic or the dominant triad where no chords were planned), and lasts to the bar line (the
@@ -244,7 +250,7 @@ class MelodyWriter:
             return True  # every song ends landed, a dance tune too
         if b in material.open_ends:
             return False
-        return row.request.land_phrases and ((b + 1) % PHRASE_BARS == 0 or b == n - 1)
+        return row.request.land_phrases and ((b + 1) % row.request.phrase_bars == 0 or b == n - 1)
 
     @staticmethod
     def _landing_tones(row: _Row, pos: int, bar_ticks: int) -> set[int]:
@@ -449,14 +455,18 @@ class MelodyWriter:
                 pickup = landing and self._pickup_bar(row)
                 bt = bar_ticks[i] - beats[i] if pickup else bar_ticks[i]
                 in_pickup = pickup and (row.tick >= bt if row.phase == "free" else row.pos >= bt)
+                # A landing note starts by the bar's last beat (a pickup bar's: the beat before the pickup).
+                arrive = bt - beats[i]
                 upbeat = self._pickup_notes(row) if pickup else 0
                 reserve = upbeat if pickup and not in_pickup else 0
                 if row.phase == "pitch":
                     mask[i] = pitch_masks[i]
                     last_asked = self._still_asked(row, reserve) == 1  # the bar's last note: where it lands
+                    lands_here = False
                     if in_pickup:
                         pass  # the pickup leads into the next phrase: any pitch of the scale
-                    elif landing and (row.pos >= bt - beats[i] or last_asked):
+                    elif landing and (row.pos >= arrive or last_asked):
+                        lands_here = True
                         tones = self._landing_tones(row, row.pos, bar_ticks[i])
                         keep = np.zeros(v, dtype=bool)
                         keep[S.PITCH0 : S.PITCH0 + len(candidates)] = np.isin(candidates % 12, list(tones))
@@ -487,6 +497,8 @@ class MelodyWriter:
                         if nxt is not None:
                             beyond = np.maximum(0, np.abs(candidates - nxt) - 2)
                             fusion[i, S.PITCH0 : S.PITCH0 + len(candidates)] -= self.lead_in * beyond
+                    if sung and lands_here and row.pitches and LANDING_REPEAT_PENALTY > 0:
+                        fusion[i, S.PITCH0 + row.pitches[-1] - S.REL_LO] -= LANDING_REPEAT_PENALTY
                 elif row.phase == "dur" and in_pickup:
                     # The pickup lasts to the bar line; of two eighths, the first lasts half the beat.
                     two = upbeat == 2 and row.pos == bt
@@ -501,7 +513,6 @@ class MelodyWriter:
                     if landing:
                         # Land: a note ends by the last beat, or it is a landing tone held to the bar line
                         # (in a pickup bar, to the pickup).
-                        arrive = bt - beats[i]
                         to_end = bt - row.pos
                         landed = row.pitches[-1] % 12 in self._landing_tones(row, row.pos, bar_ticks[i])
                         allowed = dur_upto[max(0, min(limit, arrive - row.pos))].copy()
@@ -514,7 +525,7 @@ class MelodyWriter:
                     still = self._still_asked(row, reserve) - 1  # notes the bar asks for after this one
                     if still > 0:
                         # Leave a tick for each of them before the bar's last onset.
-                        last_onset = bt - beats[i] if landing else bar_ticks[i] - 1
+                        last_onset = arrive if landing else bar_ticks[i] - 1
                         if row.request.sixteenths:
                             most = last_onset - row.pos - still + 1
                         else:  # two ticks each, from an eighth's onset
@@ -552,7 +563,6 @@ class MelodyWriter:
                     else:
                         mask[i, self._next_structural(row)] = True
                 else:
-                    arrive = bt - beats[i]
                     # In a phrase's last bar no note starts after the last beat, and the bar is done only
                     # once a landing note holds to the bar line.
                     last_onset = arrive + 1 if landing and row.tick <= arrive else bar_ticks[i]

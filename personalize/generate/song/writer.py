@@ -291,17 +291,37 @@ class SongGenerator:
                 k = form.sections.index(first)
                 before = form.sections[k - 1].material if k > 0 else ""
                 after = chords[before][-1][-1] if before in chords else None
-                chords[material] = self.harmony.progression(
-                    controls.mode,
-                    L,
-                    spans,
-                    cadence,
-                    start_on_tonic,
-                    rng,
-                    style=style,
-                    arrive_late=late,
-                    after=after,
-                )
+                # A chorale's section is two or more phrases: each inner one closes where the corpus's
+                # phrases do (drawn), the last one as the section asks.
+                P = form.phrase_bars if form.texture == "chorale" else L
+                chords[material] = []
+                for p0 in range(0, L, P):
+                    last_phrase = p0 + P >= L
+                    close: str | Chord = cadence
+                    if not last_phrase:
+                        drawn = self.harmony.for_style(style).draw_phrase_end(controls.mode, rng)
+                        close = (
+                            "half"
+                            if drawn is None
+                            else (
+                                "authentic"
+                                if drawn == TONIC[controls.mode]
+                                else "half"
+                                if drawn.root == 7
+                                else drawn
+                            )
+                        )
+                    chords[material] += self.harmony.progression(
+                        controls.mode,
+                        min(P, L - p0),
+                        spans,
+                        close,
+                        start_on_tonic and p0 == 0,
+                        rng,
+                        style=style,
+                        arrive_late=late or not last_phrase,
+                        after=after if p0 == 0 else chords[material][-1][-1],
+                    )
                 # A dance tune's eight-bar strain often starts its second phrase as it started its first
                 # (a b a c): those bars repeat, over the same chords.
                 if form.texture == "tune" and L == 2 * PHRASE_BARS and rng.random() < INNER_REPEAT_SHARE:
@@ -371,7 +391,7 @@ class SongGenerator:
                     # Some phrases run on into the next instead of closing (never the song's last bar).
                     open_ends=frozenset(
                         b
-                        for b in range(PHRASE_BARS - 1, len(chords[material]), PHRASE_BARS)
+                        for b in range(form.phrase_bars - 1, len(chords[material]), form.phrase_bars)
                         if land and rng.random() < OPEN_PHRASE_END_SHARE
                     ),
                 )
@@ -447,7 +467,7 @@ class SongGenerator:
                 # A second ending lands as its first ending did: it repeats that bar up to its last beat.
                 mat.pickups = frozenset(
                     b
-                    for b in range(PHRASE_BARS - 1, mat.n_bars, PHRASE_BARS)
+                    for b in range(form.phrase_bars - 1, mat.n_bars, form.phrase_bars)
                     if b not in mat.open_ends
                     and not (mat.name == closing and b == mat.n_bars - 1)
                     and (
@@ -479,6 +499,7 @@ class SongGenerator:
             # (held-out corpus tunes: a median 1 phrase end in 8 lands).
             land_phrases=land,
             closing=closing,
+            phrase_bars=form.phrase_bars,
         )
         swings = form.texture in ("band", "tune") and controls.density_bin <= 2 and controls.tempo_bpm < 150
         swing = 0.6 if swings and meter_grid(controls.meter, TPQ)[1] == TPQ and rng.random() < 0.35 else 0.5
