@@ -57,7 +57,8 @@ class Settings(BaseSettings):
 
     # Taste profiles: events in the window ending with the run date, weighted by engagement and recency
     profile_window_days: int = Field(default=28, ge=1, le=3650)
-    profile_half_life_days: float = Field(default=7.0, gt=0, le=3650)
+    # 5 days since the availability weight below; 7 before (docs/loop.md, "Thirty nights")
+    profile_half_life_days: float = Field(default=5.0, gt=0, le=3650)
     profile_min_events: int = Field(
         default=5, ge=0
     )  # fewer events in the window: "thin" (kept out of cluster fitting)
@@ -71,11 +72,18 @@ class Settings(BaseSettings):
     profile_save_weight: float = Field(default=1.5, ge=0, le=100)
     profile_dislike_weight: float = Field(default=2.0, ge=0, le=100)  # taken off the track's weight
     # A play of a track the service wrote and served counts this much of a play the listener chose: what
-    # was served says less about where a listener's taste is going (exposure bias). With the 7-day half-life,
+    # was served says less about where a listener's taste is going (exposure bias). With a 7-day half-life,
     # 0.1 against the earlier 14 days and 0.25 on a 16-night, 2,000-listener loop's events (docs/loop.md):
     # drifting profiles showed 82 % of their change up to a week before instead of 64 %, steady listeners'
     # tempo error 2.47 % against 2.46 %
     profile_served_play_weight: float = Field(default=0.1, ge=0, le=1)
+    # Availability: music a listener picks themselves comes from a catalog with more tracks at some tempi than
+    # at others, so what they play leans towards the crowded tempi (a listener whose taste moves towards
+    # sparse ones keeps finding the crowded ones). A chosen track counts (catalog density at its tempo /
+    # the catalog's mean density) ** -profile_availability_power, the ratio clipped to 1/4..4 (a
+    # propensity weight; served tracks are left as they are). 0 turns it off (docs/taste.md).
+    profile_availability_power: float = Field(default=1.0, ge=0, le=4)
+    profile_availability_bandwidth_log2: float = Field(default=0.06, gt=0, le=2)
     # Drift: a listener whose last profile_recent_days of listening sit apart from the whole window (their
     # recent mean tempo or density more than profile_drift_z_start standard errors from the window's) is
     # moving; their profile blends towards the recent days alone, wholly at profile_drift_z_full. Steady

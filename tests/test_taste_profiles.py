@@ -162,6 +162,35 @@ def test_plays_of_served_tracks_count_less_than_music_the_listener_chose(ctx):
     assert prof["l2"].tempo_bpm < middle  # two likes outweigh one chosen play, served or not
 
 
+def test_music_chosen_where_the_catalog_is_sparse_counts_for_what_the_catalog_could_not_offer(ctx):
+    """Twelve catalog tracks crowd around 100 BPM and two sit at 150. A listener who played four crowded
+    tracks and one sparse one as fully gets a profile pulled towards 150 by the availability weight (any
+    recommender offers the crowded tempi more often); a listener of crowded tracks alone stays where they
+    are. A track the service wrote and served weighs the same wherever it sits."""
+    crowded = [{**SLOW, "track_id": f"c{i}", "tempo_bpm": 100.0 + i} for i in range(12)]
+    sparse = [{**FAST, "track_id": f"s{i}", "tempo_bpm": 150.0 + 2 * i} for i in range(2)]
+    rows = [("explorer", f"c{i}", 1.0 + i * 0.1, 200_000, "complete") for i in range(4)]
+    rows += [("explorer", "s0", 1.5, 200_000, "complete")]
+    rows += [("homebody", f"c{i}", 1.0 + i * 0.1, 200_000, "complete") for i in range(4)]
+    write_world(ctx, _catalog(*crowded, *sparse), _events(rows), ["explorer", "homebody"])
+    ctx.settings.profile_availability_power = 0.0
+    profile.run(ctx, RUN_DATE)
+    plain = _profiles(ctx)
+    ctx.settings.profile_availability_power = 1.0
+    profile.run(ctx, RUN_DATE)
+    weighted = _profiles(ctx)
+    assert weighted["explorer"].tempo_bpm > plain["explorer"].tempo_bpm * 1.08
+    assert weighted["homebody"].tempo_bpm == pytest.approx(plain["homebody"].tempo_bpm, rel=0.01)
+
+    tracks, _ = profile.load_tracks(ctx)
+    w = profile.availability_weights(tracks, 1.0, 0.06)
+    at = {t: w[i] for i, t in enumerate(tracks.index)}
+    assert at["s0"] > 1.5 > 1.0 > at["c5"]
+    tracks.served[:] = True
+    assert (profile.availability_weights(tracks, 1.0, 0.06) == 1.0).all()
+    assert (profile.availability_weights(tracks, 0.0, 0.06) == 1.0).all()
+
+
 def test_a_listener_who_plays_one_track_sits_on_that_tracks_vector(ctx):
     rows = [("fan", "fast", d + 0.5, 200_000, "complete") for d in range(6)]
     write_world(ctx, _catalog(SLOW, FAST), _events(rows), ["fan"])

@@ -257,9 +257,20 @@ def _drift_point(ctx: Context, truth_all: Any, date: dt.date) -> dict[str, Any] 
 def history_drift(ctx: Context, truth_all: Any, dates: list[dt.date]) -> list[dict[str, Any]]:
     """Drift points for dates of the world's own history, from profiles computed in memory (nothing written),
     so the figure shows how profiles followed drifting listeners before the evaluated nights too."""
-    from personalize.profile.stage import DriftRule, compute_profiles, load_pair_weights, load_tracks, window
+    from personalize.profile.stage import (
+        DriftRule,
+        availability_weights,
+        compute_profiles,
+        load_pair_weights,
+        load_tracks,
+        window,
+    )
 
     tracks, _ = load_tracks(ctx)
+    s = ctx.settings
+    availability = availability_weights(
+        tracks, s.profile_availability_power, s.profile_availability_bandwidth_log2
+    )
     points = []
     for date in dates:
         truth = truth_all.at(date)
@@ -270,8 +281,9 @@ def history_drift(ctx: Context, truth_all: Any, dates: list[dt.date]) -> list[di
             load_pair_weights(ctx, *window(ctx, date)),
             tracks,
             ids,
-            ctx.settings.profile_min_events,
-            DriftRule.from_settings(ctx.settings),
+            s.profile_min_events,
+            DriftRule.from_settings(s),
+            availability,
         )
         point = _drift_stats(
             truth, pd.DataFrame(rows)[["listener_id", "tempo_bpm"]].dropna(), date, "history"

@@ -12,7 +12,9 @@ profile_half_life_days)``, age counted from the end of the run date. Only events
 ``profile_window_days`` days ending with the run date count, and only listeners known by the end of the
 run date get a profile (:func:`listeners_known_by`), so nothing after the date changes its profiles. Per
 listener and track the weights are summed in SQL; a track whose sum is not positive does not pull the
-profile. The profile is the weighted mean of the tracks' own vectors
+profile. A track the listener chose is then weighed by how sparse the catalog is at its tempo
+(:func:`availability_weights`, settings ``profile_availability_*``): what a listener finds leans towards
+the crowded tempi, whatever their taste. The profile is the weighted mean of the tracks' own vectors
 (:func:`personalize.profile.vector.track_vector`).
 
 Cold start rule: a listener with at least ``profile_min_events`` events and some positive weight is
@@ -76,10 +78,18 @@ class TrackFeatures:
     """Raw vectors and sparse key/program/meter indicators of every usable track, row-aligned."""
 
     def __init__(
-        self, track_ids: list[str], vectors: np.ndarray, key_idx: np.ndarray, programs: list, meters
+        self,
+        track_ids: list[str],
+        vectors: np.ndarray,
+        key_idx: np.ndarray,
+        programs: list,
+        meters,
+        served: np.ndarray | None = None,
     ):
         self.index = pd.Index(track_ids)
         self.vectors = vectors
+        # True for tracks the service wrote (what a listener was served, not what they found themselves)
+        self.served = np.zeros(len(track_ids), dtype=bool) if served is None else np.asarray(served, bool)
         n = len(track_ids)
         self.tempo_sq = vectors[:, I_TEMPO] ** 2
         self.density_sq = vectors[:, I_DENSITY] ** 2
@@ -111,15 +121,16 @@ def load_tracks(ctx: Context) -> tuple[TrackFeatures, list[dict[str, Any]]]:
                     Track.programs,
                     Track.density,
                     Track.meter,
+                    Track.source,
                 )
             ).all(),
-            columns=["track_id", "tempo_bpm", "key_pc", "mode", "programs", "density", "meter"],
+            columns=["track_id", "tempo_bpm", "key_pc", "mode", "programs", "density", "meter", "source"],
         )
     density = pd.to_numeric(df["density"], errors="coerce")
     usable_density = density[(density > 0) & np.isfinite(density)]
     fill = float(usable_density.median()) if len(usable_density) else 4.0
     imputed = ~((density > 0) & np.isfinite(density))
-    ids, vectors, keys, programs, meters, problems = [], [], [], [], [], []
+    ids, vectors, keys, programs, meters, served, problems = [], [], [], [], [], [], []
     for row, dens, was_imputed in zip(df.itertuples(index=False), density.fillna(fill), imputed, strict=True):
         try:
             progs = list(dict.fromkeys(parse_programs(row.programs)))
@@ -133,11 +144,43 @@ def load_tracks(ctx: Context) -> tuple[TrackFeatures, list[dict[str, Any]]]:
         keys.append(kidx)
         programs.append(progs)
         meters.append(row.meter or "4/4")
+        served.append(row.source == "generated")
     feats = TrackFeatures(
-        ids, np.array(vectors).reshape(-1, N_FEATURES), np.array(keys, dtype=int), programs, meters
+        ids, np.array(vectors).reshape(-1, N_FEATURES), np.array(keys, dtype=int), programs, meters, served
     )
     feats.n_density_imputed = int(imputed.sum())  # type: ignore[attr-defined]
     return feats, problems
+
+
+AVAILABILITY_CLIP = 4.0  # a chosen track's availability weight stays within 1/4..4
+
+
+def availability_weights(tracks: TrackFeatures, power: float, bandwidth_log2: float) -> np.ndarray:
+    """Per track, how much a play the listener chose counts for where the catalog is crowded or sparse.
+
+    The catalog's tempo density (tracks the service did not write, a Gaussian kernel of ``bandwidth_log2``
+    octaves over log2 tempo, binned) at each track, over its mean across the catalog; a chosen track's
+    weight is that ratio, clipped to ``1/AVAILABILITY_CLIP..AVAILABILITY_CLIP``, to the power ``-power``
+    (inverse propensity). Served tracks weigh 1. ``power`` 0 gives all ones.
+    """
+    n = len(tracks.index)
+    out = np.ones(n)
+    chosen = ~tracks.served
+    if power <= 0 or chosen.sum() < 2:
+        return out
+    x = tracks.vectors[chosen, I_TEMPO]
+    step = bandwidth_log2 / 4.0
+    lo = float(x.min()) - 4 * bandwidth_log2
+    edges = np.arange(lo, float(x.max()) + 4 * bandwidth_log2 + step, step)
+    counts, _ = np.histogram(x, bins=edges)
+    offsets = np.arange(-16, 17) * step  # the kernel to four bandwidths either side
+    kernel = np.exp(-0.5 * (offsets / bandwidth_log2) ** 2)
+    smooth = np.convolve(counts.astype(float), kernel, mode="same")
+    centers = (edges[:-1] + edges[1:]) / 2.0
+    density = np.interp(x, centers, smooth)
+    ratio = np.clip(density / density.mean(), 1.0 / AVAILABILITY_CLIP, AVAILABILITY_CLIP)
+    out[chosen] = ratio ** (-power)
+    return out
 
 
 # --- Events -------------------------------------------------------------------------------------------
@@ -376,11 +419,13 @@ def compute_profiles(
     listener_ids: list[str],
     min_events: int,
     drift: DriftRule | None = None,
+    availability: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Profiles (``PROFILE_COLUMNS``; JSON columns as JSON text, cold rows with NULLs) for ``listener_ids``
     from weighted events or listener-track sums. With a ``drift`` rule and a ``recent`` column, a listener
     whose recent listening has moved away from the window's gets a profile blended towards the recent days
-    (:func:`drift_blend`); ``counts["drifting"]`` says how many moved at all."""
+    (:func:`drift_blend`); ``counts["drifting"]`` says how many moved at all. ``availability`` (one weight per
+    track, :func:`availability_weights`) scales each track's summed weight."""
     lidx = pd.Index(listener_ids)
     li = lidx.get_indexer(pairs["listener_id"])
     ti = tracks.index.get_indexer(pairs["track_id"])
@@ -397,6 +442,9 @@ def compute_profiles(
     )
     W.data = np.clip(W.data, 0.0, None)
     W.eliminate_zeros()
+    scale = sparse.diags(availability) if availability is not None else None
+    if scale is not None:
+        W = (W @ scale).tocsr()
     total = np.asarray(W.sum(axis=1)).ravel()
     weight_total = total
     blend = np.zeros(n_listeners)
@@ -405,6 +453,8 @@ def compute_profiles(
             (pairs["recent"].to_numpy(dtype=float)[known], (li, ti)), shape=(n_listeners, n_tracks)
         )
         R.data = np.clip(R.data, 0.0, None)
+        if scale is not None:
+            R = R @ scale
         R = R.multiply(W > 0).tocsr()  # a track the window as a whole does not want stays out
         R.eliminate_zeros()
         blend = drift_blend(W, R, tracks, drift)
@@ -516,8 +566,17 @@ def run(ctx: Context, run_date: dt.date, progress: Progress | None = None) -> di
 
     t2 = time.perf_counter()
     listener_ids = listeners_known_by(ctx, end)
+    settings = ctx.settings
+    availability = availability_weights(
+        tracks, settings.profile_availability_power, settings.profile_availability_bandwidth_log2
+    )
     profiles, counts = compute_profiles(
-        pairs, tracks, listener_ids, ctx.settings.profile_min_events, DriftRule.from_settings(ctx.settings)
+        pairs,
+        tracks,
+        listener_ids,
+        settings.profile_min_events,
+        DriftRule.from_settings(settings),
+        availability,
     )
     timings["compute_s"] = time.perf_counter() - t2
     say(
