@@ -73,3 +73,30 @@ def test_reason_speaks_of_tempo_key_and_instruments():
     cold = ListenerFacts(100.0, 0, "major", 1.0, ("brass",), from_cluster=True)
     assert "listeners like you" in reason(TrackFacts(101.0, 7, "major", "56"), cold)
     assert instrument_name(89) == "warm pad" and instrument_name("drums") == "drums"
+
+
+def test_tracks_written_for_one_listener_fill_no_clusters_pool():
+    """A cluster with no fresh tracks of its own borrows its neighbours'; tracks written for one listener
+    are placed for their owner alone, so they must not count towards the borrowed pool (counted in, a
+    whole cluster's pool held only tracks none of its listeners could be given, and they got no playlist)."""
+    import datetime as dt
+
+    from personalize.profile.vector import TasteSpace
+    from personalize.publish.stage import _candidate_pools
+
+    night = dt.date(2026, 3, 2)
+    tracks = [
+        {"run_date": night, "cluster_id": 1},  # 0-3: written for listeners of cluster 1 (personal)
+        {"run_date": night, "cluster_id": 1},
+        {"run_date": night, "cluster_id": 1},
+        {"run_date": night, "cluster_id": 1},
+        {"run_date": night, "cluster_id": 1},  # 4-5: cluster 1's own
+        {"run_date": night, "cluster_id": 1},
+        {"run_date": night - dt.timedelta(days=1), "cluster_id": 0},  # 6: last night's
+    ]
+    centroids = {0: np.array([0.0, 0.0]), 1: np.array([1.0, 0.0])}
+    space = TasteSpace(mean=np.zeros(2), scale=np.ones(2), weights=np.ones(2))
+    pools = _candidate_pools(centroids, tracks, night, 4, space, personal={0, 1, 2, 3})
+    assert set(pools[0]) == {4, 5, 6} and set(pools[1]) == {4, 5, 6}
+    old = set(_candidate_pools(centroids, tracks, night, 4, space)[0])  # personal tracks counted in
+    assert {0, 1, 2, 3} <= old and 6 not in old

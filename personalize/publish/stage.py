@@ -190,11 +190,16 @@ def _candidate_pools(
     run_date: dt.date,
     want: int,
     space: TasteSpace,
+    personal: set[int] | frozenset[int] = frozenset(),
 ) -> dict[int, np.ndarray]:
-    """Per cluster, indices of its candidate tracks: own fresh ones, nearest clusters' when thin, then recent."""
+    """Per cluster, indices of its candidate tracks: own fresh ones, nearest clusters' when thin, then recent.
+    Tracks written for one listener (``personal``) are placed for their owner alone, so they fill no pool:
+    counted in, they left whole clusters with a pool of tracks none of their listeners could be given."""
     fresh_by_cluster: dict[int, list[int]] = {}
     recent_by_cluster: dict[int, list[int]] = {}
     for i, t in enumerate(tracks):
+        if i in personal:
+            continue
         target = fresh_by_cluster if t["run_date"] == run_date else recent_by_cluster
         target.setdefault(int(t["cluster_id"]) if t["cluster_id"] is not None else -1, []).append(i)
     ids = sorted(clusters)
@@ -281,9 +286,10 @@ def build_playlists(ctx: Context, run_date: dt.date, listener_ids: set[str] | No
     track_facts = [TrackFacts(t["tempo_bpm"], t["key_pc"], t["mode"], t["programs"]) for t in tracks]
     track_ids = [t["track_id"] for t in tracks]
     received = _history(ctx, run_date, track_ids)
-    pools = _candidate_pools(centroids, tracks, run_date, 2 * n_items, space)
     owners = _personal_owners(ctx, track_ids)
     index_of = {tid: i for i, tid in enumerate(track_ids)}
+    personal = {index_of[tid] for tid in owners if tid in index_of}
+    pools = _candidate_pools(centroids, tracks, run_date, 2 * n_items, space, personal)
     previous = _previous_items(ctx, run_date)
     n_new = min(n_items, max(1, math.ceil(settings.playlist_new_share * n_items - 1e-9)))
 
