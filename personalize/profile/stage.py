@@ -442,11 +442,12 @@ def compute_profiles(
     )
     W.data = np.clip(W.data, 0.0, None)
     W.eliminate_zeros()
+    total = np.asarray(W.sum(axis=1)).ravel()
+    weight_total = total  # the engagement evidence, before the availability weight
     scale = sparse.diags(availability) if availability is not None else None
     if scale is not None:
         W = (W @ scale).tocsr()
-    total = np.asarray(W.sum(axis=1)).ravel()
-    weight_total = total
+        total = _row_sums(W)
     blend = np.zeros(n_listeners)
     if drift is not None and "recent" in pairs:
         R = sparse.csr_matrix(

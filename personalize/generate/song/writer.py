@@ -110,6 +110,12 @@ CHORALE_PASSING = 0.7
 CHORD_CEILING_MIN = 60  # the top of an accompaniment's chords may always reach middle C
 
 
+def _close_on(chord: Chord, mode: str) -> str | Chord:
+    """A drawn phrase-end chord as a cadence: the tonic is a full close, a chord on the dominant a half
+    close, any other chord is closed on as it is."""
+    return "authentic" if chord == TONIC[mode] else "half" if chord.root == 7 else chord
+
+
 @dataclass
 class SongPlan:
     """Everything decided before the melody is written."""
@@ -268,8 +274,7 @@ class SongGenerator:
             if drawn_close:
                 drawn = self.harmony.for_style(style).draw_phrase_end(controls.mode, rng)
                 if drawn is not None:
-                    tonic_chord = TONIC[controls.mode]
-                    cadence = "authentic" if drawn == tonic_chord else "half" if drawn.root == 7 else drawn
+                    cadence = _close_on(drawn, controls.mode)
             # An inner full close arrives on the third beat, the song's last one on the downbeat.
             late = style == "chorale" and not final_close
             if material.endswith(VARIED) and base in chords:
@@ -300,17 +305,7 @@ class SongGenerator:
                     close: str | Chord = cadence
                     if not last_phrase:
                         drawn = self.harmony.for_style(style).draw_phrase_end(controls.mode, rng)
-                        close = (
-                            "half"
-                            if drawn is None
-                            else (
-                                "authentic"
-                                if drawn == TONIC[controls.mode]
-                                else "half"
-                                if drawn.root == 7
-                                else drawn
-                            )
-                        )
+                        close = "half" if drawn is None else _close_on(drawn, controls.mode)
                     chords[material] += self.harmony.progression(
                         controls.mode,
                         min(P, L - p0),
