@@ -316,11 +316,10 @@ def build_playlists(ctx: Context, run_date: dt.date, listener_ids: set[str] | No
         member_std = space.transform(raw)
         relevance = similarity(pairwise_distance(member_std, track_std[pool]))
         allowed = np.ones_like(relevance, dtype=bool)
-        pool_owner = [owners.get(track_ids[ti]) for ti in pool]
         for li, m in enumerate(members):
             for tj, ti in enumerate(pool):
-                # Personal tracks are placed by hand below (their owner's) or never (anyone else's).
-                if pool_owner[tj] is not None or (m["listener_id"], track_ids[ti]) in received:
+                # (Personal tracks are in no pool: they are placed by hand below, for their owner only.)
+                if (m["listener_id"], track_ids[ti]) in received:
                     allowed[li, tj] = False
         picks = mmr_select(
             relevance, track_sim[np.ix_(pool, pool)], allowed, n_items, settings.playlist_diversity,

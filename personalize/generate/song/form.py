@@ -12,10 +12,10 @@ Three textures, chosen from the instruments asked for (:func:`texture_of`):
 - ``band`` (drums, or three or more parts with a bass or a chordal instrument): verse / chorus song form,
   ``intro A A' B B' A A' B B' C B B' outro`` cut to length (A = verse, B = chorus, C = bridge).
 - ``chorale`` (three or four melodic instruments, no drums, no bass or chordal instrument): a hymn in the
-  chorale's bar form, 4-bar phrases ``A A' B C ...``: the first phrase sung twice (the *Stollen*; the
-  second time differs on its last beat, where it leads on), then new phrases to the stanza's end (the
-  *Abgesang*, up to eight phrases in all), stanzas repeated to length; or, as about three hymns in ten of
-  the corpus go, through-composed (``A B C D ...``, every phrase new).
+  chorale's bar form, 4-bar sections ``A A' B C ...`` of two 2-bar phrases each (``Form.phrase_bars``): the
+  first section sung twice (the *Stollen*; the second time differs on its last beat, where it leads on),
+  then new sections to the stanza's end (the *Abgesang*, up to eight in all), stanzas repeated to length;
+  or, as about three hymns in ten of the corpus go, through-composed (``A B C D ...``, every section new).
 
 Material is written once per distinct letter and reused: ``A'`` keeps all but the last two bars of ``A``
 and writes a new ending (that is where the cadence changes), so a section returns at least four bars after
