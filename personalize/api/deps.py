@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 
 from personalize.api.errors import Forbidden, NotAuthenticated
 from personalize.api.keys import KeyInfo, checked_key, key_lookup, verify_key
-from personalize.api.queries import Call, execute_together
+from personalize.api.queries import Call, keyed_read
 from personalize.api.state import ApiState
 from personalize.ids import ID_MAX_CHARS, ID_RULE, id_problem, normal_id
 
@@ -114,16 +114,16 @@ class KeyedDatabase:
 
     async def read_with(self, first: Call, work: Callable[[Connection, list[Any]], T]) -> T:
         """``work(conn, rows)`` once the key checks out, where ``rows`` are those of the read ``first``: it
-        goes to the database with the key lookup, in the same round trip on PostgreSQL (the playlist fetch,
-        the endpoint the app calls most, makes one round trip rather than two). A refused key never gets
-        them: they are dropped with the refusal."""
+        goes to the database with the key lookup, as one statement on PostgreSQL (the playlist fetch, the
+        endpoint the app calls most, makes one round trip rather than two; ``queries.keyed_read``). A
+        refused key never gets them: they are dropped with the refusal."""
 
         def checked(conn: Connection) -> T:
             presented = _presented(self.presented)
             lookup = key_lookup(presented)
             if lookup is None:  # malformed: nothing to look up, nothing read
                 raise _unknown_key()
-            key_rows, rows = execute_together(conn, lookup, first)
+            key_rows, rows = keyed_read(conn, lookup, first)
             self._rate_checked(_known(checked_key(key_rows, presented)))
             return work(conn, rows)
 
