@@ -648,17 +648,6 @@ def test_a_parallel_is_let_through_only_where_a_note_between_the_beats_breaks_it
     strictly it has none, never in the outer voices or in octaves with the tune; the passing tones then
     fill or anticipate each, so that at the eighth no two voices move together in parallel."""
 
-    def parallels(voices: list[list[int]]) -> list[tuple[int, int, int]]:
-        return [
-            (i, j, (voices[i][s] - voices[j][s]) % 12)
-            for i, j in itertools.combinations(range(len(voices)), 2)
-            for s in range(1, len(voices[0]))
-            if voices[i][s - 1] != voices[i][s]
-            and voices[j][s - 1] != voices[j][s]
-            and (voices[i][s] - voices[j][s]) % 12 in (0, 7)
-            and (voices[i][s - 1] - voices[j][s - 1]) % 12 == (voices[i][s] - voices[j][s]) % 12
-        ]
-
     def grid(parts: list[list[Note]], step: int) -> list[list[int]]:
         return [[_pitch_at_tick(p, t) for t in range(0, 800, step)] for p in parts]
 
@@ -672,13 +661,13 @@ def test_a_parallel_is_let_through_only_where_a_note_between_the_beats_breaks_it
         loose = voice_chorale(
             soprano, chords, 0, 8, [41, 42, 43], beat_ticks=4, moving=2.0, broken=2.0, broken_max=3
         )
-        assert parallels(grid([soprano, *strict], 4)) == []
-        found = parallels(grid([soprano, *loose], 4))
+        assert _parallel_pairs(grid([soprano, *strict], 4)) == []
+        found = _parallel_pairs(grid([soprano, *loose], 4))
         assert len(found) <= 3
         assert not any(i == 0 and (j == 3 or iv == 0) for i, j, iv in found), found
         filled = passing_tones(loose, soprano, 0, "major", 4, 2, 0.0, np.random.default_rng(0))
-        assert len(parallels(grid([soprano, *filled], 4))) == len(found)  # still heard beat to beat
-        assert parallels(grid([soprano, *filled], 2)) == []  # but broken between the beats
+        assert len(_parallel_pairs(grid([soprano, *filled], 4))) == len(found)  # still heard beat to beat
+        assert _parallel_pairs(grid([soprano, *filled], 2)) == []  # but broken between the beats
         let_through += len(found)
     assert let_through >= 3
 
@@ -734,14 +723,20 @@ def _pitch_at_tick(part: list[Note], t: int) -> int:
     return next(n.pitch for n in part if n.start <= t < n.start + n.duration)
 
 
-def _parallels(voices: list[list[int]]) -> int:
-    count = 0
+def _parallel_pairs(voices: list[list[int]]) -> list[tuple[int, int, int]]:
+    """Each parallel fifth or octave between consecutive steps of the ``voices`` (high to low): the two
+    voices' indices and the interval (0 or 7)."""
+    found = []
     for i, j in itertools.combinations(range(len(voices)), 2):
         for s in range(1, len(voices[0])):
             a0, a1, b0, b1 = voices[i][s - 1], voices[i][s], voices[j][s - 1], voices[j][s]
             if a0 != a1 and b0 != b1 and (a1 - b1) % 12 in (0, 7) and (a0 - b0) % 12 == (a1 - b1) % 12:
-                count += 1
-    return count
+                found.append((i, j, (a1 - b1) % 12))
+    return found
+
+
+def _parallels(voices: list[list[int]]) -> int:
+    return len(_parallel_pairs(voices))
 
 
 def test_the_bass_moves_under_passing_tones_and_returns_to_its_root():

@@ -548,8 +548,9 @@ def voice_chorale(
     With ``broken``, up to ``broken_max`` times in the piece a parallel fifth or octave from one beat to the
     next costs ``broken`` instead of the full penalty where one of its two voices is a lower voice moving a
     third or less: :func:`passing_tones` fills that leap with a passing tone, or has that step anticipated,
-    and the note breaks the parallel between the beats (:func:`_breakable` says which may be). Bach's chorales have such beat-to-beat parallels in four pieces in ten (1.5 fifths and 0.6
-    octaves per 100 chord changes), nine in ten with a note of one voice between the beats.
+    and the note breaks the parallel between the beats (:func:`_breakable` says which may be). Bach's
+    chorales have such beat-to-beat parallels in four pieces in ten (1.5 fifths and 0.6 octaves per 100
+    chord changes), nine in ten with a note of one voice between the beats.
     """
     ranges = [program_range(p) for p in programs]
     n_low = len(programs)
