@@ -19,6 +19,7 @@ from personalize.generate.song import tokens as S
 from personalize.generate.song.arrange import (
     Note,
     assign_roles,
+    bass_line,
     chord_part,
     consonant_bass,
     keep_under,
@@ -737,6 +738,23 @@ def _parallel_pairs(voices: list[list[int]]) -> list[tuple[int, int, int]]:
 
 def _parallels(voices: list[list[int]]) -> int:
     return len(_parallel_pairs(voices))
+
+
+def test_the_bass_is_heard_moving_from_the_notes_that_end_the_bar_before():
+    """G major for a bar, then A minor, in C: the tune sings B4 then D5 over the G (the bass's G2), then E5.
+    Judged from the notes the bar began with (B over G: a third) the bass's step to A would pass; heard
+    from the notes that end the bar (D over G: a fifth) it would move in fifths with the tune (D-E over
+    G-A), so the bass takes A minor's third instead. At density 2 the bass's own last note, the fifth on
+    the middle beat, is what it moves from."""
+    G, vi = Chord(7, "maj"), Chord(9, "min")
+    tune = [Note(0, 8, 71), Note(8, 8, 74), Note(16, 16, 76)]
+    for density in (0, 2):
+        bass = bass_line([G, vi], 0, 16, 4, density, 33, np.random.default_rng(0), tune)
+        before = next(n.pitch for n in reversed(bass) if n.start < 16)
+        after = next(n.pitch for n in bass if n.start == 16)
+        heard = (74 - before) % 12
+        assert not (heard in (0, 7) and (76 - after) % 12 == heard and after != before), (density, bass)
+        assert after % 12 in vi.pitch_classes(0)
 
 
 def test_the_bass_moves_under_passing_tones_and_returns_to_its_root():

@@ -170,23 +170,27 @@ def bass_line(
 ) -> list[Note]:  # fmt: skip
     """Roots on every span's downbeat (the third instead where the root would move in parallel octaves or
     fifths with the melody); at density 2 and up, the fifth on the span's middle beat; at 3, an approach
-    note (a step to the next root) on the span's last beat."""
+    note (a step to the next root) on the span's last beat.
+
+    The parallel is judged from what is heard just before the downbeat: the bass's last note and the
+    melody's note sounding there, not the notes the span before began with (a tune that held the leading
+    tone over a bass on the third of V and stepped to the tonic with it moved in octaves unnoticed)."""
     lo, hi = program_range(program)
     hi = min(hi, lo + 24)
     out: list[Note] = []
     prev = (lo + hi) // 2
-    prev_melody: int | None = None
     by_start = sorted(melody, key=lambda n: n.start)
     for s, chord in enumerate(chords):
         start = s * span_ticks
         pcs = chord.pitch_classes(key_pc)
         root = _nearest(pcs[0], prev, lo, hi)
         now = _sounding_at(by_start, start)
-        if now is not None and prev_melody is not None and out and now != prev_melody and root != prev:
-            interval, before = (now - root) % 12, (prev_melody - prev) % 12
+        heard = _sounding_at(by_start, start - 1) if start else None
+        last = out[-1].pitch if out else None
+        if now is not None and heard is not None and last is not None and now != heard and root != last:
+            interval, before = (now - root) % 12, (heard - last) % 12
             if interval in (0, 7) and interval == before and len(pcs) > 1:
                 root = _nearest(pcs[1], prev, lo, hi)
-        prev_melody = now
         beats = max(1, span_ticks // beat_ticks)
         if density_bin <= 1 or beats == 1:
             out.append(Note(start, span_ticks, root))
