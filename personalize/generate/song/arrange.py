@@ -173,8 +173,8 @@ def bass_line(
     note (a step to the next root) on the span's last beat.
 
     The parallel is judged from what is heard just before the downbeat: the bass's last note and the
-    melody's note sounding there, not the notes the span before began with (a tune that held the leading
-    tone over a bass on the third of V and stepped to the tonic with it moved in octaves unnoticed)."""
+    melody's note sounding there, not the notes the span before began with (a tune that reached a fifth or
+    octave above the bass only late in the bar, then stepped with it, went unnoticed)."""
     lo, hi = program_range(program)
     hi = min(hi, lo + 24)
     out: list[Note] = []
